@@ -1,0 +1,41 @@
+"""kv: a read-only key-value server for immutable data.
+
+    >>> import kv
+    >>> table = kv.open_table("example.kvt")
+    >>> table.get("f8a24bb8-eff8-41dc-929b-10b4c3e49e05")
+"""
+
+__version__ = "0.1.0"
+
+from .errors import DataFormatError, DuplicateKey, InvalidKey, KVError, TableCorrupt  # noqa: E402
+from .keys import canonical_key  # noqa: E402
+from .table import Table, open_table  # noqa: E402
+
+
+def build_table(*args, **kwargs):
+    """See kv.build.build_table (imported lazily: it needs numpy)."""
+    from .build import build_table as _build
+
+    return _build(*args, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(name)
+
+
+__all__ = [
+    "Client",
+    "DataFormatError",
+    "DuplicateKey",
+    "InvalidKey",
+    "KVError",
+    "Table",
+    "TableCorrupt",
+    "build_table",
+    "canonical_key",
+    "open_table",
+]

@@ -1,0 +1,596 @@
+"""Build a table file from a data file of `UUID value` lines.
+
+One streaming pass reads the input in blocks. numpy validates every line and
+canonicalises keys a block at a time; Python only hashes (xxh3 has no
+vectorised form). The canonical lines are appended to the records region as
+they come, so memory holds 20 bytes per record (hash, ref, check) plus block
+buffers. Slots are then placed by sorting on the hash: with a home slot that
+grows with the hash, linear probing becomes a running maximum (see
+docs/FORMAT.md), computed in numpy.
+
+The writer never exposes a partial file: it writes `.NAME.tmp-PID` in the
+target directory, fsyncs, renames, and fsyncs the directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from . import __version__
+from . import format as fmt
+from .errors import DataFormatError, DuplicateKey, InvalidKey
+from .keys import canonical_key
+
+BLOCK = 4 << 20
+MAX_LINE = fmt.VALUE_AT + fmt.MAX_VALUE_LEN + 2  # key, space, value, CR, LF
+ON_DUPLICATE = ("error", "first", "last")
+SAMPLE = 5  # problems kept for the report
+
+_xxh3 = xxhash.xxh3_64_intdigest
+_HEX = np.zeros(256, dtype=bool)
+_HEX[list(b"0123456789abcdefABCDEF")] = True
+SLOT_TYPE = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
+assert SLOT_TYPE.itemsize == fmt.SLOT_SIZE
+_HYPHEN_COLS = [8, 13, 18, 23]
+_KEY_COLS = [c for c in range(fmt.KEY_LEN) if c not in _HYPHEN_COLS]
+
+
+@dataclass
+class Problem:
+    line: int
+    reason: str
+    text: str
+
+
+@dataclass
+class BuildReport:
+    source: str
+    table: str
+    records: int = 0
+    lines: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    value_bytes: int = 0
+    table_bytes: int = 0
+    seconds: float = 0.0
+    generation: str = ""
+    max_displacement: int = 0
+    cr_stripped: int = 0
+    skipped_sample: list[Problem] = field(default_factory=list)
+    duplicate_sample: list[Problem] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"built {self.table} from {self.source}",
+            f"  records      {self.records:,}",
+            f"  duplicates   {self.duplicates:,}",
+            f"  skipped      {self.skipped:,}",
+            f"  value bytes  {self.value_bytes:,}",
+            f"  table bytes  {self.table_bytes:,}",
+            f"  seconds      {self.seconds:.2f}",
+            f"  generation   {self.generation}",
+        ]
+        if self.cr_stripped:
+            lines.append(f"  CR stripped  {self.cr_stripped:,} lines")
+        for p in self.skipped_sample:
+            lines.append(f"  skipped line {p.line}: {p.reason}: {p.text}")
+        for p in self.duplicate_sample:
+            lines.append(f"  duplicate line {p.line}: {p.reason}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_table_path(data: str | os.PathLike) -> Path:
+    p = Path(data)
+    return p.with_suffix(".kvt") if p.suffix != ".kvt" else p.with_name(p.name + ".kvt")
+
+
+def build_table(
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    skip_invalid: bool = False,
+    on_duplicate: str = "error",
+    strip_cr: bool = False,
+    keep_cr: bool = False,
+    load_factor: float = 0.8,
+    progress: bool | None = None,
+    block_size: int = BLOCK,
+) -> BuildReport:
+    """Build the table for `data` at `out` (default: data's name with `.kvt`).
+
+    Raises DataFormatError (or DuplicateKey) naming file, line and text on the
+    first problem the options do not allow; nothing is written then.
+    """
+    if on_duplicate not in ON_DUPLICATE:
+        raise ValueError(f"on_duplicate must be one of {ON_DUPLICATE}, not {on_duplicate!r}")
+    if not 0.1 <= load_factor <= 0.95:
+        raise ValueError(f"load_factor must be between 0.1 and 0.95, not {load_factor}")
+    if strip_cr and keep_cr:
+        raise ValueError("strip_cr and keep_cr exclude each other")
+    t0 = time.perf_counter()
+    data = Path(data)
+    out = Path(out) if out is not None else default_table_path(data)
+    st = os.stat(data)
+    options = {
+        "skip_invalid": skip_invalid,
+        "on_duplicate": on_duplicate,
+        "strip_cr": strip_cr,
+        "keep_cr": keep_cr,
+        "load_factor": load_factor,
+    }
+    report = BuildReport(source=str(data), table=str(out))
+    writer = _TableWriter(out, capacity=st.st_size // (fmt.VALUE_AT + 1) + 1)
+    try:
+        with open(data, "rb") as f:
+            reader = _LineReader(f, data, report, options, block_size)
+            bar = _progress_bar(st.st_size, progress)
+            for buf, starts, vlens, h64, checks, consumed in reader.blocks():
+                writer.add(buf, starts, vlens, h64, checks)
+                bar(consumed)
+            bar(None)
+        meta = {
+            "format": fmt.VERSION,
+            "builder": f"kv {__version__}",
+            "source": {"name": data.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+            "built_at": _build_time(st),
+            "options": options,
+            "lines": report.lines,
+            "skipped": report.skipped,
+            "duplicates": 0,
+        }
+        writer.finish(meta, report, data, reader.skipped_lines, on_duplicate, load_factor)
+    except BaseException:
+        writer.abort()
+        raise
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _build_time(st: os.stat_result) -> str:
+    """The build timestamp, kept reproducible: SOURCE_DATE_EPOCH when set (the
+    reproducible-builds.org convention), else the source file's mtime."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = int(epoch) if epoch and epoch.isdigit() else st.st_mtime_ns // 1_000_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return lambda consumed: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="building", file=sys.stderr)
+    done = [0]
+
+    def update(consumed):
+        if consumed is None:
+            bar.close()
+            return
+        bar.update(consumed - done[0])
+        done[0] = consumed
+
+    return update
+
+
+class _LineReader:
+    """Reads a data file in blocks and yields validated, canonical records."""
+
+    def __init__(self, f: io.BufferedReader, path: Path, report: BuildReport, options: dict, block_size: int):
+        self.f = f
+        self.path = path
+        self.report = report
+        self.skip_invalid = options["skip_invalid"]
+        self.strip_cr = options["strip_cr"]
+        self.keep_cr = options["keep_cr"]
+        self.block_size = block_size
+        self.line_base = 0  # lines before the current block
+        self.skipped_lines: list[int] = []
+
+    def blocks(self):
+        carry = b""
+        consumed = 0
+        while True:
+            chunk = self.f.read(self.block_size)
+            if not chunk:
+                if carry:
+                    consumed += len(carry)
+                    yield self._block(bytearray(carry + b"\n"), consumed, final_newline_added=True)
+                return
+            buf = bytearray(carry)
+            buf += chunk
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                if len(buf) > MAX_LINE:
+                    self._fail(self.line_base + 1, f"line is longer than {MAX_LINE:,} bytes (a value may hold at most {fmt.MAX_VALUE_LEN:,} bytes)", bytes(buf[:80]))
+                carry = bytes(buf)
+                continue
+            carry = bytes(buf[cut:])
+            del buf[cut:]
+            consumed += len(buf)
+            yield self._block(buf, consumed)
+
+    def _fail(self, line: int, reason: str, text: bytes):
+        raise DataFormatError(f"{self.path}:{line}: {reason}: {_show(text)}")
+
+    def _block(self, buf: bytearray, consumed: int, final_newline_added: bool = False):
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)  # index of each line's '\n'
+        n = len(ends)
+        starts = np.empty(n, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        lens = ends - starts  # without '\n'
+        self.report.lines += n
+
+        cr = np.zeros(n, dtype=bool)
+        nonempty = lens > 0
+        cr[nonempty] = arr[ends[nonempty] - 1] == 13
+        if cr.any() and not self.keep_cr:
+            if not self.strip_cr:
+                i = int(np.argmax(cr))
+                self._fail(
+                    self.line_base + i + 1,
+                    f"line ends with CR LF (Windows line endings; {int(cr.sum()):,} such lines in this block); "
+                    "pass --strip-cr to remove the CR, or --keep-cr to keep it as the value's last byte",
+                    bytes(buf[starts[i] : ends[i] + 1]),
+                )
+            lens = lens - cr
+            self.report.cr_stripped += int(cr.sum())
+
+        # Validate: 36-char key, space, value of at most MAX_VALUE_LEN bytes.
+        # One gather takes each line's first 37 bytes (clipped at the block end).
+        ok = (lens >= fmt.VALUE_AT) & (lens - fmt.VALUE_AT <= fmt.MAX_VALUE_LEN)
+        # A strided view of every 37-byte window; picking rows is one gather of
+        # 37-byte rows (lines too short to hold a key are rejected by `ok`).
+        if len(arr) < fmt.VALUE_AT:
+            arr = np.concatenate([arr, np.zeros(fmt.VALUE_AT, dtype=np.uint8)])
+        windows = np.lib.stride_tricks.as_strided(
+            arr, shape=(len(arr) - fmt.KEY_LEN, fmt.VALUE_AT), strides=(1, 1), writeable=True
+        )
+        head_rows = np.minimum(starts, len(arr) - fmt.VALUE_AT)
+        head = windows[head_rows]
+        ok &= head[:, fmt.KEY_LEN] == 32
+        ok &= (head[:, _HYPHEN_COLS] == 45).all(axis=1)
+        ok &= _HEX[head[:, _KEY_COLS]].all(axis=1)
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            for i in bad[:SAMPLE].tolist():
+                line_no = self.line_base + i + 1
+                text = bytes(buf[starts[i] : starts[i] + lens[i]])
+                if not self.skip_invalid:
+                    self._fail(line_no, _line_problem(text), text)
+            first = len(self.report.skipped_sample)
+            for i in bad[: max(0, SAMPLE - first)].tolist():
+                text = bytes(buf[starts[i] : starts[i] + lens[i]])
+                self.report.skipped_sample.append(Problem(self.line_base + i + 1, _line_problem(text), _show(text)))
+            self.report.skipped += len(bad)
+            self.skipped_lines.extend((bad + self.line_base + 1).tolist())
+        self.line_base += n
+
+        # Canonicalise keys in place: hex letters to lower case (| 0x20 leaves
+        # digits unchanged).
+        good = starts[ok]
+        head = head[ok]
+        head[:, _KEY_COLS] |= 0x20
+        windows[good] = head
+        del head, windows
+        arr = arr[: len(buf)]
+
+        # Compact to exactly the kept records (each `key value\n`) when lines
+        # were dropped or CRs stripped; otherwise the block already is that.
+        lens = lens[ok]
+        if len(bad) or (cr.any() and self.strip_cr):
+            rec_len = lens + 1
+            keep = np.repeat(ok, (ends - starts + 1))
+            if self.strip_cr:
+                keep[ends[cr & ok] - 1] = False
+            arr = arr[keep]
+            new_starts = np.empty(len(lens), dtype=np.int64)
+            if len(lens):
+                new_starts[0] = 0
+                np.cumsum(rec_len[:-1], out=new_starts[1:])
+            good = new_starts
+            buf = arr.tobytes()
+        else:
+            buf = bytes(buf)
+        vlens = lens - fmt.VALUE_AT
+        s_list = good.tolist()
+        e_list = (good + lens).tolist()
+        h64 = np.fromiter((_xxh3(buf[s : s + 36]) for s in s_list), dtype=np.uint64, count=len(s_list))
+        checks = np.fromiter(
+            (_xxh3(buf[s:e]) & 0xFFFFFFFF for s, e in zip(s_list, e_list)), dtype=np.uint32, count=len(s_list)
+        )
+        return buf, good, vlens, h64, checks, consumed
+
+
+def _line_problem(text: bytes) -> str:
+    if not text:
+        return "empty line (expected `UUID value`)"
+    sp = text.find(b" ")
+    if sp < 0:
+        return "no space separating key and value"
+    if sp != fmt.KEY_LEN:
+        key = text[:sp]
+    else:
+        key = text[: fmt.KEY_LEN]
+    try:
+        if len(key) != fmt.KEY_LEN:
+            raise InvalidKey(f"key is {len(key)} characters long; expected a 36-character UUID (8-4-4-4-12)")
+        canonical_key(key)
+    except InvalidKey as e:
+        return str(e)
+    if len(text) - fmt.VALUE_AT > fmt.MAX_VALUE_LEN:
+        return f"value is {len(text) - fmt.VALUE_AT:,} bytes; the table format holds at most {fmt.MAX_VALUE_LEN:,}"
+    return "malformed line"
+
+
+def _show(text: bytes) -> str:
+    s = repr(text[:80])[2:-1]
+    return s + ("..." if len(text) > 80 else "")
+
+
+class _TableWriter:
+    """Appends records to a temporary file, then places slots and renames."""
+
+    def __init__(self, out: Path, capacity: int):
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        self.f = open(self.tmp, "wb+")
+        self.f.write(bytes(fmt.HEADER_SIZE))
+        self.content = xxhash.xxh3_64()
+        self.pos = fmt.HEADER_SIZE
+        # Upper bounds, allocated lazily by the OS: only touched pages cost memory.
+        self.h64 = np.empty(capacity, dtype=np.uint64)
+        self.refs = np.empty(capacity, dtype=np.uint64)
+        self.checks = np.empty(capacity, dtype=np.uint32)
+        self.n = 0
+        self.value_bytes = 0
+
+    def add(self, buf: bytes, starts: np.ndarray, vlens: np.ndarray, h64: np.ndarray, checks: np.ndarray):
+        k = len(starts)
+        if not k:
+            return
+        if self.pos + len(buf) > fmt.MAX_RECORDS_SIZE:
+            raise DataFormatError(f"records exceed the format's {fmt.MAX_RECORDS_SIZE:,}-byte limit; build shards instead")
+        a, b = self.n, self.n + k
+        self.h64[a:b] = h64
+        self.refs[a:b] = ((starts.astype(np.uint64) + np.uint64(self.pos)) << np.uint64(fmt.LEN_BITS)) | (vlens + fmt.VALUE_AT).astype(np.uint64)
+        self.checks[a:b] = checks
+        self.n = b
+        self.value_bytes += int(vlens.sum())
+        self.f.write(buf)
+        self.content.update(buf)
+        self.pos += len(buf)
+
+    def _write(self, data):
+        data = memoryview(data).cast("B")
+        self.f.write(data)
+        self.content.update(data)
+        self.pos += len(data)
+
+    def _pad(self):
+        pad = fmt.align(self.pos) - self.pos
+        if pad:
+            self._write(bytes(pad))
+
+    def finish(self, meta: dict, report: BuildReport, source: Path, skipped_lines: list[int], on_duplicate: str, load_factor: float):
+        n = self.n
+        h64, refs, checks = self.h64[:n], self.refs[:n], self.checks[:n]
+        self.h64 = self.refs = self.checks = None
+        order = np.argsort(h64, kind="stable")  # stable: equal keys stay in input order
+        h64 = h64[order]
+        refs = refs[order]
+        checks = checks[order]
+        del order
+        keep = self._resolve_duplicates(h64, refs, report, source, skipped_lines, on_duplicate)
+        if keep is not None:
+            h64, refs, checks = h64[keep], refs[keep], checks[keep]
+            n = len(h64)
+        meta["duplicates"] = report.duplicates
+        h32 = (h64 >> np.uint64(32)).astype(np.uint32)
+        del h64
+        home_slots = max(1, math.ceil(n / load_factor)) if n else 1
+        home = (h32.astype(np.uint64) * np.uint64(home_slots)) >> np.uint64(32)
+        pos = home.astype(np.int64)
+        del home
+        if n:
+            steps = np.arange(n, dtype=np.int64)
+            pos -= steps
+            np.maximum.accumulate(pos, out=pos)
+            pos += steps
+            del steps
+            disp = pos - ((h32.astype(np.uint64) * np.uint64(home_slots)) >> np.uint64(32)).astype(np.int64)
+            max_disp = int(disp.max())
+            del disp
+            used = max(home_slots, int(pos[-1]) + 1)
+        else:
+            max_disp = 0
+            used = home_slots
+        # Padding: a lookup searches max_disp + 1 slots from its home slot.
+        slot_count = used + max(fmt.WINDOW, max_disp + 1)
+
+        self._pad()
+        records_size = self.pos - fmt.HEADER_SIZE
+        slots_offset = self.pos
+        step = 1 << 20
+        for a in range(0, slot_count, step):
+            b = min(a + step, slot_count)
+            block = np.zeros(b - a, dtype=SLOT_TYPE)
+            # An empty slot holds the smallest hash whose home is that slot (past
+            # the home slots: the largest hash), so hashes stay sorted.
+            slots = np.arange(a, b, dtype=np.uint64)
+            inside = slots < np.uint64(home_slots)
+            block["hash"][~inside] = fmt.EMPTY_TAIL_HASH
+            block["hash"][inside] = ((slots[inside] << np.uint64(32)) + np.uint64(home_slots - 1)) // np.uint64(home_slots)
+            i, j = np.searchsorted(pos, [a, b])
+            at = pos[i:j] - a
+            block["hash"][at] = h32[i:j]
+            block["check"][at] = checks[i:j]
+            block["ref"][at] = refs[i:j]
+            self._write(block)
+        self._pad()
+        meta_offset = self.pos
+        meta.update(
+            records=n,
+            value_bytes=self.value_bytes_of(refs),
+            load_factor=round(n / home_slots, 4) if n else 0.0,
+            max_displacement=max_disp,
+        )
+        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+        self._write(meta_bytes)
+        file_size = self.pos
+        header = fmt.Header(
+            magic=fmt.MAGIC,
+            version=fmt.VERSION,
+            header_size=fmt.HEADER_SIZE,
+            record_count=n,
+            value_bytes=meta["value_bytes"],
+            home_slots=home_slots,
+            slot_count=slot_count,
+            max_displacement=max_disp,
+            records_offset=fmt.HEADER_SIZE,
+            records_size=records_size,
+            slots_offset=slots_offset,
+            meta_offset=meta_offset,
+            meta_size=len(meta_bytes),
+            file_size=file_size,
+            content_checksum=self.content.intdigest(),
+            shard_index=0,
+            shard_count=1,
+            header_checksum=0,
+        )
+        packed = header.pack()
+        packed = packed[: fmt.HEADER_CHECKSUM_AT] + _xxh3(packed[: fmt.HEADER_CHECKSUM_AT]).to_bytes(8, "little")
+        self.f.seek(0)
+        self.f.write(packed)
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.out)
+        _fsync_dir(self.out.parent)
+        report.records = n
+        report.value_bytes = meta["value_bytes"]
+        report.table_bytes = file_size
+        report.generation = fmt.generation_id(header.content_checksum)
+        report.max_displacement = max_disp
+
+    @staticmethod
+    def value_bytes_of(refs: np.ndarray) -> int:
+        return int((refs & np.uint64(fmt.LEN_MASK)).sum(dtype=np.uint64)) - fmt.VALUE_AT * len(refs)
+
+    def _resolve_duplicates(self, h64, refs, report, source, skipped_lines, on_duplicate):
+        """Find equal keys among equal hashes; return the rows to keep, or None."""
+        same = np.flatnonzero(h64[1:] == h64[:-1])
+        if not len(same):
+            return None
+        self.f.flush()
+        drop = []
+        keys = {}
+
+        def key_at(i):
+            off = int(refs[i]) >> fmt.LEN_BITS
+            self.f.seek(off)
+            return self.f.read(fmt.KEY_LEN)
+
+        # Walk runs of equal hashes; inside a run, group rows by actual key.
+        i = 0
+        runs = []
+        for s in same.tolist():
+            if runs and runs[-1][1] == s:
+                runs[-1][1] = s + 1
+            else:
+                runs.append([s, s + 1])
+        for a, b in runs:
+            keys.clear()
+            for row in range(a, b + 1):
+                keys.setdefault(key_at(row), []).append(row)
+            for key, rows in keys.items():
+                if len(rows) < 2:
+                    continue
+                if on_duplicate == "error":
+                    first, second = (self._line_of(int(refs[r]), skipped_lines) for r in rows[:2])
+                    raise DuplicateKey(
+                        f"{source}:{second}: key {key.decode()} already appeared on line {first}; "
+                        "pass --on-duplicate=first or --on-duplicate=last to choose which value to keep"
+                    )
+                kept = rows[0] if on_duplicate == "first" else rows[-1]
+                for r in rows:
+                    if r != kept:
+                        drop.append(r)
+                        report.duplicates += 1
+                        if len(report.duplicate_sample) < SAMPLE:
+                            line = self._line_of(int(refs[r]), skipped_lines)
+                            kline = self._line_of(int(refs[kept]), skipped_lines)
+                            report.duplicate_sample.append(
+                                Problem(line, f"key {key.decode()} also on line {kline}; kept line {kline} ({on_duplicate})", "")
+                            )
+        self.f.seek(0, os.SEEK_END)
+        if not drop:
+            return None
+        keep = np.ones(len(h64), dtype=bool)
+        keep[drop] = False
+        return keep
+
+    def _line_of(self, ref: int, skipped_lines: list[int]) -> int:
+        """Input line number of the record at `ref`: its ordinal among records
+        (newlines before it in the records region) plus skipped lines before it."""
+        off = ref >> fmt.LEN_BITS
+        self.f.flush()
+        ordinal = 0
+        with open(self.tmp, "rb") as r:
+            r.seek(fmt.HEADER_SIZE)
+            left = off - fmt.HEADER_SIZE
+            while left > 0:
+                chunk = r.read(min(left, 1 << 20))
+                ordinal += chunk.count(b"\n")
+                left -= len(chunk)
+        line = ordinal + 1
+        for s in sorted(skipped_lines):
+            if s <= line:
+                line += 1
+            else:
+                break
+        return line
+
+    def abort(self):
+        try:
+            self.f.close()
+        finally:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install_sigterm_cleanup():
+    """Turn SIGTERM into SystemExit so a killed build removes its temp file."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

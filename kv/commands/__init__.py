@@ -1,0 +1,1 @@
+"""Subcommands of the `kv` CLI that work on local files."""

@@ -1,0 +1,58 @@
+"""kv inspect TABLE"""
+
+import json
+import sys
+
+from ..errors import TableCorrupt
+
+
+def add_arguments(p):
+    p.add_argument("table", metavar="TABLE", help="table file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def describe(t) -> dict:
+    s = t.stats()
+    h = t.header
+    return {
+        "path": str(t.path),
+        "generation": t.generation,
+        "format_version": h.version,
+        "records": s.records,
+        "value_bytes": s.value_bytes,
+        "file_bytes": s.file_bytes,
+        "slots": s.slots,
+        "home_slots": h.home_slots,
+        "load_factor": round(s.load_factor, 4),
+        "mean_probe": round(s.mean_probe, 3),
+        "max_probe": s.max_probe,
+        "content_checksum": f"{h.content_checksum:016x}",
+        "shard": {"index": h.shard_index, "count": h.shard_count},
+        "meta": t.meta,
+    }
+
+
+def run(args) -> int:
+    from ..table import open_table
+
+    try:
+        with open_table(args.table) as t:
+            d = describe(t)
+    except (TableCorrupt, OSError) as e:
+        print(f"kv inspect: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    width = max(len(k) for k in d)
+    for k, v in d.items():
+        if k == "meta":
+            src = v.get("source", {})
+            print(f"{'source':<{width}}  {src.get('name')} ({src.get('size', 0):,} bytes)")
+            print(f"{'built_at':<{width}}  {v.get('built_at')}")
+            print(f"{'options':<{width}}  {json.dumps(v.get('options'))}")
+            continue
+        if isinstance(v, int):
+            v = f"{v:,}"
+        print(f"{k:<{width}}  {v}")
+    return 0

@@ -1,0 +1,71 @@
+"""Generate data files like the reference sample: random UUID4 keys, values of
+1-10 random lowercase words of 1-10 letters. Vectorised with numpy, a block of
+records at a time; the same seed gives the same file."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+BLOCK = 200_000
+_HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Where each of the 32 hex digits goes in the 36-character key.
+_DIGIT_AT = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def generate(n: int, out, seed: int = 0, block: int = BLOCK) -> int:
+    """Write `n` records to the binary file object `out`; return bytes written."""
+    rng = np.random.default_rng(seed)
+    written = 0
+    for a in range(0, n, block):
+        data = _block(rng, min(block, n - a))
+        out.write(data)
+        written += len(data)
+    return written
+
+
+def _block(rng: np.random.Generator, n: int) -> bytes:
+    raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    nibbles = np.empty((n, 32), dtype=np.uint8)
+    nibbles[:, 0::2] = raw >> 4
+    nibbles[:, 1::2] = raw & 0x0F
+    keys = np.full((n, 37), ord("-"), dtype=np.uint8)
+    keys[:, _DIGIT_AT] = _HEXDIGITS[nibbles]
+    keys[:, 36] = ord(" ")
+
+    words = rng.integers(1, 11, size=n)  # words per value
+    nw = int(words.sum())
+    wlen = rng.integers(1, 11, size=nw)  # letters per word
+    vlen = np.add.reduceat(wlen + 1, np.r_[0, np.cumsum(words)[:-1]])  # letters + separators
+    line_len = 37 + vlen  # key, space, value, newline
+    line_start = np.r_[0, np.cumsum(line_len)[:-1]]
+    total = int(line_len.sum())
+    buf = rng.integers(ord("a"), ord("z") + 1, size=total, dtype=np.uint8)
+    # Every word ends in a separator: a space, or the newline after the last word.
+    word_rec = np.repeat(np.arange(n), words)
+    word_end_in_value = np.cumsum(wlen + 1) - np.repeat(np.r_[0, np.cumsum(vlen)[:-1]], words) - 1
+    sep_at = line_start[word_rec] + 37 + word_end_in_value
+    buf[sep_at] = ord(" ")
+    buf[line_start + line_len - 1] = ord("\n")
+    idx = line_start[:, None] + np.arange(37)
+    buf[idx] = keys
+    return buf.tobytes()
+
+
+def generate_file(n: int, path: str | os.PathLike, seed: int = 0) -> int:
+    if str(path) == "-":
+        return generate(n, sys.stdout.buffer, seed)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            size = generate(n, f, seed)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return size

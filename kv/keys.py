@@ -1,0 +1,53 @@
+"""Keys: UUIDs in canonical 8-4-4-4-12 lower-case form.
+
+The table stores and hashes the canonical 36-byte ASCII form. Lookups try the
+caller's bytes first (fast path, no parsing); only when that misses do we
+validate and canonicalise, to tell a malformed key (400) from an absent one (404).
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidKey
+
+KEY_LEN = 36
+HYPHENS = (8, 13, 18, 23)
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def canonical_key(key: str | bytes) -> bytes:
+    """Return the canonical 36-byte lower-case form of `key`, or raise InvalidKey.
+
+    Accepts the 36-character hyphenated form in any letter case and the
+    32-character hex form without hyphens. Any UUID version is accepted.
+    """
+    if isinstance(key, str):
+        if not key.isascii():
+            raise InvalidKey(f"key {key[:80]!r} has non-ASCII characters; a key is a UUID like 3479d894-3271-4935-88cf-a06f3cbb80a5")
+        raw = key.encode("ascii")
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+    else:
+        raise InvalidKey(f"key must be str or bytes, not {type(key).__name__}")
+    low = raw.lower()
+    n = len(low)
+    if n == KEY_LEN:
+        for i in HYPHENS:
+            if low[i] != 0x2D:
+                raise InvalidKey(f"key {_show(raw)} has {chr(low[i])!r} at position {i + 1}, expected '-' (UUID form is 8-4-4-4-12 hex digits)")
+        digits = low[0:8] + low[9:13] + low[14:18] + low[19:23] + low[24:36]
+    elif n == 32:
+        digits = low
+    else:
+        raise InvalidKey(f"key {_show(raw)} is {n} characters long; expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)")
+    bad = next((i for i, c in enumerate(digits) if c not in _HEX), None)
+    if bad is not None:
+        raise InvalidKey(f"key {_show(raw)} has a character that is not a hex digit: {chr(digits[bad])!r}")
+    if n == KEY_LEN:
+        return low
+    d = digits
+    return d[0:8] + b"-" + d[8:12] + b"-" + d[12:16] + b"-" + d[16:20] + b"-" + d[20:32]
+
+
+def _show(raw: bytes) -> str:
+    text = raw[:80].decode("ascii", "backslashreplace")
+    return repr(text) + ("..." if len(raw) > 80 else "")

@@ -1,0 +1,328 @@
+"""Read a table file through a read-only memory map.
+
+Opening reads the 4 KiB header and the metadata and checks them; it never
+touches the slot or record regions, so it takes the same time for 10 thousand
+or 100 million records. Every worker process maps the same file with
+ACCESS_READ: the kernel keeps one copy of its pages in the page cache for all.
+
+The file is untrusted input: every offset taken from it is bounds-checked, and
+every hit is checked against its record checksum before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from . import format as fmt
+from .errors import InvalidKey, TableCorrupt
+from .keys import canonical_key
+
+_xxh3 = xxhash.xxh3_64_intdigest
+# A canonical key: the only form whose absence the fast path may report.
+_CANONICAL = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+
+@dataclass(frozen=True)
+class Stats:
+    records: int
+    value_bytes: int
+    file_bytes: int
+    slots: int
+    load_factor: float
+    mean_probe: float
+    max_probe: int
+
+
+class Table:
+    """A read-only table. `get(key)` returns the value bytes or None."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"table {self.path} does not exist") from None
+        except PermissionError:
+            raise PermissionError(f"table {self.path} is not readable by this user (uid {os.getuid()})") from None
+        try:
+            st = os.fstat(fd)
+            if not os.path.isfile(self.path):
+                raise TableCorrupt(f"{self.path}: not a regular file")
+            if st.st_size < fmt.HEADER_SIZE:
+                raise TableCorrupt(f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table")
+            self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        try:
+            self.header = h = _check_header(self._mm, st.st_size, self.path)
+            self.meta = _read_meta(self._mm, h, self.path)
+        except BaseException:
+            self._mm.close()
+            raise
+        try:  # table pages are read at random: readahead only wastes page cache
+            self._mm.madvise(mmap.MADV_RANDOM)
+        except (AttributeError, OSError):
+            pass
+        self.generation = fmt.generation_id(h.content_checksum)
+        self.mtime_ns = st.st_mtime_ns
+        self.inode = (st.st_dev, st.st_ino)
+        self.get = self._make_get()
+
+    # -- the hot path ----------------------------------------------------------
+
+    def _make_get(self):
+        """Build `get` as a closure over locals: each attribute or global
+        looked up per call costs about as much as the hash, so none is."""
+        mm = self._mm
+        find = mm.find
+        h = self.header
+        home_slots = h.home_slots
+        slots = h.slots_offset
+        span = (h.max_displacement + 1) * fmt.SLOT_SIZE  # every slot a key may sit in
+        rec_lo = h.records_offset
+        rec_hi = h.records_offset + h.records_size
+        tail = fmt.SLOT_TAIL.unpack_from
+        xxh3 = _xxh3
+        VA = fmt.VALUE_AT
+        canonical = _CANONICAL
+        slow = self._get_slow
+        corrupt = self._corrupt
+
+        def get(key):
+            """Value bytes for `key`, or None if absent. Raises InvalidKey for a
+            malformed key and TableCorrupt when the file is damaged."""
+            # Hash the caller's bytes as they are: no parsing on the hit path.
+            # One mmap.find looks for the 4 hash bytes in every slot the key
+            # may occupy (C speed, and usually within one cache line).
+            kb = key.encode() if key.__class__ is str else key
+            h32 = xxh3(kb) >> 32
+            a = slots + (((h32 * home_slots) >> 32) << 4)
+            i = find(h32.to_bytes(4, "little"), a, a + span)
+            if not i & 15:  # -1, or a match inside a slot's other fields: no hit
+                check, ref = tail(mm, i + 4)
+                off = ref >> 24
+                end = off + (ref & 0xFFFFFF)
+                if rec_lo <= off and end <= rec_hi:
+                    rec = mm[off:end]
+                    if rec.startswith(kb):
+                        if xxh3(rec) & 0xFFFFFFFF == check:
+                            return rec[VA:]
+                        corrupt(off)
+                elif ref:
+                    corrupt(off)
+            elif i < 0 and canonical(kb):
+                return None  # a canonical key, in none of the slots it may occupy
+            return slow(key)  # upper case, 32-hex, malformed, empty slot, shared hash
+
+        return get
+
+    def _corrupt(self, off: int):
+        raise TableCorrupt(f"{self.path}: record at offset {off} is out of bounds or fails its checksum; run `kv verify`")
+
+    def _get_slow(self, key):
+        """Full lookup: validate and canonicalise the key, then probe each slot
+        a key with its hash may occupy, stopping at a larger hash."""
+        return self._probe(canonical_key(key))
+
+    def _probe(self, kb: bytes):
+        h = self.header
+        mm = self._mm
+        h32 = _xxh3(kb) >> 32
+        p = fmt.home_slot(h32, h.home_slots)
+        rec_lo, rec_hi = h.records_offset, h.records_offset + h.records_size
+        for i in range(p, p + h.max_displacement + 1):
+            sh, check, ref = fmt.SLOT.unpack_from(mm, h.slots_offset + i * fmt.SLOT_SIZE)
+            if sh > h32:
+                return None
+            if sh < h32 or ref == 0:
+                continue
+            off = ref >> fmt.LEN_BITS
+            end = off + (ref & fmt.LEN_MASK)
+            if not (rec_lo <= off and end <= rec_hi) or _xxh3(mm[off:end]) & 0xFFFFFFFF != check:
+                self._corrupt(off)
+            if mm[off : off + fmt.KEY_LEN] == kb:
+                return mm[off + fmt.VALUE_AT : end]
+        return None
+
+    def get_canonical(self, key) -> tuple[bytes, bytes | None]:
+        """(canonical key, value or None); raises InvalidKey. For batch answers."""
+        kb = canonical_key(key)
+        return kb, self.get(kb)
+
+    # -- mapping protocol --------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.header.record_count
+
+    def __contains__(self, key) -> bool:
+        try:
+            return self.get(key) is not None
+        except InvalidKey:
+            return False
+
+    def __getitem__(self, key) -> bytes:
+        v = self.get(key)
+        if v is None:
+            raise KeyError(key)
+        return v
+
+    def items(self):
+        """(key, value) pairs in slot order, each record checked."""
+        h = self.header
+        mm = self._mm
+        rec_lo, rec_hi = h.records_offset, h.records_offset + h.records_size
+        for i in range(h.slot_count):
+            _, check, ref = fmt.SLOT.unpack_from(mm, h.slots_offset + i * fmt.SLOT_SIZE)
+            if ref == 0:
+                continue
+            off = ref >> fmt.LEN_BITS
+            end = off + (ref & fmt.LEN_MASK)
+            if not (rec_lo <= off and end <= rec_hi) or _xxh3(mm[off:end]) & 0xFFFFFFFF != check:
+                self._corrupt(off)
+            yield mm[off : off + fmt.KEY_LEN], mm[off + fmt.VALUE_AT : end]
+
+    # -- metadata and health -------------------------------------------------------
+
+    @property
+    def value_bytes(self) -> int:
+        return self.header.value_bytes
+
+    @property
+    def file_bytes(self) -> int:
+        return self.header.file_size
+
+    @property
+    def source(self) -> dict:
+        return self.meta.get("source", {})
+
+    def stats(self) -> Stats:
+        """Load factor and probe lengths, computed from the slot arrays (reads them)."""
+        import numpy as np
+
+        h = self.header
+        slots = self._slots()
+        used = np.flatnonzero(slots["ref"] != 0)
+        home = (slots["hash"][used].astype(np.uint64) * np.uint64(h.home_slots)) >> np.uint64(32)
+        probe = used - home.astype(np.int64) + 1
+        return Stats(
+            records=h.record_count,
+            value_bytes=h.value_bytes,
+            file_bytes=h.file_size,
+            slots=h.slot_count,
+            load_factor=h.record_count / h.home_slots if h.home_slots else 0.0,
+            mean_probe=float(probe.mean()) if len(probe) else 0.0,
+            max_probe=int(probe.max()) if len(probe) else 0,
+        )
+
+    def _slots(self):
+        import numpy as np
+
+        slot_type = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
+        h = self.header
+        return np.frombuffer(self._mm, dtype=slot_type, count=h.slot_count, offset=h.slots_offset)
+
+    def verify(self) -> None:
+        """Check the whole file: content checksum, then slot structure and every
+        record's checksum (vectorised). Raises TableCorrupt naming the first fault."""
+        import numpy as np
+
+        h = self.header
+        mm = self._mm
+        x = xxhash.xxh3_64()
+        step = 16 << 20
+        for a in range(h.header_size, h.file_size, step):
+            x.update(mm[a : min(a + step, h.file_size)])
+        if x.intdigest() != h.content_checksum:
+            raise TableCorrupt(
+                f"{self.path}: content checksum mismatch (header says {h.content_checksum:016x}, content is {x.intdigest():016x})"
+            )
+        slots = self._slots()
+        if np.any(slots["hash"][1:] < slots["hash"][:-1]):
+            raise TableCorrupt(f"{self.path}: slot hashes are not sorted")
+        used = int(np.count_nonzero(slots["ref"]))
+        if used != h.record_count:
+            raise TableCorrupt(f"{self.path}: {used} occupied slots, header says {h.record_count} records")
+        count = 0
+        for key, _ in self.items():
+            if self._probe(key) is None:
+                raise TableCorrupt(f"{self.path}: key {key.decode('ascii', 'replace')} is stored but not found by lookup")
+            count += 1
+        if count != h.record_count:
+            raise TableCorrupt(f"{self.path}: {count} records readable, header says {h.record_count}")
+
+    def close(self) -> None:
+        self.get = _closed
+        self._mm.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Table({str(self.path)!r}, records={len(self)}, generation={self.generation})"
+
+
+def _closed(key):
+    raise ValueError("table is closed")
+
+
+def _check_header(mm, size: int, path: Path) -> fmt.Header:
+    raw = mm[: fmt.HEADER.size]
+    if raw[:8] != fmt.MAGIC:
+        raise TableCorrupt(f"{path}: not a kv table (bad magic {raw[:8]!r}); build one with `kv build DATA`")
+    h = fmt.Header.unpack(raw)
+    if h.version != fmt.VERSION:
+        raise TableCorrupt(f"{path}: table format version {h.version}, this kv reads version {fmt.VERSION}; rebuild it")
+    if _xxh3(raw[: fmt.HEADER_CHECKSUM_AT]) != h.header_checksum:
+        raise TableCorrupt(f"{path}: header checksum mismatch; the file is damaged")
+    if h.file_size != size:
+        raise TableCorrupt(f"{path}: file is {size} bytes, header says {h.file_size}; truncated or appended to")
+    if h.header_size != fmt.HEADER_SIZE:
+        raise TableCorrupt(f"{path}: header size {h.header_size}, expected {fmt.HEADER_SIZE}")
+    regions = [
+        ("records", h.records_offset, h.records_size),
+        ("slots", h.slots_offset, h.slot_count * fmt.SLOT_SIZE),
+        ("metadata", h.meta_offset, h.meta_size),
+    ]
+    prev_end = h.header_size
+    for name, off, length in regions:
+        if off < prev_end or off + length > size:
+            raise TableCorrupt(f"{path}: {name} region [{off}, {off + length}) lies outside the file or overlaps")
+        prev_end = off + length
+    if not (1 <= h.home_slots < 1 << 32 and h.home_slots + h.max_displacement + 1 <= h.slot_count):
+        raise TableCorrupt(
+            f"{path}: slot counts are inconsistent (home {h.home_slots}, displacement {h.max_displacement}, total {h.slot_count})"
+        )
+    if h.record_count > h.slot_count:
+        raise TableCorrupt(f"{path}: record count exceeds the slot count")
+    if h.meta_size > fmt.MAX_META_SIZE:
+        raise TableCorrupt(f"{path}: metadata of {h.meta_size} bytes exceeds {fmt.MAX_META_SIZE}")
+    if not (h.shard_count >= 1 and h.shard_index < h.shard_count):
+        raise TableCorrupt(f"{path}: shard {h.shard_index} of {h.shard_count} is impossible")
+    return h
+
+
+def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
+    raw = mm[h.meta_offset : h.meta_offset + h.meta_size]
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise TableCorrupt(f"{path}: metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise TableCorrupt(f"{path}: metadata is not a JSON object")
+    return meta
+
+
+def open_table(path: str | os.PathLike) -> Table:
+    """Map the table at `path` read-only. Raises TableCorrupt for a truncated,
+    foreign, damaged or other-version file, FileNotFoundError if missing."""
+    return Table(path)
