@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Engine benchmark: lookups, build, size and open time, side by side in one run.
+
+    python loadtest/bench_engine.py [--records 1000000] [--big 10000000] [--out docs/bench/engine.json]
+
+Contenders for lookups (same 200k keys: 90% present, 10% absent; key parsing
+included on every side):
+  kv      Table.get(key_str)                      (mmap table, this project)
+  lmdb    txn.get(bytes.fromhex(key.replace('-', '')))  one read transaction
+  dict    d.get(key_str)                          a Python dict of the whole file
+
+Build contenders on the same file: `kv build` (subprocess, peak RSS measured by
+/usr/bin/time -v when installed) and LMDB: parse, sort, putmulti(append=True).
+Absolute numbers drift on a shared 2-core machine; the ratios in one run hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def run_build(data: Path, out: Path) -> dict:
+    """Build in a subprocess; return seconds and peak RSS (KiB)."""
+    code = f"from kv.build import build_table; r = build_table({str(data)!r}, {str(out)!r}, progress=False); print(r.seconds)"
+    timer = shutil.which("time") and Path("/usr/bin/time").exists()
+    cmd = (["/usr/bin/time", "-v"] if timer else []) + [PY, "-c", code]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    peak = None
+    if timer:
+        for line in p.stderr.splitlines():
+            if "Maximum resident set size" in line:
+                peak = int(line.split(":")[1])
+    else:  # same number, from the kernel's accounting of waited-for children
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": float(p.stdout.strip().splitlines()[-1]), "wall_seconds": wall, "peak_rss_kib": peak,
+            "peak_rss_tool": "/usr/bin/time -v" if timer else "getrusage(RUSAGE_CHILDREN)"}
+
+
+def python_baseline_rss() -> int:
+    """Peak RSS of a Python that imports what the builder imports, doing nothing."""
+    import resource
+
+    code = "import numpy, xxhash, kv.build"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([PY, "-c", code], check=True, cwd=ROOT)
+    return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def lmdb_load(data: Path, path: Path) -> float:
+    import lmdb
+
+    if path.exists():
+        shutil.rmtree(path)
+    t0 = time.perf_counter()
+    items = []
+    with open(data, "rb") as f:
+        for line in f:
+            k, v = line.rstrip(b"\n").split(b" ", 1)
+            items.append((bytes.fromhex(k.decode().replace("-", "")), v))
+    items.sort()
+    env = lmdb.open(str(path), map_size=1 << 36, sync=False, writemap=True, metasync=False)
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(items, append=True)
+    env.sync(True)
+    env.close()
+    return time.perf_counter() - t0
+
+
+def lookup_keys(data: Path, n: int, misses: float, seed: int) -> tuple[list[str], int]:
+    rnd = random.Random(seed)
+    keys = []
+    with open(data, "rb") as f:
+        for line in f:
+            keys.append(line[:36].decode())
+    hits = rnd.sample(keys, int(n * (1 - misses)))
+    absent = [str(uuid.UUID(int=rnd.getrandbits(128), version=4)) for _ in range(n - len(hits))]
+    sample = hits + absent
+    rnd.shuffle(sample)
+    return sample, len(hits)
+
+
+def bench_lookups(data: Path, table: Path, lmdb_path: Path, n_keys: int, rounds: int) -> dict:
+    import lmdb
+
+    import kv
+
+    keys, n_hits = lookup_keys(data, n_keys, 0.10, seed=1)
+    t = kv.open_table(table)
+    env = lmdb.open(str(lmdb_path), readonly=True, lock=False)
+    txn = env.begin()
+    d = {}
+    with open(data, "rb") as f:
+        for line in f:
+            k, v = line.rstrip(b"\n").split(b" ", 1)
+            d[k.decode()] = v
+
+    kv_get, lm_get, d_get, fromhex = t.get, txn.get, d.get, bytes.fromhex
+
+    def run_kv():
+        return sum(1 for k in keys if kv_get(k) is not None)
+
+    def run_lmdb():
+        return sum(1 for k in keys if lm_get(fromhex(k.replace("-", ""))) is not None)
+
+    def run_dict():
+        return sum(1 for k in keys if d_get(k) is not None)
+
+    contenders = {"kv": run_kv, "lmdb": run_lmdb, "dict": run_dict}
+    for name, fn in contenders.items():  # warm up and check agreement
+        found = fn()
+        assert found == n_hits, f"{name} found {found} of {n_hits}"
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):  # interleaved, so drift hits every contender alike
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    us = {name: statistics.median(ts) / len(keys) * 1e6 for name, ts in times.items()}
+    t.close()
+    env.close()
+    return {
+        "keys": len(keys),
+        "hits": n_hits,
+        "rounds": rounds,
+        "us_per_lookup": {k: round(v, 3) for k, v in us.items()},
+        "lookups_per_s": {k: round(1e6 / v) for k, v in us.items()},
+        "kv_vs_lmdb": round(us["lmdb"] / us["kv"], 2),
+        "kv_vs_dict": round(us["dict"] / us["kv"], 2),
+    }
+
+
+def bench_open(table: Path, repeats: int = 50) -> dict:
+    import kv
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        t = kv.open_table(table)
+        times.append(time.perf_counter() - t0)
+        t.close()
+    return {"median_ms": round(statistics.median(times) * 1e3, 3), "max_ms": round(max(times) * 1e3, 3), "repeats": repeats}
+
+
+def ensure_data(path: Path, n: int) -> None:
+    if path.exists():
+        return
+    subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--big", type=int, default=10_000_000, help="second size for build scaling and open time (0 to skip)")
+    ap.add_argument("--keys", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", default=str(ROOT / "bench-data"), help="directory for generated data (reused)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "engine.json"))
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    baseline = python_baseline_rss()
+    result["python_baseline_rss_kib"] = baseline
+    sizes = [args.records] + ([args.big] if args.big else [])
+    builds = {}
+    for n in sizes:
+        data = work / f"{n}.data"
+        ensure_data(data, n)
+        table = work / f"{n}.kvt"
+        b = run_build(data, table)
+        b["records"] = n
+        b["input_bytes"] = data.stat().st_size
+        b["table_bytes"] = table.stat().st_size
+        b["size_ratio"] = round(b["table_bytes"] / b["input_bytes"], 3)
+        b["records_per_s"] = round(n / b["seconds"])
+        if b["peak_rss_kib"]:
+            b["bytes_per_record_over_baseline"] = round((b["peak_rss_kib"] - baseline) * 1024 / n, 1)
+        builds[n] = b
+        print(f"build {n:,}: {b['seconds']:.2f} s, {b['records_per_s']:,} rec/s, table {b['size_ratio']}x input, peak RSS {b['peak_rss_kib']} KiB", file=sys.stderr)
+    result["build"] = builds
+    if len(sizes) > 1:
+        result["build_scaling"] = round(builds[sizes[1]]["seconds"] / builds[sizes[0]]["seconds"], 2)
+        result["build_scaling_records"] = sizes[1] / sizes[0]
+
+    n = args.records
+    data = work / f"{n}.data"
+    lm = work / f"{n}.lmdb"
+    lmdb_seconds = lmdb_load(data, lm)
+    result["lmdb_build_seconds"] = round(lmdb_seconds, 3)
+    result["kv_build_vs_lmdb"] = round(lmdb_seconds / builds[n]["seconds"], 2)
+    print(f"lmdb load {n:,}: {lmdb_seconds:.2f} s", file=sys.stderr)
+
+    result["lookups"] = bench_lookups(data, work / f"{n}.kvt", lm, args.keys, args.rounds)
+    print(f"lookups: {result['lookups']}", file=sys.stderr)
+    result["open"] = {str(s): bench_open(work / f"{s}.kvt") for s in sizes}
+    print(f"open: {result['open']}", file=sys.stderr)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
