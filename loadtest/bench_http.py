@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""HTTP benchmark: kv against the ceiling of its stack and the typical solution,
+side by side in one run, every contender started here on 127.0.0.1 and driven
+by wrk with random keys.
+
+    python loadtest/bench_http.py [--records 1000000] [--duration 10] [--out docs/bench/http.json]
+
+Contenders (2 gunicorn workers with uvicorn-worker unless noted):
+  ceiling       bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
+  bare_lookup   bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
+  kv            `kv serve TABLE` (fast path + FastAPI)
+  fastapi_route the same lookup behind a plain FastAPI route
+  typical       FastAPI + dict of the whole file, one uvicorn process
+
+Then for kv: latency at concurrency 1 and at 50% of its peak rate, batch
+throughput (batches of 100 keys), total PSS against worker count (kv and the
+dict solution, after 200k random lookups), and time from launch to the first
+200 for a small and a large table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORK = ROOT / "bench-data"
+LUA_DIR = Path(tempfile.mkdtemp(prefix="kv-bench-lua-"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None):
+        self.name = name
+        self.port = free_port()
+        self.cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.env = dict(os.environ, **(env or {}))
+        self.env.setdefault("PYTHONPATH", str(ROOT))
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        return self
+
+    def wait_ready(self, path: str, timeout: float = 120.0) -> float:
+        """Poll until `path` answers 200; return seconds since start."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} not ready after {timeout} s")
+
+    def pids(self) -> list[int]:
+        """The server's whole process tree (master and workers)."""
+        children: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(d.name))
+        out, todo = [], [self.proc.pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(children.get(p, []))
+        return out
+
+    def pss_kib(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def gunicorn(app: str, workers: int = 2) -> list[str]:
+    return [str(BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", str(workers), "-b", "127.0.0.1:{port}",
+            "--log-level", "warning", "--keep-alive", "5", app]
+
+
+def kv_serve(path: Path, workers: int = 2) -> list[str]:
+    return [str(BIN / "kv"), "serve", str(path), "--workers", str(workers), "--bind", "127.0.0.1:{port}"]
+
+
+def typical(workers: int = 1) -> list[str]:
+    if workers == 1:
+        return [str(BIN / "uvicorn"), "loadtest.contenders.fastapi_dict:app", "--host", "127.0.0.1", "--port", "{port}",
+                "--log-level", "warning", "--no-access-log"]
+    return gunicorn("loadtest.contenders.fastapi_dict:app", workers)
+
+
+# -- wrk -----------------------------------------------------------------------------
+
+DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_timeout":%d,"errors_status":%d,"lat_mean_us":%f,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.timeout, summary.errors.status, latency.mean, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
+    """A wrk script that requests random keys from a preloaded array of requests
+    (request() only indexes an array: Lua work here steals the server's CPU)."""
+    body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
+            "local reqs = {}",
+            "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
+            "local n = #reqs",
+            "request = function() return reqs[math.random(n)] end"]
+    if delay_ms:
+        body.append(f"delay = function() return {delay_ms} end")
+    path = LUA_DIR / f"get-{len(keys)}-{delay_ms}.lua"
+    path.write_text("\n".join(body) + DONE)
+    return path
+
+
+def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
+    rnd = random.Random(5)
+    lines = ["local bodies = {"]
+    for _ in range(bodies):
+        lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
+    lines += ["}", "local reqs = {}",
+              "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
+              "local n = #reqs", "request = function() return reqs[math.random(n)] end"]
+    path = LUA_DIR / f"batch-{size}.lua"
+    path.write_text("\n".join(lines) + DONE)
+    return path
+
+
+def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, threads: int = 1) -> dict:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s", "-s", str(script), url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"WRKJSON (\{.*\})", p.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {p.stdout}\n{p.stderr}")
+    r = json.loads(m.group(1))
+    secs = r["duration_us"] / 1e6
+    errors = sum(v for k, v in r.items() if k.startswith("errors_"))
+    return {
+        "rps": round(r["requests"] / secs),
+        "requests": r["requests"],
+        "errors": errors,
+        "connections": connections,
+        "duration_s": round(secs, 2),
+        "latency_ms": {q: round(r[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}
+        | {"mean": round(r["lat_mean_us"] / 1000, 3)},
+        "command": " ".join(cmd),
+    }
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+def ensure_table(n: int) -> tuple[Path, Path]:
+    data, table = WORK / f"{n}.data", WORK / f"{n}.kvt"
+    WORK.mkdir(exist_ok=True)
+    if not data.exists():
+        subprocess.run([str(BIN / "kv"), "gen", str(n), "-o", str(data), "--seed", "1"], check=True)
+    if not table.exists() or table.stat().st_mtime < data.stat().st_mtime:
+        subprocess.run([str(BIN / "kv"), "build", str(data), "-o", str(table)], check=True, stderr=subprocess.DEVNULL)
+    return data, table
+
+
+def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
+    keys = []
+    with open(data, "rb") as f:
+        for line in f:
+            keys.append(line[:36].decode())
+    return random.Random(seed).sample(keys, min(n, len(keys)))
+
+
+def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
+    script = lua_get(keys)
+    contenders = {
+        "ceiling": Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app")),
+        "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
+        "kv": Server("kv", kv_serve(table)),
+        "fastapi_route": Server("fastapi_route", gunicorn("loadtest.contenders.fastapi_route:app"), {"KV_TABLE": str(table)}),
+        "typical": Server("typical", typical(), {"KV_DATA": str(data)}),
+    }
+    probe = f"/v1/keys/{keys[0]}"
+    results = {}
+    for rnd in range(args.rounds):
+        for name, srv in contenders.items():
+            with srv:
+                srv.wait_ready(probe)
+                wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
+                r = wrk(srv.url, script, args.connections, args.duration)
+                results.setdefault(name, []).append(r)
+                print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
+    best = {name: max(rs, key=lambda r: r["rps"]) for name, rs in results.items()}
+    rps = {name: r["rps"] for name, r in best.items()}
+    return {
+        "runs": results,
+        "rps": rps,
+        "kv_vs_ceiling": round(rps["kv"] / rps["ceiling"], 3),
+        "kv_vs_fastapi_route": round(rps["kv"] / rps["fastapi_route"], 2),
+        "kv_vs_typical": round(rps["kv"] / rps["typical"], 2),
+    }
+
+
+def latency(args, table: Path, keys: list[str], peak_rps: int) -> dict:
+    out = {}
+    with Server("kv", kv_serve(table)) as srv:
+        srv.wait_ready(f"/v1/keys/{keys[0]}")
+        wrk(srv.url, lua_get(keys), 16, 2)
+        out["concurrency_1"] = wrk(srv.url, lua_get(keys), 1, args.duration)
+        # 50% of peak: each connection waits `delay` ms between its requests.
+        delay_ms = 2
+        conns = max(1, round(peak_rps * 0.5 * delay_ms / 1000))
+        r = wrk(srv.url, lua_get(keys, delay_ms), conns, args.duration)
+        r["target_rps"] = round(peak_rps * 0.5)
+        out["half_peak"] = r
+        out["peak"] = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        size = 100
+        b = wrk(srv.url, lua_batch(keys, size), 16, args.duration)
+        b["keys_per_s"] = b["rps"] * size
+        b["batch_size"] = size
+        out["batch"] = b
+    for k, v in out.items():
+        print(f"latency {k}: {v['rps']:,} req/s, p50 {v['latency_ms']['p50']} ms, p99 {v['latency_ms']['p99']} ms", file=sys.stderr)
+    return out
+
+
+def memory(args, data: Path, table: Path, keys: list[str]) -> dict:
+    """Total PSS (master + workers) after 200k random lookups."""
+    script = lua_get(keys)
+    out = {"kv": {}, "typical": {}}
+    for workers in (1, 2, 4):
+        for name, srv in (
+            ("kv", Server("kv", kv_serve(table, workers))),
+            ("typical", Server("typical", typical(workers), {"KV_DATA": str(data)})),
+        ):
+            with srv:
+                srv.wait_ready(f"/v1/keys/{keys[0]}")
+                done = 0
+                while done < 200_000:
+                    done += wrk(srv.url, script, 32, 3)["requests"]
+                out[name][workers] = {"pss_kib": srv.pss_kib(), "lookups": done, "processes": len(srv.pids())}
+                print(f"memory {name} {workers} workers: {out[name][workers]['pss_kib'] / 1024:.0f} MiB PSS", file=sys.stderr)
+    return out
+
+
+def startup(args, sizes: list[int]) -> dict:
+    out = {}
+    for n in sizes:
+        data, table = ensure_table(n)
+        key = sample_keys(data, 1)[0] if n <= 1_000_000 else open(data, "rb").readline()[:36].decode()
+        times = []
+        for _ in range(3):
+            with Server("kv", kv_serve(table)) as srv:
+                times.append(srv.wait_ready(f"/v1/keys/{key}"))
+        out[n] = {"first_200_s": round(min(times), 3), "runs": [round(t, 3) for t in times], "table_bytes": table.stat().st_size}
+        print(f"startup {n:,}: {min(times):.3f} s to first 200", file=sys.stderr)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1, help="throughput rounds over all contenders (best kept)")
+    ap.add_argument("--startup-sizes", default="10000,10000000")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,memory,startup")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "http.json"))
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    data, table = ensure_table(args.records)
+    keys = sample_keys(data, 100_000)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "records": args.records,
+        "wrk": f"wrk -t1 -c{args.connections} -d{args.duration}s, random existing keys from a preloaded array",
+    }
+    out = Path(args.out)
+    if out.exists():  # keep parts not rerun
+        old = json.loads(out.read_text())
+        result = {**old, **result}
+    if "throughput" not in skip:
+        result["throughput"] = throughput(args, data, table, keys)
+    if "latency" not in skip:
+        peak = result.get("throughput", {}).get("rps", {}).get("kv", 30_000)
+        result["latency"] = latency(args, table, keys, peak)
+    if "memory" not in skip:
+        result["memory"] = memory(args, data, table, keys)
+    if "startup" not in skip:
+        result["startup"] = startup(args, [int(s) for s in args.startup_sizes.split(",")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

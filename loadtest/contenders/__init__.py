@@ -1,0 +1,1 @@
+"""Apps the HTTP benchmark compares kv against; each is one small module."""
