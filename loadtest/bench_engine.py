@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine benchmark: lookups, build, size and open time, side by side in one run.
 
-    python loadtest/bench_engine.py [--records 1000000] [--big 10000000] [--out docs/bench/engine.json]
+    python loadtest/bench_engine.py [--records 1000000] [--sizes 10000,100000,1000000,10000000] [--out docs/bench/engine.json]
 
 Contenders for lookups (same 200k keys: 90% present, 10% absent; key parsing
 included on every side):
@@ -91,7 +91,7 @@ def lookup_keys(data: Path, n: int, misses: float, seed: int) -> tuple[list[str]
     with open(data, "rb") as f:
         for line in f:
             keys.append(line[:36].decode())
-    hits = rnd.sample(keys, int(n * (1 - misses)))
+    hits = rnd.sample(keys, min(len(keys), int(n * (1 - misses))))
     absent = [str(uuid.UUID(int=rnd.getrandbits(128), version=4)) for _ in range(n - len(hits))]
     sample = hits + absent
     rnd.shuffle(sample)
@@ -166,10 +166,57 @@ def ensure_data(path: Path, n: int) -> None:
     subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT)
 
 
+def _smaps(field: str) -> int:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def evict(path: Path) -> None:
+    """Drop a file's pages from the page cache (clean pages, no mapping left)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def bench_scale(data: Path, table: Path, n_keys: int = 20_000) -> dict:
+    """Lookup latency with the table cold (evicted from the page cache) and hot,
+    and what the lookups cost this process in memory."""
+    import kv
+
+    keys, _ = lookup_keys(data, n_keys, 0.0, seed=3)
+    evict(table)
+    before = {f: _smaps(f) for f in ("Rss", "Private_Dirty", "Shared_Clean", "Private_Clean")}
+    t = kv.open_table(table)
+    get = t.get
+    t0 = time.perf_counter()
+    for k in keys:
+        get(k)
+    cold = (time.perf_counter() - t0) / len(keys) * 1e6
+    for k in keys:  # now hot
+        get(k)
+    t0 = time.perf_counter()
+    for k in keys:
+        get(k)
+    hot = (time.perf_counter() - t0) / len(keys) * 1e6
+    after = {f: _smaps(f) for f in before}
+    t.close()
+    return {
+        "cold_us_per_lookup": round(cold, 2),
+        "hot_us_per_lookup": round(hot, 3),
+        "lookups": len(keys),
+        "memory_delta_kib": {f: after[f] - before[f] for f in before},
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--big", type=int, default=10_000_000, help="second size for build scaling and open time (0 to skip)")
+    ap.add_argument("--records", type=int, default=1_000_000, help="size for the side-by-side comparisons")
+    ap.add_argument("--sizes", default="10000,100000,1000000,10000000", help="sizes for build scaling, open time, cold/hot lookups")
     ap.add_argument("--keys", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", default=str(ROOT / "bench-data"), help="directory for generated data (reused)")
@@ -186,7 +233,7 @@ def main() -> int:
     }
     baseline = python_baseline_rss()
     result["python_baseline_rss_kib"] = baseline
-    sizes = [args.records] + ([args.big] if args.big else [])
+    sizes = sorted({args.records, *(int(s) for s in args.sizes.split(",") if s)})
     builds = {}
     for n in sizes:
         data = work / f"{n}.data"
@@ -200,12 +247,15 @@ def main() -> int:
         b["records_per_s"] = round(n / b["seconds"])
         if b["peak_rss_kib"]:
             b["bytes_per_record_over_baseline"] = round((b["peak_rss_kib"] - baseline) * 1024 / n, 1)
+        b["open"] = bench_open(table)
+        b["lookup"] = bench_scale(data, table)
         builds[n] = b
-        print(f"build {n:,}: {b['seconds']:.2f} s, {b['records_per_s']:,} rec/s, table {b['size_ratio']}x input, peak RSS {b['peak_rss_kib']} KiB", file=sys.stderr)
+        print(f"{n:,}: build {b['seconds']:.2f} s ({b['records_per_s']:,} rec/s), table {b['size_ratio']}x input, "
+              f"peak RSS {b['peak_rss_kib']} KiB, open {b['open']['median_ms']} ms, lookup cold {b['lookup']['cold_us_per_lookup']} us "
+              f"hot {b['lookup']['hot_us_per_lookup']} us", file=sys.stderr)
     result["build"] = builds
-    if len(sizes) > 1:
-        result["build_scaling"] = round(builds[sizes[1]]["seconds"] / builds[sizes[0]]["seconds"], 2)
-        result["build_scaling_records"] = sizes[1] / sizes[0]
+    if 10 * args.records in builds:
+        result["build_scaling_10x"] = round(builds[10 * args.records]["seconds"] / builds[args.records]["seconds"], 2)
 
     n = args.records
     data = work / f"{n}.data"
@@ -217,8 +267,6 @@ def main() -> int:
 
     result["lookups"] = bench_lookups(data, work / f"{n}.kvt", lm, args.keys, args.rounds)
     print(f"lookups: {result['lookups']}", file=sys.stderr)
-    result["open"] = {str(s): bench_open(work / f"{s}.kvt") for s in sizes}
-    print(f"open: {result['open']}", file=sys.stderr)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
