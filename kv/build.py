@@ -348,8 +348,9 @@ def _show(text: bytes) -> str:
 class _TableWriter:
     """Appends records to a temporary file, then places slots and renames."""
 
-    def __init__(self, out: Path, capacity: int):
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int] = (0, 1)):
         self.out = out
+        self.shard = shard
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         self.f = open(self.tmp, "wb+")
@@ -362,11 +363,19 @@ class _TableWriter:
         self.checks = np.empty(capacity, dtype=np.uint32)
         self.n = 0
         self.value_bytes = 0
+        self.line_of = self._line_of  # input line of a record, for messages
 
     def add(self, buf: bytes, starts: np.ndarray, vlens: np.ndarray, h64: np.ndarray, checks: np.ndarray):
         k = len(starts)
         if not k:
             return
+        if self.n + k > len(self.h64):  # only when the capacity guess was low
+            grow = max(self.n + k, len(self.h64) * 3 // 2)
+            for name in ("h64", "refs", "checks"):
+                old = getattr(self, name)
+                new = np.empty(grow, dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
         if self.pos + len(buf) > fmt.MAX_RECORDS_SIZE:
             raise DataFormatError(f"records exceed the format's {fmt.MAX_RECORDS_SIZE:,}-byte limit; build shards instead")
         a, b = self.n, self.n + k
@@ -404,21 +413,27 @@ class _TableWriter:
             h64, refs, checks = h64[keep], refs[keep], checks[keep]
             n = len(h64)
         meta["duplicates"] = report.duplicates
-        h32 = (h64 >> np.uint64(32)).astype(np.uint32)
+        h64 >>= np.uint64(32)
+        h32 = h64.astype(np.uint32)
         del h64
         home_slots = max(1, math.ceil(n / load_factor)) if n else 1
-        home = (h32.astype(np.uint64) * np.uint64(home_slots)) >> np.uint64(32)
-        pos = home.astype(np.int64)
-        del home
+        if home_slots >= 1 << 31:
+            raise DataFormatError(f"{n:,} records is more than one table holds (about 1.7 billion); build shards (--shards)")
+        # Home slots, then final positions pos[i] = max(home[i], pos[i-1] + 1)
+        # = i + running max of (home - i), in place (8 bytes a record).
+        pos = h32.astype(np.int64)
+        pos *= home_slots
+        pos >>= 32
         if n:
             steps = np.arange(n, dtype=np.int64)
             pos -= steps
             np.maximum.accumulate(pos, out=pos)
             pos += steps
             del steps
-            disp = pos - ((h32.astype(np.uint64) * np.uint64(home_slots)) >> np.uint64(32)).astype(np.int64)
-            max_disp = int(disp.max())
-            del disp
+            max_disp = 0
+            for a in range(0, n, 1 << 20):  # chunked: no second full-size array
+                home = (h32[a : a + (1 << 20)].astype(np.int64) * home_slots) >> 32
+                max_disp = max(max_disp, int((pos[a : a + (1 << 20)] - home).max()))
             used = max(home_slots, int(pos[-1]) + 1)
         else:
             max_disp = 0
@@ -472,8 +487,8 @@ class _TableWriter:
             meta_size=len(meta_bytes),
             file_size=file_size,
             content_checksum=self.content.intdigest(),
-            shard_index=0,
-            shard_count=1,
+            shard_index=self.shard[0],
+            shard_count=self.shard[1],
             header_checksum=0,
         )
         packed = header.pack()
@@ -525,7 +540,7 @@ class _TableWriter:
                 if len(rows) < 2:
                     continue
                 if on_duplicate == "error":
-                    first, second = (self._line_of(int(refs[r]), skipped_lines) for r in rows[:2])
+                    first, second = (self.line_of(int(refs[r]), skipped_lines) for r in rows[:2])
                     raise DuplicateKey(
                         f"{source}:{second}: key {key.decode()} already appeared on line {first}; "
                         "pass --on-duplicate=first or --on-duplicate=last to choose which value to keep"
@@ -536,8 +551,8 @@ class _TableWriter:
                         drop.append(r)
                         report.duplicates += 1
                         if len(report.duplicate_sample) < SAMPLE:
-                            line = self._line_of(int(refs[r]), skipped_lines)
-                            kline = self._line_of(int(refs[kept]), skipped_lines)
+                            line = self.line_of(int(refs[r]), skipped_lines)
+                            kline = self.line_of(int(refs[kept]), skipped_lines)
                             report.duplicate_sample.append(
                                 Problem(line, f"key {key.decode()} also on line {kline}; kept line {kline} ({on_duplicate})", "")
                             )

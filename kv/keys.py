@@ -51,3 +51,11 @@ def canonical_key(key: str | bytes) -> bytes:
 def _show(raw: bytes) -> str:
     text = raw[:80].decode("ascii", "backslashreplace")
     return repr(text) + ("..." if len(raw) > 80 else "")
+
+
+def shard_of(key: bytes, shard_count: int) -> int:
+    """The shard of a canonical key: the leading log2(shard_count) bits of the
+    UUID's first byte (its first two hex digits). shard_count is a power of 2."""
+    if shard_count <= 1:
+        return 0
+    return int(key[:2], 16) >> (8 - (shard_count.bit_length() - 1))
