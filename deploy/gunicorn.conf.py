@@ -1,0 +1,5 @@
+# gunicorn configuration for kv; `kv serve` uses the same settings.
+#   KV_TABLE=/var/lib/kv/current gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app()'
+# Settings and hooks live in the package (kv/gunicorn_conf.py) so an installed
+# kv and this file never disagree.
+from kv.gunicorn_conf import *  # noqa: F401,F403

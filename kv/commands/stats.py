@@ -1,0 +1,32 @@
+"""kv stats: the server's statistics, summed over its workers."""
+
+import json
+import sys
+
+from .get import add_url_argument
+
+
+def add_arguments(p):
+    add_url_argument(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args) -> int:
+    from ..client import Client, ServerError, ServerUnreachable
+
+    try:
+        with Client(args.url) as c:
+            s = c.stats()
+    except (ServerUnreachable, ServerError) as e:
+        print(f"kv stats: {e}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    for k, v in s.items():
+        if isinstance(v, dict):
+            v = json.dumps(v)
+        elif isinstance(v, int):
+            v = f"{v:,}"
+        print(f"{k:<14} {v}")
+    return 0

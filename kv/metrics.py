@@ -1,0 +1,148 @@
+"""Counters that add up across gunicorn workers.
+
+The hot path only adds to plain ints in this process (`Counts`): an increment of
+a prometheus_client value in multiprocess mode writes to an mmap'd file under a
+lock, a few microseconds that the fast path cannot afford several times a
+request. A background task flushes the ints into prometheus_client every
+FLUSH_SECONDS (and at shutdown, and before this worker answers /v1/stats or
+/metrics), so totals lag by at most that much. prometheus_client in
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `kv serve`) keeps one file
+per worker; /metrics and /v1/stats sum them, and gunicorn's child_exit hook
+marks dead workers so their gauges disappear while their counts stay in the
+totals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+FLUSH_SECONDS = 0.05
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+REQUESTS = Counter("kv_requests", "HTTP requests by route and status", ["route", "status"])
+LOOKUPS = Counter("kv_lookups", "Key lookups by outcome (batch keys included)", ["outcome"])
+BATCHES = Counter("kv_batches", "Batch requests answered")
+BATCH_SIZE = Histogram("kv_batch_size_keys", "Keys per batch request", buckets=BATCH_BUCKETS)
+LATENCY = Histogram("kv_request_duration_seconds", "Time from request to response, in the worker", ["route"], buckets=LATENCY_BUCKETS)
+TABLE_KEYS = Gauge("kv_table_keys", "Records in the table a live worker serves", ["generation"], multiprocess_mode="livemax")
+TABLE_VALUE_BYTES = Gauge("kv_table_value_bytes", "Sum of value lengths in the served table", ["generation"], multiprocess_mode="livemax")
+TABLE_BYTES = Gauge("kv_table_file_bytes", "Size of the served table file", ["generation"], multiprocess_mode="livemax")
+WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["generation"], multiprocess_mode="livesum")
+
+OUTCOMES = ("hit", "miss", "invalid")
+
+
+class Counts:
+    """Per-process tallies the hot path adds to; flushed into prometheus_client."""
+
+    __slots__ = ("requests", "lookups", "batches", "batch_sizes", "latency", "last_flush")
+
+    def __init__(self):
+        self.requests: dict[tuple[str, int], int] = {}
+        self.lookups = [0, 0, 0]  # hit, miss, invalid
+        self.batches: list[int] = []
+        self.latency: dict[str, list[float]] = {}  # route -> bucket counts + [sum]
+        self.last_flush = time.monotonic()
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        lat = self.latency.get(route)
+        if lat is None:
+            lat = self.latency[route] = [0] * (len(LATENCY_BUCKETS) + 2)
+        lat[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        lat[-1] += seconds
+
+    def flush(self) -> None:
+        """Move the tallies into prometheus_client (cheap when there are none)."""
+        self.last_flush = time.monotonic()
+        requests, self.requests = self.requests, {}
+        for (route, status), n in requests.items():
+            REQUESTS.labels(route, str(status)).inc(n)
+        lookups = self.lookups
+        for i, outcome in enumerate(OUTCOMES):
+            n = lookups[i]
+            if n:
+                lookups[i] = 0
+                LOOKUPS.labels(outcome).inc(n)
+        batches, self.batches = self.batches, []
+        if batches:
+            BATCHES.inc(len(batches))
+            for size in batches:
+                BATCH_SIZE.observe(size)
+        latency, self.latency = self.latency, {}
+        for route, counts in latency.items():
+            child = LATENCY.labels(route)
+            # prometheus_client keeps non-cumulative bucket values and a sum;
+            # adding whole counts at once is what observe() does one at a time.
+            for i, n in enumerate(counts[:-1]):
+                if n:
+                    child._buckets[i].inc(n)
+            child._sum.inc(counts[-1])
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def registry() -> CollectorRegistry:
+    """A registry of every worker's values (or this process's, when not multiprocess)."""
+    if multiprocess_dir():
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg)
+        return reg
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    return generate_latest(registry())
+
+
+def totals() -> dict:
+    """Counter totals summed over all workers, for /v1/stats."""
+    out = {"requests": 0, "lookups": 0, "hits": 0, "misses": 0, "invalid_keys": 0, "batches": 0, "batch_keys": 0,
+           "workers": 0, "by_status": {}}
+    for metric in registry().collect():
+        for s in metric.samples:
+            if s.name == "kv_requests_total":
+                out["requests"] += s.value
+                st = s.labels.get("status", "")
+                out["by_status"][st] = out["by_status"].get(st, 0) + s.value
+            elif s.name == "kv_lookups_total":
+                name = {"hit": "hits", "miss": "misses", "invalid": "invalid_keys"}.get(s.labels.get("outcome"))
+                if name:
+                    out[name] += s.value
+            elif s.name == "kv_batches_total":
+                out["batches"] += s.value
+            elif s.name == "kv_batch_size_keys_sum":
+                out["batch_keys"] += s.value
+            elif s.name == "kv_workers":
+                out["workers"] += s.value
+    out["lookups"] = out["hits"] + out["misses"] + out["invalid_keys"]
+    for k, v in list(out.items()):
+        if isinstance(v, float):
+            out[k] = int(v)
+    out["by_status"] = {k: int(v) for k, v in sorted(out["by_status"].items())}
+    return out
+
+
+def set_table_gauges(table) -> None:
+    g = table.generation
+    TABLE_KEYS.labels(g).set(len(table))
+    TABLE_VALUE_BYTES.labels(g).set(table.value_bytes)
+    TABLE_BYTES.labels(g).set(table.file_bytes)
+    WORKERS.labels(g).set(1)
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn child_exit hook: drop a dead worker's live gauges."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)

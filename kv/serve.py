@@ -1,0 +1,157 @@
+"""`kv serve PATH | --root DIR`: serve a table with gunicorn and uvicorn workers.
+
+PATH is a data file or a table. Given a data file, the table is built next to
+it (DATA.kvt) unless one is there whose recorded source (name, size, mtime)
+and build options match, so a restart does not rebuild. `--root DIR` serves
+DIR/current, the generation `kv publish` switched to; SIGHUP (systemctl reload)
+starts fresh workers on whatever `current` then points to.
+
+This process becomes the gunicorn master (pid file, signals, as usual); each
+worker maps the table itself, read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import DataFormatError, TableCorrupt
+
+
+def add_arguments(p):
+    p.add_argument("path", nargs="?", metavar="PATH", help="data file or table (.kvt) to serve")
+    p.add_argument("--root", metavar="DIR", help="serve DIR/current (see kv publish) instead of PATH")
+    p.add_argument("--bind", default=os.environ.get("KV_BIND", "127.0.0.1:8000"), metavar="HOST:PORT",
+                   help="address to listen on (default 127.0.0.1:8000; env KV_BIND)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("KV_WORKERS", 0)) or os.cpu_count(),
+                   help="worker processes (default: number of CPU cores; env KV_WORKERS)")
+    p.add_argument("--max-batch", type=int, default=int(os.environ.get("KV_MAX_BATCH", 1000)),
+                   help="most keys in one batch request (default 1000)")
+    p.add_argument("--pid-file", default=os.environ.get("KV_PID_FILE"),
+                   help="write the master pid here (default: $RUNTIME_DIRECTORY/kv.pid under systemd, else ROOT/kv.pid with --root)")
+    p.add_argument("--log-level", default=os.environ.get("KV_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
+    p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
+    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
+    p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
+
+
+def fail(message: str) -> int:
+    print(f"kv serve: {message}", file=sys.stderr)
+    return 1
+
+
+def is_table(path: Path) -> bool:
+    from .format import MAGIC
+
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def table_for_data(data: Path, options: dict) -> Path:
+    """The table for a data file: reuse a matching one, else build it."""
+    from .build import build_table, default_table_path
+    from .table import open_table
+
+    table = default_table_path(data)
+    st = data.stat()
+    if table.exists():
+        try:
+            with open_table(table) as t:
+                src, opts = t.meta.get("source", {}), t.meta.get("options", {})
+                if (src.get("name"), src.get("size"), src.get("mtime_ns")) == (data.name, st.st_size, st.st_mtime_ns) and all(
+                    opts.get(k) == v for k, v in options.items()
+                ):
+                    print(f"kv serve: reusing {table} (built from this {data.name})", file=sys.stderr)
+                    return table
+        except (TableCorrupt, OSError) as e:
+            print(f"kv serve: rebuilding {table}: {e}", file=sys.stderr)
+    report = build_table(data, table, **options)
+    print(report.summary(), file=sys.stderr)
+    return table
+
+
+def resolve(args) -> Path:
+    if args.root:
+        if args.path:
+            raise ValueError("give PATH or --root, not both")
+        current = Path(args.root) / "current"
+        if not current.exists():
+            raise FileNotFoundError(f"{current} does not exist; publish a table first: kv publish DATA --root {args.root}")
+        return current
+    if not args.path:
+        raise ValueError("nothing to serve: give a data file, a table, or --root DIR")
+    path = Path(args.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; to serve a publish root use --root {path}")
+    if is_table(path):
+        return path
+    options = {"skip_invalid": args.skip_invalid, "on_duplicate": args.on_duplicate, "strip_cr": args.strip_cr}
+    return table_for_data(path, options)
+
+
+def run(args) -> int:
+    from .table import open_table
+
+    try:
+        table = resolve(args)
+        with open_table(table) as t:  # refuse to start on a table no worker could serve
+            desc = f"{t.path} ({len(t):,} records, generation {t.generation})"
+    except (FileNotFoundError, PermissionError, IsADirectoryError, TableCorrupt, DataFormatError, ValueError) as e:
+        return fail(f"cannot serve: {e}")
+    except OSError as e:
+        return fail(f"cannot serve {e.filename or ''}: {e.strerror or e}")
+    if args.workers < 1:
+        return fail("--workers must be at least 1")
+
+    env = os.environ
+    env["KV_TABLE"] = str(Path(table).absolute())
+    env["KV_MAX_BATCH"] = str(args.max_batch)
+    env["KV_LOG_LEVEL"] = args.log_level
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        base = env.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+        d = tempfile.mkdtemp(prefix="kv-metrics-", dir=base)
+        env["PROMETHEUS_MULTIPROC_DIR"] = d
+        env["KV_OWN_METRICS_DIR"] = d
+    pid_file = args.pid_file
+    if not pid_file and env.get("RUNTIME_DIRECTORY"):
+        pid_file = os.path.join(env["RUNTIME_DIRECTORY"].split(":")[0], "kv.pid")
+    if not pid_file and args.root and os.access(args.root, os.W_OK):
+        pid_file = os.path.join(args.root, "kv.pid")
+
+    print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
+    GunicornServer(args.bind, args.workers, args.log_level, pid_file).run()
+    return 0
+
+
+def _gunicorn_base():
+    from gunicorn.app.base import BaseApplication
+
+    return BaseApplication
+
+
+class GunicornServer(_gunicorn_base()):
+    """gunicorn with kv's settings (kv/gunicorn_conf.py), in this process."""
+
+    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None):
+        self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level}
+        if pid_file:
+            self.overrides["pidfile"] = pid_file
+        super().__init__()
+
+    def load_config(self):
+        from . import gunicorn_conf
+
+        for name in dir(gunicorn_conf):
+            if name in self.cfg.settings:
+                self.cfg.set(name, getattr(gunicorn_conf, name))
+        for name, value in self.overrides.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        from .app import create_app
+
+        return create_app()
