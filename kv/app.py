@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from bisect import bisect_left
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -84,7 +85,6 @@ class State:
         self.hit_headers = [
             (b"etag", self.etag.encode()),
             (b"x-kv-generation", table.generation.encode()),
-            (b"x-kv-worker", self.pid.encode()),
         ]
 
     def corrupt(self, e: TableCorrupt) -> JSONResponse:
@@ -121,7 +121,7 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
         return problem(404, "Not found", f"key {key} is not in this table (generation {state.table.generation})",
                        headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid})
     counts.lookups[0] += 1
-    headers = {"etag": state.etag, "x-kv-generation": state.table.generation, "x-kv-worker": state.pid}
+    headers = {"etag": state.etag, "x-kv-generation": state.table.generation}
     if if_none_match is not None and (if_none_match.strip() == "*" or state.etag in [t.strip() for t in if_none_match.split(",")]):
         return Response(status_code=304, headers=headers)
     if "application/json" in accept:
@@ -382,32 +382,51 @@ class FastPath:
         self.state = state
         self.max_body = max_body
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.api(scope, receive, send)
-        t0 = time.perf_counter()
-        raw = scope["raw_path"]
-        if raw[:9] == KEY_PREFIX and scope["method"] == "GET":
-            for name, value in scope["headers"]:
-                if name == b"if-none-match" or (name == b"accept" and b"json" in value):
-                    break
-            else:
-                state = self.state
-                try:
-                    value = state.table.get(raw[9:]) if state.shard[1] == 1 else None
-                except (InvalidKey, TableCorrupt):
-                    value = None  # FastAPI says why
-                if value is not None:
-                    state.counts.lookups[0] += 1
-                    headers = state.hit_headers + [
-                        (b"content-length", b"%d" % len(value)),
-                        (b"content-type", b"text/plain; charset=utf-8" if value.isascii() else content_type(value).encode()),
-                    ]
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body", "body": value})
-                    state.counts.request(KEY_ROUTE, 200, time.perf_counter() - t0)
-                    return
-        await self._slow(scope, receive, send, t0)
+        self.__call__ = self._make_call()
+
+    def _make_call(self):
+        """The hot path, as a closure over locals (no attribute lookups)."""
+        api = self.api
+        slow = self._slow
+        state = self.state
+        get = state.table.get if state.shard[1] == 1 else (lambda key: None)  # shards check ownership in FastAPI
+        lookups = state.counts.lookups
+        fast = state.counts.fast
+        etag, generation = state.hit_headers
+        as_text = (b"content-type", b"text/plain; charset=utf-8")
+        clock = time.perf_counter
+        buckets = metrics.LATENCY_BUCKETS
+        where = bisect_left
+
+        async def call(scope, receive, send):
+            if scope["type"] != "http":
+                return await api(scope, receive, send)
+            t0 = clock()
+            raw = scope["raw_path"]
+            if raw[:9] == b"/v1/keys/" and scope["method"] == "GET":
+                for name, value in scope["headers"]:
+                    if name == b"if-none-match" or (name == b"accept" and b"json" in value):
+                        break
+                else:
+                    try:
+                        value = get(raw[9:])
+                    except (InvalidKey, TableCorrupt):
+                        value = None  # FastAPI says why
+                    if value is not None:
+                        await send({"type": "http.response.start", "status": 200, "headers": [
+                            etag, generation, (b"content-length", b"%d" % len(value)),
+                            as_text if value.isascii() else (b"content-type", content_type(value).encode()),
+                        ]})
+                        await send({"type": "http.response.body", "body": value})
+                        lookups[0] += 1
+                        fast[where(buckets, clock() - t0)] += 1
+                        return
+            await slow(scope, receive, send, t0)
+
+        return call
+
+    async def __call__(self, scope, receive, send):  # replaced per instance by _make_call
+        await self.__call__(scope, receive, send)
 
     async def _slow(self, scope, receive, send, t0):
         raw = scope["raw_path"]
