@@ -1,0 +1,80 @@
+"""Start the real server (`kv serve`) on a free 127.0.0.1 port for a test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import free_port
+
+KV = str(Path(sys.executable).parent / "kv")
+
+
+@contextlib.contextmanager
+def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0):
+    """Run `kv serve ARGS --workers N` until the block ends; yields (url, proc).
+    The whole process group is terminated at the end, even on failure."""
+    port = free_port()
+    cmd = [KV, "serve", *map(str, args), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout)
+        yield url, proc
+    finally:
+        stop(proc)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"kv serve exited with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"server at {url} not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def worker_pids(master: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                out.append(int(d.name))
+    return sorted(out)
+
+
+def fresh_get(url: str, **kw) -> httpx.Response:
+    """One request on a new connection (so successive calls spread over workers)."""
+    with httpx.Client(timeout=5) as c:
+        return c.get(url, **kw)

@@ -1,0 +1,226 @@
+"""The HTTP API's behaviour, in process (FastAPI TestClient over the full app,
+fast path included)."""
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import write_records
+from kv.app import create_app
+from kv.build import build_table
+
+HIT = "3479d894-3271-4935-88cf-a06f3cbb80a5"
+NUMBER = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
+BINARY = "0cdfafb5-edb4-48a6-a7ec-5b1a75831f91"
+EMPTY = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+UNICODE = "6fa459ea-ee8a-4ca4-894e-db77e160355e"
+ABSENT = "00000000-0000-4000-8000-000000000000"
+RECORDS = [
+    (HIT, b"this is a value"),
+    (NUMBER, b"1234"),
+    (BINARY, b"\xff\xfe\x00 raw"),
+    (EMPTY, b""),
+    (UNICODE, "caf\u00e9 \u2603".encode()),
+]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    data = write_records(d / "api.data", RECORDS)
+    build_table(data, d / "api.kvt")
+    return create_app(d / "api.kvt", max_batch=10)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def test_hit_returns_raw_value_as_text(client, app):
+    r = client.get(f"/v1/keys/{HIT}")
+    assert r.status_code == 200
+    assert r.content == b"this is a value"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.headers["x-kv-generation"] == app.state.table.generation
+    assert r.headers["etag"] == f'"{app.state.table.generation}"'
+
+
+def test_non_utf8_value_is_octet_stream(client):
+    r = client.get(f"/v1/keys/{BINARY}")
+    assert r.status_code == 200
+    assert r.content == b"\xff\xfe\x00 raw"
+    assert r.headers["content-type"] == "application/octet-stream"
+
+
+def test_utf8_value_is_text(client):
+    r = client.get(f"/v1/keys/{UNICODE}")
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.text == "caf\u00e9 \u2603"
+
+
+def test_empty_value_is_an_empty_200(client):
+    r = client.get(f"/v1/keys/{EMPTY}")
+    assert r.status_code == 200 and r.content == b""
+
+
+@pytest.mark.parametrize("form", [HIT.upper(), HIT.replace("-", ""), HIT.replace("-", "").upper()])
+def test_other_key_forms_find_the_same_value(client, form):
+    r = client.get(f"/v1/keys/{form}")
+    assert r.status_code == 200 and r.content == b"this is a value"
+
+
+def test_json_when_asked(client):
+    r = client.get(f"/v1/keys/{NUMBER}", headers={"Accept": "application/json"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"key": NUMBER, "value": "1234"}
+
+
+def test_json_of_non_utf8_value_is_base64(client):
+    r = client.get(f"/v1/keys/{BINARY}", headers={"Accept": "application/json"})
+    assert r.json() == {"key": BINARY, "value_base64": "//4AIHJhdw=="}
+
+
+def test_head_has_headers_and_no_body(client):
+    r = client.head(f"/v1/keys/{HIT}")
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == str(len(b"this is a value"))
+
+
+def test_if_none_match_with_current_etag_gives_304(client):
+    etag = client.get(f"/v1/keys/{HIT}").headers["etag"]
+    r = client.get(f"/v1/keys/{HIT}", headers={"If-None-Match": etag})
+    assert r.status_code == 304
+    assert r.content == b""
+    assert r.headers["etag"] == etag
+
+
+def test_if_none_match_with_other_etag_gives_the_value(client):
+    r = client.get(f"/v1/keys/{HIT}", headers={"If-None-Match": '"0000000000000000"'})
+    assert r.status_code == 200 and r.content == b"this is a value"
+
+
+def test_absent_key_is_404_problem(client):
+    r = client.get(f"/v1/keys/{ABSENT}")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == 404 and ABSENT in body["detail"]
+
+
+@pytest.mark.parametrize("bad", ["nope", "3479d894-3271-4935-88cf-a06f3cbb80a", "3479d894-3271-4935-88cf-a06f3cbb80aZ",
+                                 "3479d894_3271_4935_88cf_a06f3cbb80a5", "caf\u00e9", "x" * 300])
+def test_malformed_key_is_400_problem_saying_why(client, bad):
+    r = client.get(f"/v1/keys/{bad}")
+    assert r.status_code == 400
+    body = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert body["title"] == "Invalid key" and body["detail"]
+
+
+def test_batch_returns_values_and_missing(client, app):
+    r = client.post("/v1/batch", json={"keys": [HIT, ABSENT, NUMBER.upper()]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body == {"generation": app.state.table.generation, "values": {HIT: "this is a value", NUMBER.upper(): "1234"},
+                    "missing": [ABSENT]}
+
+
+def test_batch_non_utf8_values_come_base64(client):
+    body = client.post("/v1/batch", json={"keys": [BINARY]}).json()
+    assert body["values_base64"] == {BINARY: "//4AIHJhdw=="} and body["values"] == {}
+
+
+def test_batch_names_malformed_keys(client):
+    r = client.post("/v1/batch", json={"keys": [HIT, "bad-key", "also bad"]})
+    assert r.status_code == 400
+    body = r.json()
+    assert [i["key"] for i in body["invalid"]] == ["bad-key", "also bad"]
+
+
+def test_batch_over_the_limit_is_413(client):
+    r = client.post("/v1/batch", json={"keys": [str(uuid.uuid4()) for _ in range(11)]})
+    assert r.status_code == 413
+    assert "at most 10" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"keys": "x"}', b'{"keys": [1, 2]}', b"", b'{"key": []}'])
+def test_batch_bad_body_is_400(client, body):
+    r = client.post("/v1/batch", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_batch_huge_body_is_413(client):
+    r = client.post("/v1/batch", content=b"x" * (2 << 20), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_batch_body_without_content_length_is_limited(client):
+    def chunks():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    r = client.post("/v1/batch", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_stats_counts_keys_and_lookups(client):
+    before = client.get("/v1/stats").json()
+    client.get(f"/v1/keys/{HIT}")
+    client.get(f"/v1/keys/{ABSENT}")
+    client.get("/v1/keys/bad")
+    after = client.get("/v1/stats").json()
+    assert after["keys"] == len(RECORDS)
+    assert after["value_bytes"] == sum(len(v) for _, v in RECORDS)
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"], after["invalid_keys"] - before["invalid_keys"]) == (1, 1, 1)
+
+
+def test_health_and_readiness(client, app):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["generation"] == app.state.table.generation
+
+
+def test_wrong_method_is_405_problem(client):
+    r = client.delete(f"/v1/keys/{HIT}")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_unknown_route_is_404_problem(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and "no route" in r.json()["detail"]
+
+
+def test_oversized_path_is_414(client):
+    r = client.get("/v1/keys/" + "a" * 5000)
+    assert r.status_code == 414
+
+
+def test_oversized_headers_are_431(client):
+    r = client.get(f"/v1/keys/{HIT}", headers={f"x-h{i}": "v" * 1000 for i in range(20)})
+    assert r.status_code == 431
+
+
+def test_docs_work_offline(client):
+    for page, asset in (("/docs", "/static-docs/swagger-ui-bundle.js"), ("/redoc", "/static-docs/redoc.standalone.js")):
+        html = client.get(page).text
+        assert asset in html and "cdn" not in html.lower()
+        assert client.get(asset).status_code == 200
+
+
+def test_openapi_documents_the_contract(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/keys/{key}", "/v1/batch", "/v1/stats", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert spec["paths"]["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["keys"]["maxItems"] == 10
+
+
+def test_metrics_exposition(client):
+    client.get(f"/v1/keys/{HIT}")
+    text = client.get("/metrics").text
+    assert "kv_lookups_total" in text and "kv_request_duration_seconds_bucket" in text and "kv_table_keys" in text
