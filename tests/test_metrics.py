@@ -1,0 +1,65 @@
+"""Prometheus metrics across gunicorn workers, and what a killed worker leaves."""
+
+import os
+import re
+import signal
+import time
+import uuid
+
+import httpx
+
+from serverutil import fresh_get, running_server, worker_pids
+
+
+def metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_for(url, name, want, timeout=3.0, **labels):
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{url}/metrics").text
+        got = metric(text, name, **labels)
+        if got == want or time.monotonic() > deadline:
+            return got, text
+        time.sleep(0.05)
+
+
+def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table):
+    table, records = gen_table
+    with running_server(table, workers=2) as (url, proc):
+        n = 50
+        for k, _ in records[:n]:
+            assert fresh_get(f"{url}/v1/keys/{k}").status_code == 200
+        for _ in range(5):
+            assert fresh_get(f"{url}/v1/keys/{uuid.uuid4()}").status_code == 404
+        hits, text = wait_for(url, "kv_lookups_total", n, outcome="hit")
+        assert hits == n
+        assert metric(text, "kv_lookups_total", outcome="miss") == 5
+        assert metric(text, "kv_requests_total", route="/v1/keys/{key}", status="200") == n
+        assert metric(text, "kv_request_duration_seconds_count", route="/v1/keys/{key}") >= n
+        assert metric(text, "kv_table_keys") == len(records)
+        assert metric(text, "kv_workers") == 2
+        stats = httpx.get(f"{url}/v1/stats").json()
+        assert stats["hits"] == n and stats["misses"] == 5
+
+        time.sleep(0.2)  # let both workers flush
+        victim = worker_pids(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pids = worker_pids(proc.pid)
+            if len(pids) == 2 and victim not in pids:
+                break
+            time.sleep(0.05)
+        httpx.get(f"{url}/readyz")
+        hits, text = wait_for(url, "kv_lookups_total", n, outcome="hit")
+        assert hits == n  # the dead worker's counts are still in the total
+        workers, text = wait_for(url, "kv_workers", 2)
+        assert workers == 2  # the dead worker's live gauge is gone, the new one counted
+        assert not re.search(rf'pid="{victim}"', text)
