@@ -1,12 +1,16 @@
-# make run   install, build the example table, serve it on 127.0.0.1:8000
-# make test  install, run every test
+# make run     install, build the example table, serve it on 127.0.0.1:8000
+# make test    install, run every test (installs nginx and systemd tools with apt when missing)
+# make bench   engine and HTTP benchmarks -> docs/bench/*.json, docs/img/*.png
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SYSDEPS_STAMP := $(VENV)/.sysdeps
+# Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
+APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test install bench bench-engine bench-http loadtest drills clean
+.PHONY: run test install sysdeps bench bench-engine bench-http plots loadtest drills clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,19 +22,46 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+$(SYSDEPS_STAMP): | $(BIN)/python
+	@missing=""; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	[ -x /usr/bin/time ] || missing="$$missing time"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	touch $(SYSDEPS_STAMP)
+
+sysdeps: $(SYSDEPS_STAMP)
+
 example.kvt: example.data $(STAMP)
 	$(BIN)/kv build example.data -o example.kvt
 
 run: install example.kvt
 	$(BIN)/kv serve example.data
 
-test: install
+test: install sysdeps
 	$(BIN)/python -m pytest -q tests
 
-bench-engine: install
+drills: install sysdeps
+	$(BIN)/python -m pytest -q -m drill tests
+
+loadtest: install example.kvt
+	$(BIN)/python loadtest/run_locust.py --data example.data --time 60
+
+bench-engine: install sysdeps
 	$(BIN)/python loadtest/bench_engine.py
 
-bench: bench-engine
+bench-http: install sysdeps
+	$(BIN)/python loadtest/bench_http.py
+
+plots: install
+	$(BIN)/python loadtest/plots.py
+
+bench: bench-engine bench-http plots
 
 clean:
-	rm -rf $(VENV) example.kvt loadtest/results
+	rm -rf $(VENV) example.kvt loadtest/results bench-data
