@@ -36,6 +36,7 @@ class Client:
         self.retries = retries
         self.http = httpx.Client(base_url=self.url, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=4))
         self._batch_limit: int | None = None
+        self._shards: dict | None = None
         self.last_generation: str | None = None
 
     def _request(self, method: str, path: str, **kw) -> httpx.Response:
@@ -80,13 +81,43 @@ class Client:
                 self._batch_limit = 1000
         return self._batch_limit
 
+    def shard_map(self) -> dict | None:
+        """The front's shard map (GET /v1/shards), or None for a single server."""
+        if self._shards is None:
+            r = self._request("GET", "/v1/shards")
+            try:
+                body = r.json() if r.status_code == 200 else {}
+            except ValueError:
+                body = {}
+            self._shards = body if body.get("shards", 1) > 1 else {}
+        return self._shards or None
+
     def get_many(self, keys: list[str]) -> dict[str, bytes]:
-        """Values of the keys that are present, in one request per batch-limit keys."""
+        """Values of the keys that are present. Behind a sharded front, one batch
+        per shard, sent concurrently; else one request per batch-limit keys."""
+        shards = self.shard_map()
+        if not shards:
+            return self._batches("/v1/batch", keys)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .keys import canonical_key, shard_of
+
+        groups: dict[int, list[str]] = {}
+        for k in keys:
+            groups.setdefault(shard_of(canonical_key(k), shards["shards"]), []).append(k)
+        path = shards.get("batch_path", "/v1/shards/{index}/batch")
+        out: dict[str, bytes] = {}
+        with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+            for part in pool.map(lambda item: self._batches(path.format(index=item[0]), item[1]), groups.items()):
+                out.update(part)
+        return {k: out[k] for k in keys if k in out}  # in the order asked
+
+    def _batches(self, path: str, keys: list[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         limit = self.batch_limit()
         for i in range(0, len(keys), limit):
             chunk = keys[i : i + limit]
-            r = self._request("POST", "/v1/batch", json={"keys": chunk})
+            r = self._request("POST", path, json={"keys": chunk})
             if r.status_code == 400:
                 raise InvalidKey(self._detail(r))
             if r.status_code != 200:

@@ -25,6 +25,7 @@ def shard_map(shards: int, upstreams: dict[int, list[str]]) -> dict:
         "shards": shards,
         "key_bits": bits,
         "rule": f"shard = first byte of the key (its first two hex digits) >> {8 - bits}",
+        "batch_path": "/v1/shards/{index}/batch",
         "map": [
             {"index": i, "first_prefix": key_range(i, shards)[0], "last_prefix": key_range(i, shards)[1], "replicas": upstreams[i]}
             for i in range(shards)
