@@ -235,6 +235,8 @@ class Table:
 
         h = self.header
         mm = self._mm
+        if mm[fmt.HEADER.size : h.header_size].count(0) != h.header_size - fmt.HEADER.size:
+            raise TableCorrupt(f"{self.path}: header padding (bytes {fmt.HEADER.size}-{h.header_size - 1}) is not all zero")
         x = xxhash.xxh3_64()
         step = 16 << 20
         for a in range(h.header_size, h.file_size, step):
