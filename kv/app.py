@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI, Request
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
@@ -50,6 +51,7 @@ DEFAULT_MAX_BATCH = 1000
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
 PROBLEM = "application/problem+json"
+KEY_PATTERN = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$"
 
 
 def content_type(value: bytes) -> str:
@@ -209,20 +211,24 @@ def build_api(state: State) -> FastAPI:
     }
 
     key_doc = "`key` is a UUID, 8-4-4-4-12 or 32 hex digits, any case."
+    # The pattern is documented, not enforced by FastAPI: the table's own check
+    # gives the clearer 400 detail.
+    example_key = state.probe_key.decode() if state.probe_key else "3479d894-3271-4935-88cf-a06f3cbb80a5"
+    KeyParam = FastAPIPath(description="UUID key", json_schema_extra={"pattern": KEY_PATTERN}, examples=[example_key])
 
     @api.get("/v1/keys/{key}", responses=key_responses, response_class=Response, summary="Look up one key",
              description=key_doc, operation_id="get_key")
-    async def get_key(key: str, request: Request):
+    async def get_key(request: Request, key: str = KeyParam):
         h = request.headers
         return key_response(state, key, request.method, h.get("accept", ""), h.get("if-none-match"))
 
     @api.head("/v1/keys/{key}", responses=key_responses, response_class=Response, summary="Check one key (no body)",
               description=key_doc, operation_id="head_key")
-    async def head_key(key: str, request: Request):
+    async def head_key(request: Request, key: str = KeyParam):
         h = request.headers
         return key_response(state, key, request.method, h.get("accept", ""), h.get("if-none-match"))
 
-    batch_example = {"keys": ["3479d894-3271-4935-88cf-a06f3cbb80a5", "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"]}
+    batch_example = {"keys": [example_key, "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"]}
     batch_responses = {
         200: {"description": "Values found (as UTF-8 text, or base64 in values_base64 when not UTF-8) and keys missing",
               "content": {"application/json": {"schema": {"type": "object", "properties": {
@@ -240,7 +246,7 @@ def build_api(state: State) -> FastAPI:
             "required": True,
             "content": {"application/json": {"schema": {
                 "type": "object", "required": ["keys"],
-                "properties": {"keys": {"type": "array", "items": {"type": "string"}, "maxItems": state.max_batch}},
+                "properties": {"keys": {"type": "array", "items": {"type": "string", "pattern": KEY_PATTERN}, "maxItems": state.max_batch}},
             }, "example": batch_example}},
         }
     }

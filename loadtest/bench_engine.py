@@ -221,6 +221,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", default=str(ROOT / "bench-data"), help="directory for generated data (reused)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "engine.json"))
+    ap.add_argument("--no-compare", action="store_true", help="only the per-size measurements (no LMDB, no dict)")
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -233,7 +234,7 @@ def main() -> int:
     }
     baseline = python_baseline_rss()
     result["python_baseline_rss_kib"] = baseline
-    sizes = sorted({args.records, *(int(s) for s in args.sizes.split(",") if s)})
+    sizes = sorted({*([] if args.no_compare else [args.records]), *(int(s) for s in args.sizes.split(",") if s)})
     builds = {}
     for n in sizes:
         data = work / f"{n}.data"
@@ -254,8 +255,12 @@ def main() -> int:
               f"peak RSS {b['peak_rss_kib']} KiB, open {b['open']['median_ms']} ms, lookup cold {b['lookup']['cold_us_per_lookup']} us "
               f"hot {b['lookup']['hot_us_per_lookup']} us", file=sys.stderr)
     result["build"] = builds
-    if 10 * args.records in builds:
+    if 10 * args.records in builds and args.records in builds:
         result["build_scaling_10x"] = round(builds[10 * args.records]["seconds"] / builds[args.records]["seconds"], 2)
+    if args.no_compare:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
 
     n = args.records
     data = work / f"{n}.data"
