@@ -3,15 +3,20 @@
     ROOT/
       generations/<generation>.kvt   immutable tables, named by content checksum
       current -> generations/<id>.kvt   what `kv serve --root ROOT` serves
-      history.json                   generation ids in publish order
+      history.json                   the generations served, oldest first; the
+                                     last one is `current`, the one before it is
+                                     what `kv rollback` returns to
       .lock                          serialises publishers
 
 A table file is never modified in place: a worker maps it, and a file that
 changed under a mapping would show it mixed bytes or kill it with SIGBUS when
-truncated. Publishing writes a new file, verifies it completely, then replaces
-the `current` symlink with rename(2), which is atomic: a reader opening
-`current` gets the old table or the new one, never neither or a mix. Running
-workers keep the table they mapped until a reload (SIGHUP) replaces them.
+truncated. Publishing writes a new file under a temporary name, fsyncs it,
+verifies it completely, renames it to its final name, then replaces the
+`current` symlink with rename(2), which is atomic: a reader opening `current`
+gets the old table or the new one, never neither or a mix. Running workers
+keep the table they mapped until a reload (SIGHUP) replaces them; deleting an
+old generation's file does not disturb a worker still mapping it (the inode
+lives until the last mapping goes).
 """
 
 from __future__ import annotations
@@ -28,68 +33,86 @@ from pathlib import Path
 
 from .errors import DataFormatError, TableCorrupt
 
-DEFAULT_KEEP = 3
+DEFAULT_KEEP = 3  # generations kept besides `current`
+SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
 
 
 class PublishError(Exception):
-    pass
+    """A publish, rollback or reload that was refused; the message says why."""
+
+
+# -- the publish root ------------------------------------------------------------------------
+
+
+def generations_dir(root: Path) -> Path:
+    return Path(root) / "generations"
+
+
+def generation_path(root: Path, generation: str) -> Path:
+    return generations_dir(root) / f"{generation}.kvt"
+
+
+def current_generation(root: str | os.PathLike) -> str | None:
+    """The generation ROOT/current points at (None when there is none)."""
+    try:
+        return Path(os.readlink(Path(root) / "current")).stem
+    except OSError:
+        return None
+
+
+def read_history(root: str | os.PathLike) -> list[str]:
+    """The generations served, oldest first; the last is the current one."""
+    path = Path(root) / "history.json"
+    try:
+        history = json.loads(path.read_text())["generations"]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as e:
+        raise PublishError(f"{path} is damaged ({e}); fix it, or remove it to start a new history") from None
+    if not isinstance(history, list) or not all(isinstance(g, str) for g in history):
+        raise PublishError(f"{path} is damaged (generations is not a list of ids); fix or remove it")
+    return history
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-@contextmanager
-def _locked(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def generations_dir(root: Path) -> Path:
-    return root / "generations"
-
-
-def current_generation(root: Path) -> str | None:
-    link = root / "current"
-    try:
-        return Path(os.readlink(link)).stem
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def read_history(root: Path) -> list[str]:
-    try:
-        return json.loads((root / "history.json").read_text())["generations"]
-    except FileNotFoundError:
-        return []
-    except (ValueError, KeyError) as e:
-        raise PublishError(f"{root / 'history.json'} is damaged ({e}); fix or remove it") from None
-
-
 def _write_history(root: Path, history: list[str]) -> None:
     tmp = root / f".history.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"generations": history}, indent=1) + "\n")
-    with open(tmp) as f:
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"generations": history}, indent=1) + "\n")
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / "history.json")
+    _fsync_dir(root)
 
 
 def _point_current(root: Path, generation: str) -> None:
-    """Atomically make ROOT/current point at generations/<generation>.kvt."""
+    """Atomically make ROOT/current point at generations/<generation>.kvt:
+    a new symlink under a temporary name, renamed over `current`."""
     tmp = root / f".current.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
-    os.symlink(f"generations/{generation}.kvt", tmp)
+    os.symlink(f"generations/{generation}.kvt", tmp)  # relative: the root can move
     os.replace(tmp, root / "current")
     _fsync_dir(root)
 
 
+@contextmanager
+def _locked(root: Path):
+    """One publisher at a time per root (readers never take the lock)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def _verify(path: Path) -> str:
+    """Open and check the whole table; return its generation."""
     from .table import open_table
 
     with open_table(path) as t:
@@ -97,71 +120,115 @@ def _verify(path: Path) -> str:
         return t.generation
 
 
+def is_table(path: Path) -> bool:
+    from .format import MAGIC
+
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def _copy_in(source: Path, dest: Path) -> None:
+    with open(source, "rb") as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+# -- publish, rollback ------------------------------------------------------------------------
+
+
 def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print, **build_options) -> str:
     """Build (for a data file) or copy (for a table) into ROOT/generations,
-    verify it completely, switch ROOT/current to it; return its generation."""
-    from .serve import is_table
+    verify it completely, switch ROOT/current to it; return its generation.
 
+    Raises PublishError (corrupt table, bad root), DataFormatError (bad data
+    file) or OSError; in every such case `current` is left as it was and no
+    partial file remains."""
+    if keep < 1:
+        raise PublishError(f"--keep must be at least 1 (rollback needs the previous generation), not {keep}")
     source, root = Path(source), Path(root)
     if not source.is_file():
         raise PublishError(f"{source}: no such file")
     gens = generations_dir(root)
     with _locked(root):
+        history = read_history(root)  # before any work: a damaged history stops us early
         gens.mkdir(parents=True, exist_ok=True)
+        for leftover in gens.glob(".*incoming-*"):  # of a publisher killed mid-way (we hold the lock)
+            leftover.unlink()
+            log(f"removed leftover {leftover.name} of an interrupted publish")
         incoming = gens / f".incoming-{os.getpid()}.kvt"
         try:
             if is_table(source):
-                with open(source, "rb") as src, open(incoming, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                    dst.flush()
-                    os.fsync(dst.fileno())
+                _copy_in(source, incoming)
+                log(f"copied {source} ({incoming.stat().st_size:,} bytes)")
             else:
                 from .build import build_table
 
                 report = build_table(source, incoming, **build_options)
                 log(f"built {report.records:,} records from {source} in {report.seconds:.2f} s")
+            t0 = time.perf_counter()
             try:
                 generation = _verify(incoming)
-            except (TableCorrupt, OSError) as e:
+            except (TableCorrupt, ValueError, OSError) as e:
                 raise PublishError(f"refusing to publish {source}: {e}") from None
-            final = gens / f"{generation}.kvt"
-            if final.exists():
+            log(f"verified generation {generation} in {time.perf_counter() - t0:.2f} s")
+            final = generation_path(root, generation)
+            if final.exists() and _still_good(final, log):
                 incoming.unlink()
             else:
                 os.replace(incoming, final)
                 _fsync_dir(gens)
         finally:
             incoming.unlink(missing_ok=True)
-        log(f"verified generation {generation} ({final})")
-        if current_generation(root) == generation:
+
+        current = current_generation(root)
+        if current == generation:
             log(f"generation {generation} is already current; nothing to switch")
             return generation
-        history = [g for g in read_history(root) if g != generation] + [generation]
+        if current and (not history or history[-1] != current):
+            history = [g for g in history if g != current] + [current]  # made by hand: let rollback return to it
+        history = [g for g in history if g != generation] + [generation]
         _write_history(root, history)
         _point_current(root, generation)
-        log(f"current -> {generation}")
+        log(f"current -> {generation}" + (f" (was {current})" if current else ""))
         _prune(root, history, keep, log)
         return generation
 
 
+def _still_good(path: Path, log) -> bool:
+    """An existing file of the same generation: keep it if it verifies (a
+    worker may map it), else let the fresh copy replace it by rename."""
+    try:
+        _verify(path)
+        return True
+    except (TableCorrupt, ValueError, OSError) as e:
+        log(f"replacing damaged {path}: {e}")
+        return False
+
+
 def rollback(root: str | os.PathLike, log=print) -> str:
-    """Point ROOT/current at the generation published before the current one."""
+    """Point ROOT/current back at the generation served before it, after
+    verifying that one; the generation rolled back from leaves the history."""
     root = Path(root)
     with _locked(root):
         history = read_history(root)
         current = current_generation(root)
-        if current not in history:
-            raise PublishError(f"{root}: current generation {current} is not in history.json; nothing to roll back to")
-        i = history.index(current)
-        for previous in reversed(history[:i]):
-            path = generations_dir(root) / f"{previous}.kvt"
-            if not path.exists():
-                continue
+        if current is None:
+            raise PublishError(f"{root}/current does not exist: nothing to roll back")
+        if not history or history[-1] != current:
+            raise PublishError(
+                f"{root}: current ({current}) is not the last entry of history.json, so the previous generation "
+                f"is unknown; publish the one you want: kv publish {generations_dir(root)}/ID.kvt --root {root}"
+            )
+        for i in range(len(history) - 2, -1, -1):
+            previous = history[i]
+            path = generation_path(root, previous)
             try:
                 _verify(path)
-            except (TableCorrupt, OSError) as e:
+            except (TableCorrupt, ValueError, OSError) as e:
                 log(f"skipping generation {previous}: {e}")
                 continue
+            _write_history(root, history[: i + 1])
             _point_current(root, previous)
             log(f"current -> {previous} (rolled back from {current})")
             return previous
@@ -169,73 +236,144 @@ def rollback(root: str | os.PathLike, log=print) -> str:
 
 
 def _prune(root: Path, history: list[str], keep: int, log) -> None:
-    """Delete generation files beyond the newest `keep` before the current one."""
-    current = current_generation(root)
-    older = [g for g in history if g != current]
-    doomed = older[: max(0, len(older) - keep)]
-    for g in doomed:
-        path = generations_dir(root) / f"{g}.kvt"
-        if path.exists():
-            path.unlink()  # a worker still mapping it keeps its pages until it exits
-            log(f"removed old generation {g}")
-    if doomed:
-        _write_history(root, [g for g in history if g not in doomed])
+    """Keep `current` and the `keep` generations served before it; delete every
+    other table in generations/ (older ones, and ones rolled back from)."""
+    kept = history[-(keep + 1):]
+    for path in sorted(generations_dir(root).glob("*.kvt")):
+        if path.name.startswith(".") or path.stem in kept:
+            continue
+        path.unlink()  # a worker still mapping it keeps its pages until it exits
+        log(f"removed old generation {path.stem}")
+    if kept != history:
+        _write_history(root, kept)
 
 
-def pid_from(root: str | None, pid_file: str | None) -> int:
-    candidates = [pid_file] if pid_file else []
+# -- reload -----------------------------------------------------------------------------------
+
+
+def find_pid_file(root: str | None, pid_file: str | None) -> Path:
+    """The server's pid file: --pid-file, else the first that exists of
+    ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid and /run/kv/kv.pid."""
+    if pid_file:
+        if not os.path.exists(pid_file):
+            raise PublishError(f"pid file {pid_file} does not exist: is the server running?")
+        return Path(pid_file)
+    candidates = []
     if root:
         candidates.append(os.path.join(root, "kv.pid"))
     if os.environ.get("RUNTIME_DIRECTORY"):
-        candidates.append(os.path.join(os.environ["RUNTIME_DIRECTORY"], "kv.pid"))
+        candidates.append(os.path.join(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "kv.pid"))
+    candidates.append(SYSTEMD_PID_FILE)
     for c in candidates:
-        try:
-            return int(Path(c).read_text().strip())
-        except FileNotFoundError:
-            continue
-        except ValueError:
-            raise PublishError(f"{c} does not hold a pid") from None
+        if os.path.exists(c):
+            return Path(c)
     raise PublishError(
-        f"no pid file found (looked at {', '.join(candidates) or 'nothing'}); pass --pid-file, "
-        "or under systemd run `systemctl reload kv`"
+        f"no pid file found (looked at {', '.join(candidates)}); is the server running? "
+        "Pass the file `kv serve --pid-file` wrote with --pid-file, or under systemd run `systemctl reload kv`"
     )
 
 
-def reload(root: str | None = None, pid_file: str | None = None, log=print) -> int:
-    """SIGHUP the gunicorn master: new workers map ROOT/current, old ones finish."""
-    pid = pid_from(root, pid_file)
+def read_pid(path: Path) -> int:
+    try:
+        pid = int(path.read_text().strip())
+    except ValueError:
+        raise PublishError(f"{path} does not hold a process id") from None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        raise PublishError(f"{path} names process {pid}, which is not running (stale pid file?)") from None
+    except OSError:
+        return pid  # /proc hidden from us: trust the file
+    if b"kv" not in cmdline and b"gunicorn" not in cmdline:
+        shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        raise PublishError(f"{path} names process {pid} ({shown}), which is not a kv server (stale pid file?)")
+    return pid
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(d))
+    return out
+
+
+def reload(root: str | None = None, pid_file: str | None = None, log=print, wait: float = 0.0) -> int:
+    """SIGHUP the gunicorn master: new workers map ROOT/current, old ones
+    finish their in-flight requests and exit. With wait > 0, wait (at most
+    that many seconds) until none of the old workers is left."""
+    pid = read_pid(find_pid_file(root, pid_file))
+    old = _children(pid) if wait > 0 else set()
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         raise PublishError(f"no process {pid}: the server is not running (stale pid file?)") from None
-    log(f"sent SIGHUP to kv master {pid}: new workers start on the current generation")
+    except PermissionError:
+        raise PublishError(f"not allowed to signal process {pid}: run as the server's user or root") from None
+    log(f"sent SIGHUP to kv master {pid}: new workers start on the current generation, old ones finish their requests")
+    if wait > 0 and old:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < wait:
+            now = _children(pid)
+            if now and not (now & old):
+                log(f"workers replaced in {time.monotonic() - t0:.1f} s: {sorted(old)} -> {sorted(now)}")
+                return pid
+            time.sleep(0.1)
+        raise PublishError(f"old workers {sorted(_children(pid) & old)} still running after {wait:.0f} s")
     return pid
 
 
-# -- CLI -----------------------------------------------------------------------------------
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def _logger(command: str):
+    return lambda m: print(f"kv {command}: {m}", file=sys.stderr)
+
+
+def _keep_count(text: str) -> int:
+    import argparse
+
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: rollback needs the previous generation")
+    return n
+
+
+def _add_reload_options(p, with_flag: bool) -> None:
+    if with_flag:
+        p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
+    p.add_argument("--pid-file", help="the server's pid file (default: ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid)")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)")
 
 
 def add_publish_arguments(p):
-    p.add_argument("source", metavar="DATA_OR_TABLE", help="data file to build, or a table to copy in")
-    p.add_argument("--root", required=True, metavar="DIR", help="publish root (what kv serve --root serves)")
-    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"older generations to keep (default {DEFAULT_KEEP})")
-    p.add_argument("--skip-invalid", action="store_true")
-    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error")
-    p.add_argument("--strip-cr", action="store_true")
-    p.add_argument("--reload", action="store_true", help="then SIGHUP the server (see kv reload)")
-    p.add_argument("--pid-file", help="with --reload: the server's pid file")
+    p.add_argument("source", metavar="DATA_OR_TABLE", help="data file to build, or a table (.kvt) to copy in")
+    p.add_argument("--root", required=True, metavar="DIR", help="publish root (what `kv serve --root` serves)")
+    p.add_argument("--keep", type=_keep_count, default=DEFAULT_KEEP, metavar="N",
+                   help=f"generations to keep besides the current one (default {DEFAULT_KEEP}, at least 1)")
+    p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
+    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
+    p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
+    _add_reload_options(p, with_flag=True)
+    p.epilog = "Prints the published generation on stdout, one line per step on stderr. Example: kv publish new.data --root /var/lib/kv --reload"
 
 
 def run_publish(args) -> int:
-    log = lambda m: print(f"kv publish: {m}", file=sys.stderr)  # noqa: E731
+    log = _logger("publish")
     t0 = time.perf_counter()
     try:
         gen = publish(args.source, args.root, keep=args.keep, log=log, skip_invalid=args.skip_invalid,
                       on_duplicate=args.on_duplicate, strip_cr=args.strip_cr)
         if args.reload:
-            reload(args.root, args.pid_file, log=log)
+            reload(args.root, args.pid_file, log=log, wait=args.wait)
     except (PublishError, DataFormatError, OSError) as e:
-        log(str(e))
+        log(f"failed: {e}")
         return 1
     print(gen)
     log(f"done in {time.perf_counter() - t0:.2f} s")
@@ -243,33 +381,33 @@ def run_publish(args) -> int:
 
 
 def add_rollback_arguments(p):
-    p.add_argument("--root", required=True, metavar="DIR")
-    p.add_argument("--reload", action="store_true", help="then SIGHUP the server")
-    p.add_argument("--pid-file")
+    p.add_argument("--root", required=True, metavar="DIR", help="publish root")
+    _add_reload_options(p, with_flag=True)
 
 
 def run_rollback(args) -> int:
-    log = lambda m: print(f"kv rollback: {m}", file=sys.stderr)  # noqa: E731
+    log = _logger("rollback")
     try:
         gen = rollback(args.root, log=log)
         if args.reload:
-            reload(args.root, args.pid_file, log=log)
+            reload(args.root, args.pid_file, log=log, wait=args.wait)
     except (PublishError, OSError) as e:
-        log(str(e))
+        log(f"failed: {e}")
         return 1
     print(gen)
     return 0
 
 
 def add_reload_arguments(p):
-    p.add_argument("--root", metavar="DIR", help="publish root (its kv.pid is read)")
-    p.add_argument("--pid-file", help="the server's pid file (kv serve --pid-file)")
+    p.add_argument("--root", metavar="DIR", help="publish root (its kv.pid is one place the pid file is looked for)")
+    _add_reload_options(p, with_flag=False)
 
 
 def run_reload(args) -> int:
+    log = _logger("reload")
     try:
-        reload(args.root, args.pid_file, log=lambda m: print(f"kv reload: {m}", file=sys.stderr))
-    except PublishError as e:
-        print(f"kv reload: {e}", file=sys.stderr)
+        reload(args.root, args.pid_file, log=log, wait=args.wait)
+    except (PublishError, OSError) as e:
+        log(f"failed: {e}")
         return 1
     return 0
