@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +47,15 @@ class Table:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO by mistake must not wait for a writer.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise FileNotFoundError(f"table {self.path} does not exist") from None
         except PermissionError:
             raise PermissionError(f"table {self.path} is not readable by this user (uid {os.getuid()})") from None
         try:
             st = os.fstat(fd)
-            if not os.path.isfile(self.path):
+            if not stat.S_ISREG(st.st_mode):
                 raise TableCorrupt(f"{self.path}: not a regular file")
             if st.st_size < fmt.HEADER_SIZE:
                 raise TableCorrupt(f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table")
@@ -101,8 +103,11 @@ class Table:
             # Hash the caller's bytes as they are: no parsing on the hit path.
             # One mmap.find looks for the 4 hash bytes in every slot the key
             # may occupy (C speed, and usually within one cache line).
-            kb = key.encode() if key.__class__ is str else key
-            h32 = xxh3(kb) >> 32
+            try:  # free in 3.11 unless raised
+                kb = key.encode() if key.__class__ is str else key
+                h32 = xxh3(kb) >> 32
+            except (TypeError, UnicodeError):  # not str or bytes; a lone surrogate
+                return slow(key)  # raises InvalidKey
             a = slots + (((h32 * home_slots) >> 32) << 4)
             i = find(h32.to_bytes(4, "little"), a, a + span)
             if not i & 15:  # -1, or a match inside a slot's other fields: no hit
@@ -111,7 +116,9 @@ class Table:
                 end = off + (ref & 0xFFFFFF)
                 if rec_lo <= off and end <= rec_hi:
                     rec = mm[off:end]
-                    if rec.startswith(kb):
+                    # Whole-key equality: a prefix of a key must not pass for it
+                    # (and a slice compare is faster than rec.startswith).
+                    if rec[:36] == kb:
                         if xxh3(rec) & 0xFFFFFFFF == check:
                             return rec[VA:]
                         corrupt(off)
@@ -210,6 +217,7 @@ class Table:
         slots = self._slots()
         used = np.flatnonzero(slots["ref"] != 0)
         home = (slots["hash"][used].astype(np.uint64) * np.uint64(h.home_slots)) >> np.uint64(32)
+        del slots  # a live view of the map would make close() fail with BufferError
         probe = used - home.astype(np.int64) + 1
         return Stats(
             records=h.record_count,
@@ -246,9 +254,11 @@ class Table:
                 f"{self.path}: content checksum mismatch (header says {h.content_checksum:016x}, content is {x.intdigest():016x})"
             )
         slots = self._slots()
-        if np.any(slots["hash"][1:] < slots["hash"][:-1]):
-            raise TableCorrupt(f"{self.path}: slot hashes are not sorted")
+        unsorted = bool(np.any(slots["hash"][1:] < slots["hash"][:-1]))
         used = int(np.count_nonzero(slots["ref"]))
+        del slots  # a live view of the map would make close() fail with BufferError
+        if unsorted:
+            raise TableCorrupt(f"{self.path}: slot hashes are not sorted")
         if used != h.record_count:
             raise TableCorrupt(f"{self.path}: {used} occupied slots, header says {h.record_count} records")
         count = 0
@@ -299,6 +309,8 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     for name, off, length in regions:
         if off < prev_end or off + length > size:
             raise TableCorrupt(f"{path}: {name} region [{off}, {off + length}) lies outside the file or overlaps")
+        if off % fmt.PAGE:
+            raise TableCorrupt(f"{path}: {name} region starts at {off}, not on a {fmt.PAGE}-byte boundary")
         prev_end = off + length
     if not (1 <= h.home_slots < 1 << 32 and h.home_slots + h.max_displacement + 1 <= h.slot_count):
         raise TableCorrupt(
@@ -317,8 +329,8 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
     raw = mm[h.meta_offset : h.meta_offset + h.meta_size]
     try:
         meta = json.loads(raw)
-    except ValueError as e:
-        raise TableCorrupt(f"{path}: metadata is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise TableCorrupt(f"{path}: metadata is not valid JSON ({str(e)[:200]})") from None
     if not isinstance(meta, dict):
         raise TableCorrupt(f"{path}: metadata is not a JSON object")
     return meta

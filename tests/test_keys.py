@@ -40,8 +40,26 @@ def test_malformed_keys_raise_invalid_key_saying_why(bad, why):
 
 
 def test_non_string_keys_are_invalid():
-    with pytest.raises(InvalidKey, match="str or bytes"):
-        canonical_key(12345)
+    for bad in (12345, None, 1.5, ["x"]):
+        with pytest.raises(InvalidKey, match="str or bytes"):
+            canonical_key(bad)
+
+
+def test_bytes_like_keys_are_accepted():
+    assert canonical_key(bytearray(K.upper().encode())) == K.encode()
+    assert canonical_key(memoryview(K.replace("-", "").encode())) == K.encode()
+
+
+@given(st.one_of(st.text(max_size=40), st.binary(max_size=40), st.from_regex(r"\A[0-9a-fA-Fg-]{32,37}\Z")))
+def test_any_input_is_canonicalised_or_refused_with_invalid_key(key):
+    try:
+        got = canonical_key(key)
+    except InvalidKey as e:
+        assert str(e)  # always says why
+        return
+    assert got == str(uuid.UUID(got.decode())).encode()  # lower-case 8-4-4-4-12
+    raw = key.encode() if isinstance(key, str) else key
+    assert got.replace(b"-", b"") == raw.replace(b"-", b"").lower()
 
 
 def test_shard_of_uses_the_leading_bits_of_the_first_byte():
