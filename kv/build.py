@@ -14,6 +14,7 @@ target directory, fsyncs, renames, and fsyncs the directory.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -124,6 +125,8 @@ def build_table(
     t0 = time.perf_counter()
     data = Path(data)
     out = Path(out) if out is not None else default_table_path(data)
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; name the table file to write", str(out))
     st = os.stat(data)
     options = {
         "skip_invalid": skip_invalid,
@@ -133,8 +136,9 @@ def build_table(
         "load_factor": load_factor,
     }
     report = BuildReport(source=str(data), table=str(out))
-    writer = _TableWriter(out, capacity=st.st_size // (fmt.VALUE_AT + 1) + 1)
+    writer = None
     try:
+        writer = _TableWriter(out, capacity=st.st_size // (fmt.VALUE_AT + 1) + 1)
         with open(data, "rb") as f:
             reader = _LineReader(f, data, report, options, block_size)
             bar = _progress_bar(st.st_size, progress)
@@ -154,7 +158,8 @@ def build_table(
         }
         writer.finish(meta, report, data, reader.skipped_lines, on_duplicate, load_factor)
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     report.seconds = time.perf_counter() - t0
     return report
@@ -200,30 +205,58 @@ class _LineReader:
         self.keep_cr = options["keep_cr"]
         self.block_size = block_size
         self.line_base = 0  # lines before the current block
-        self.skipped_lines: list[int] = []
+        self.skipped_lines = SkippedLines()
 
     def blocks(self):
-        carry = b""
+        """Yield the records of each block of whole lines. A line longer than
+        any record can be is caught here, before it is all in memory, and
+        treated like any other malformed line, whatever the block size."""
+        carry: list[bytes] = []  # pieces of a line not yet ended, in order
+        carried = 0
+        discarding = False  # inside an overlong line being skipped
         consumed = 0
         while True:
             chunk = self.f.read(self.block_size)
             if not chunk:
                 if carry:
-                    consumed += len(carry)
-                    yield self._block(bytearray(carry + b"\n"), consumed, final_newline_added=True)
+                    yield self._block(bytearray(b"".join(carry) + b"\n"), consumed, final_newline_added=True)
                 return
-            buf = bytearray(carry)
-            buf += chunk
-            cut = buf.rfind(b"\n") + 1
+            consumed += len(chunk)
+            if discarding:
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    continue
+                chunk = chunk[nl + 1 :]
+                discarding = False
+                if not chunk:
+                    continue
+            cut = chunk.rfind(b"\n") + 1
             if cut == 0:
-                if len(buf) > MAX_LINE:
-                    self._fail(self.line_base + 1, f"line is longer than {MAX_LINE:,} bytes (a value may hold at most {fmt.MAX_VALUE_LEN:,} bytes)", bytes(buf[:80]))
-                carry = bytes(buf)
+                carry.append(chunk)
+                carried += len(chunk)
+                if carried > MAX_LINE:
+                    self._overlong(b"".join(carry)[:80])
+                    carry, carried, discarding = [], 0, True
                 continue
-            carry = bytes(buf[cut:])
-            del buf[cut:]
-            consumed += len(buf)
+            buf = bytearray(b"".join(carry)) if carry else bytearray()
+            buf += memoryview(chunk)[:cut]
+            carry = [chunk[cut:]] if cut < len(chunk) else []
+            carried = len(chunk) - cut
             yield self._block(buf, consumed)
+
+    def _overlong(self, text: bytes):
+        """The line after the current block is longer than MAX_LINE: stop, or
+        skip it (the caller discards its bytes up to the next newline)."""
+        line_no = self.line_base + 1
+        reason = f"line is longer than {MAX_LINE:,} bytes; a value holds at most {fmt.MAX_VALUE_LEN:,} bytes"
+        if not self.skip_invalid:
+            self._fail(line_no, reason, text)
+        if len(self.report.skipped_sample) < SAMPLE:
+            self.report.skipped_sample.append(Problem(line_no, reason, _show(text)))
+        self.report.skipped += 1
+        self.report.lines += 1
+        self.skipped_lines.add(np.array([line_no], dtype=np.int64))
+        self.line_base += 1
 
     def _fail(self, line: int, reason: str, text: bytes):
         raise DataFormatError(f"{self.path}:{line}: {reason}: {_show(text)}")
@@ -241,17 +274,10 @@ class _LineReader:
         cr = np.zeros(n, dtype=bool)
         nonempty = lens > 0
         cr[nonempty] = arr[ends[nonempty] - 1] == 13
-        if cr.any() and not self.keep_cr:
-            if not self.strip_cr:
-                i = int(np.argmax(cr))
-                self._fail(
-                    self.line_base + i + 1,
-                    f"line ends with CR LF (Windows line endings; {int(cr.sum()):,} such lines in this block); "
-                    "pass --strip-cr to remove the CR, or --keep-cr to keep it as the value's last byte",
-                    bytes(buf[starts[i] : ends[i] + 1]),
-                )
+        if self.keep_cr:
+            cr[:] = False  # the CR is the value's last byte
+        elif self.strip_cr:
             lens = lens - cr
-            self.report.cr_stripped += int(cr.sum())
 
         # Validate: 36-char key, space, value of at most MAX_VALUE_LEN bytes.
         # One gather takes each line's first 37 bytes (clipped at the block end).
@@ -269,18 +295,30 @@ class _LineReader:
         ok &= (head[:, _HYPHEN_COLS] == 45).all(axis=1)
         ok &= _HEX[head[:, _KEY_COLS]].all(axis=1)
         bad = np.flatnonzero(~ok)
+        cr &= ok  # a malformed line is reported as malformed, CR or not
+        # Stop at the first problem the options do not allow, in line order.
+        first_cr = int(np.argmax(cr)) if not self.strip_cr and cr.any() else n
+        first_bad = int(bad[0]) if len(bad) and not self.skip_invalid else n
+        if first_cr < first_bad:
+            i = first_cr
+            self._fail(
+                self.line_base + i + 1,
+                f"line ends with CR LF (Windows line endings; {int(cr.sum()):,} such lines in this block); "
+                "pass --strip-cr to remove the CR, or --keep-cr to keep it as the value's last byte",
+                bytes(buf[starts[i] : ends[i] + 1]),
+            )
+        if first_bad < n:
+            i = first_bad
+            text = bytes(buf[starts[i] : starts[i] + lens[i]])
+            self._fail(self.line_base + i + 1, _line_problem(text), text)
+        self.report.cr_stripped += int(cr.sum())
         if len(bad):
-            for i in bad[:SAMPLE].tolist():
-                line_no = self.line_base + i + 1
-                text = bytes(buf[starts[i] : starts[i] + lens[i]])
-                if not self.skip_invalid:
-                    self._fail(line_no, _line_problem(text), text)
             first = len(self.report.skipped_sample)
             for i in bad[: max(0, SAMPLE - first)].tolist():
                 text = bytes(buf[starts[i] : starts[i] + lens[i]])
                 self.report.skipped_sample.append(Problem(self.line_base + i + 1, _line_problem(text), _show(text)))
             self.report.skipped += len(bad)
-            self.skipped_lines.extend((bad + self.line_base + 1).tolist())
+            self.skipped_lines.add(bad + self.line_base + 1)
         self.line_base += n
 
         # Canonicalise keys in place: hex letters to lower case (| 0x20 leaves
@@ -295,11 +333,10 @@ class _LineReader:
         # Compact to exactly the kept records (each `key value\n`) when lines
         # were dropped or CRs stripped; otherwise the block already is that.
         lens = lens[ok]
-        if len(bad) or (cr.any() and self.strip_cr):
+        if len(bad) or cr.any():  # cr is all False unless stripping
             rec_len = lens + 1
             keep = np.repeat(ok, (ends - starts + 1))
-            if self.strip_cr:
-                keep[ends[cr & ok] - 1] = False
+            keep[ends[cr] - 1] = False
             arr = arr[keep]
             new_starts = np.empty(len(lens), dtype=np.int64)
             if len(lens):
@@ -317,6 +354,35 @@ class _LineReader:
             (_xxh3(buf[s:e]) & 0xFFFFFFFF for s, e in zip(s_list, e_list)), dtype=np.uint32, count=len(s_list)
         )
         return buf, good, vlens, h64, checks, consumed
+
+
+class SkippedLines:
+    """Line numbers of skipped lines, ascending, 8 bytes each (not a list of
+    Python ints: a file of mostly bad lines must not cost 36 bytes a line)."""
+
+    def __init__(self):
+        self._parts: list[np.ndarray] = []
+        self._all: np.ndarray | None = None
+
+    def add(self, lines: np.ndarray):
+        if len(lines):
+            self._parts.append(lines.astype(np.int64, copy=False))
+            self._all = None
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def array(self) -> np.ndarray:
+        if self._all is None:
+            self._all = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.int64)
+        return self._all
+
+    def line_of_record(self, ordinal: int) -> int:
+        """Input line of the record with this 0-based ordinal among kept lines:
+        skipped line s[j] comes before it when s[j] - j <= ordinal + 1."""
+        s = self.array()
+        skipped_before = int(np.searchsorted(s - np.arange(len(s)), ordinal + 1, side="right"))
+        return ordinal + 1 + skipped_before
 
 
 def _line_problem(text: bytes) -> str:
@@ -399,7 +465,7 @@ class _TableWriter:
         if pad:
             self._write(bytes(pad))
 
-    def finish(self, meta: dict, report: BuildReport, source: Path, skipped_lines: list[int], on_duplicate: str, load_factor: float):
+    def finish(self, meta: dict, report: BuildReport, source: Path, skipped_lines: "SkippedLines", on_duplicate: str, load_factor: float):
         n = self.n
         h64, refs, checks = self.h64[:n], self.refs[:n], self.checks[:n]
         self.h64 = self.refs = self.checks = None
@@ -532,6 +598,7 @@ class _TableWriter:
                 runs[-1][1] = s + 1
             else:
                 runs.append([s, s + 1])
+        earliest = None  # under "error": the repeat that comes first in the file
         for a, b in runs:
             keys.clear()
             for row in range(a, b + 1):
@@ -540,11 +607,10 @@ class _TableWriter:
                 if len(rows) < 2:
                     continue
                 if on_duplicate == "error":
-                    first, second = (self.line_of(int(refs[r]), skipped_lines) for r in rows[:2])
-                    raise DuplicateKey(
-                        f"{source}:{second}: key {key.decode()} already appeared on line {first}; "
-                        "pass --on-duplicate=first or --on-duplicate=last to choose which value to keep"
-                    )
+                    # refs grow with input order: the smallest second ref is the first repeat
+                    if earliest is None or refs[rows[1]] < refs[earliest[2]]:
+                        earliest = (key, rows[0], rows[1])
+                    continue
                 kept = rows[0] if on_duplicate == "first" else rows[-1]
                 for r in rows:
                     if r != kept:
@@ -556,6 +622,13 @@ class _TableWriter:
                             report.duplicate_sample.append(
                                 Problem(line, f"key {key.decode()} also on line {kline}; kept line {kline} ({on_duplicate})", "")
                             )
+        if earliest is not None:
+            key, r1, r2 = earliest
+            first, second = (self.line_of(int(refs[r]), skipped_lines) for r in (r1, r2))
+            raise DuplicateKey(
+                f"{source}:{second}: key {key.decode()} already appeared on line {first}; "
+                "pass --on-duplicate=first or --on-duplicate=last to choose which value to keep"
+            )
         self.f.seek(0, os.SEEK_END)
         if not drop:
             return None
@@ -563,7 +636,7 @@ class _TableWriter:
         keep[drop] = False
         return keep
 
-    def _line_of(self, ref: int, skipped_lines: list[int]) -> int:
+    def _line_of(self, ref: int, skipped_lines: "SkippedLines") -> int:
         """Input line number of the record at `ref`: its ordinal among records
         (newlines before it in the records region) plus skipped lines before it."""
         off = ref >> fmt.LEN_BITS
@@ -576,13 +649,7 @@ class _TableWriter:
                 chunk = r.read(min(left, 1 << 20))
                 ordinal += chunk.count(b"\n")
                 left -= len(chunk)
-        line = ordinal + 1
-        for s in sorted(skipped_lines):
-            if s <= line:
-                line += 1
-            else:
-                break
-        return line
+        return skipped_lines.line_of_record(ordinal)
 
     def abort(self):
         try:

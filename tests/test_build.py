@@ -1,12 +1,17 @@
 """Builder input rules: every line is in the table or reported, never dropped."""
 
+import os
+import re
+import shutil
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kv
 from conftest import write_records
-from kv.build import build_table
+from kv.build import MAX_LINE, build_table
 from kv.format import MAX_VALUE_LEN
 
 K1, K2, K3 = (str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(3))
@@ -19,22 +24,46 @@ def build(tmp_path, content: bytes, **options):
     return report, kv.open_table(tmp_path / "out.kvt")
 
 
-@pytest.mark.parametrize("line,reason", [
-    (b"", "empty line"),
-    (K1.encode() + b"value-without-space", "no space separating"),
-    (b"not-a-uuid value", "characters long"),
-    (K1[:-1].encode() + b"g value", "not a hex digit"),
-    (K1.replace("-", "_").encode() + b" value", "expected '-'"),
-    (K1.replace("-", "").encode() + b" value", "32 characters long"),
-    (K1[:8].encode() + b" value", "8 characters long"),
-])
+def no_table_left(tmp_path):
+    return not (tmp_path / "out.kvt").exists() and not list(tmp_path.glob(".out.kvt.tmp-*"))
+
+
+MALFORMED = [
+    pytest.param(b"", "empty line", id="empty"),
+    pytest.param(K1.encode() + b"value-without-space", "no space separating", id="no-space"),
+    pytest.param(K1.encode(), "no space separating", id="key-only"),
+    pytest.param(K1.encode() + b"\tvalue", "no space separating", id="tab"),
+    pytest.param(b"not-a-uuid value", "characters long", id="bad-uuid"),
+    pytest.param(K1[:8].encode() + b" value", "8 characters long", id="short-key"),
+    pytest.param(K1[:-1].encode() + b" value", "35 characters long", id="key-one-short"),
+    pytest.param(K1[:-1].encode() + b"g value", "not a hex digit", id="non-hex"),
+    pytest.param(K1[:-1].encode() + b"\xc3 value", "not a hex digit", id="non-ascii"),
+    pytest.param(K1.replace("-", "_").encode() + b" value", "expected '-'", id="underscores"),
+    pytest.param(("3479d89-43271-4935-88cf-a06f3cbb80a5 value").encode(), "expected '-'", id="hyphen-moved"),
+    pytest.param(K1.replace("-", "").encode() + b" value", "32 characters long", id="32-hex"),
+    pytest.param(b" " + K1.encode() + b" value", "0 characters long", id="leading-space"),
+]
+
+
+@pytest.mark.parametrize("line,reason", MALFORMED)
 def test_malformed_line_stops_the_build_naming_file_line_and_text(tmp_path, line, reason):
     content = f"{K2} ok\n".encode() + line + b"\n" + f"{K3} ok\n".encode()
     with pytest.raises(kv.DataFormatError, match=reason) as e:
         build(tmp_path, content)
     msg = str(e.value)
-    assert f"in.data:2:" in msg
-    assert not (tmp_path / "out.kvt").exists()
+    assert re.match(rf"{re.escape(str(tmp_path / 'in.data'))}:2: ", msg)
+    assert repr(line[:20])[2:-1] in msg  # the offending text, escaped
+    assert no_table_left(tmp_path)
+
+
+@pytest.mark.parametrize("line,reason", MALFORMED)
+def test_skip_invalid_skips_each_malformed_line_and_reports_it(tmp_path, line, reason):
+    content = f"{K2} ok\n".encode() + line + b"\n" + f"{K3} ok\n".encode()
+    report, t = build(tmp_path, content, skip_invalid=True)
+    assert (report.records, report.skipped, report.lines) == (2, 1, 3)
+    assert report.skipped_sample[0].line == 2 and re.search(reason, report.skipped_sample[0].reason)
+    assert t.get(K2) == t.get(K3) == b"ok" and len(t) == 2
+    assert "skipped line 2" in report.summary()
 
 
 def test_skip_invalid_reports_count_and_first_lines(tmp_path):
@@ -48,77 +77,135 @@ def test_skip_invalid_reports_count_and_first_lines(tmp_path):
     assert t.meta["skipped"] == 12
 
 
+def test_the_first_problem_in_the_file_is_the_one_reported(tmp_path):
+    content = f"{K1} a\njunk\n{K2} b\r\n{K3} ok\n".encode()
+    for block_size in (1 << 20, 16, 64):
+        with pytest.raises(kv.DataFormatError, match=r":2: no space"):
+            build(tmp_path, content, block_size=block_size)
+    content = f"{K1} a\n{K2} b\r\njunk\n".encode()
+    for block_size in (1 << 20, 16):
+        with pytest.raises(kv.DataFormatError, match=r":2: line ends with CR LF"):
+            build(tmp_path, content, block_size=block_size)
+
+
 def test_duplicate_key_stops_the_build_naming_both_lines(tmp_path):
-    with pytest.raises(kv.DuplicateKey, match=r"in.data:3: key .* already appeared on line 1"):
+    with pytest.raises(kv.DuplicateKey, match=rf"in.data:3: key {K1} already appeared on line 1; pass --on-duplicate"):
         build(tmp_path, f"{K1} a\n{K2} b\n{K1.upper()} c\n".encode())
+    assert no_table_left(tmp_path)
 
 
-@pytest.mark.parametrize("policy,value", [("first", b"a"), ("last", b"c")])
-def test_duplicate_policy_keeps_the_chosen_value_and_reports(tmp_path, policy, value):
-    report, t = build(tmp_path, f"{K1} a\n{K2} b\n{K1} c\n".encode(), on_duplicate=policy)
-    assert t.get(K1) == value and t.get(K2) == b"b"
-    assert report.duplicates == 1 and report.records == 2
-    assert report.duplicate_sample[0].line == (3 if policy == "first" else 1)
+def test_duplicate_error_names_the_first_repeat_in_the_file(tmp_path):
+    keys = [str(uuid.uuid4()) for _ in range(50)]
+    lines = [f"{k} x" for k in keys] + [f"{k} y" for k in reversed(keys)]
+    with pytest.raises(kv.DuplicateKey, match=rf":51: key {keys[-1]} already appeared on line 50;"):
+        build(tmp_path, ("\n".join(lines) + "\n").encode())
+
+
+@pytest.mark.parametrize("policy,value,dropped_lines", [("first", b"a", [3, 5]), ("last", b"e", [1, 3])])
+def test_duplicate_policy_keeps_the_chosen_value_and_reports(tmp_path, policy, value, dropped_lines):
+    content = f"{K1} a\n{K2} b\n{K1} c\n{K3} d\n{K1.upper()} e\n".encode()
+    report, t = build(tmp_path, content, on_duplicate=policy)
+    assert t.get(K1) == value and t.get(K2) == b"b" and t.get(K3) == b"d"
+    assert report.duplicates == 2 and report.records == 3 and len(t) == 3
+    assert sorted(p.line for p in report.duplicate_sample) == dropped_lines
+    assert all(policy in p.reason for p in report.duplicate_sample)
+    assert t.meta["duplicates"] == 2
+    assert t.value_bytes == 3
 
 
 def test_duplicate_line_numbers_count_skipped_lines(tmp_path):
-    with pytest.raises(kv.DuplicateKey, match=r":4: key .* already appeared on line 2"):
-        build(tmp_path, f"garbage\n{K1} a\n{K2} b\n{K1} c\n".encode(), skip_invalid=True)
+    with pytest.raises(kv.DuplicateKey, match=r":5: key .* already appeared on line 3"):
+        build(tmp_path, f"garbage\n{K2} b\n{K1} a\n\n{K1} c\n".encode(), skip_invalid=True)
 
 
-def test_crlf_is_reported_by_default(tmp_path):
-    with pytest.raises(kv.DataFormatError, match="CR LF.*--strip-cr"):
-        build(tmp_path, f"{K1} a\r\n{K2} b\r\n".encode())
+def test_crlf_is_reported_by_default_naming_the_first_crlf_line(tmp_path):
+    with pytest.raises(kv.DataFormatError, match=r":2: line ends with CR LF.*--strip-cr.*--keep-cr"):
+        build(tmp_path, f"{K1} a\n{K2} b\r\n{K3} c\r\n".encode())
+    assert no_table_left(tmp_path)
 
 
-def test_strip_cr_removes_it(tmp_path):
-    report, t = build(tmp_path, f"{K1} a\r\n{K2} b\r\n{K3} c\n".encode(), strip_cr=True)
-    assert (t.get(K1), t.get(K2), t.get(K3)) == (b"a", b"b", b"c")
-    assert report.cr_stripped == 2
+def test_crlf_is_not_a_malformed_line_for_skip_invalid(tmp_path):
+    with pytest.raises(kv.DataFormatError, match="CR LF"):
+        build(tmp_path, f"{K1} a\r\n".encode(), skip_invalid=True)
+
+
+def test_strip_cr_removes_only_the_final_cr(tmp_path):
+    report, t = build(tmp_path, f"{K1} a\r\n{K2} b\rb\r\n{K3} c\n{uuid.UUID(int=9, version=4)} last\r".encode(), strip_cr=True)
+    assert (t.get(K1), t.get(K2), t.get(K3)) == (b"a", b"b\rb", b"c")
+    assert t.get(str(uuid.UUID(int=9, version=4))) == b"last"
+    assert report.cr_stripped == 3 and "CR stripped" in report.summary()
 
 
 def test_keep_cr_keeps_it_in_the_value(tmp_path):
-    _, t = build(tmp_path, f"{K1} a\r\n".encode(), keep_cr=True)
-    assert t.get(K1) == b"a\r"
+    report, t = build(tmp_path, f"{K1} a\r\n{K2} \r\n".encode(), keep_cr=True)
+    assert t.get(K1) == b"a\r" and t.get(K2) == b"\r" and report.cr_stripped == 0
 
 
 def test_empty_file_builds_an_empty_table(tmp_path):
     report, t = build(tmp_path, b"")
-    assert report.records == 0 and len(t) == 0
+    assert report.records == report.lines == 0 and len(t) == 0
     t.verify()
 
 
+def test_a_lone_newline_is_one_empty_line(tmp_path):
+    with pytest.raises(kv.DataFormatError, match=":1: empty line"):
+        build(tmp_path, b"\n")
+    report, t = build(tmp_path, b"\n", skip_invalid=True)
+    assert (report.lines, report.skipped, len(t)) == (1, 1, 0)
+
+
 def test_missing_final_newline_is_fine(tmp_path):
-    _, t = build(tmp_path, f"{K1} a\n{K2} last".encode())
-    assert t.get(K2) == b"last"
+    report, t = build(tmp_path, f"{K1} a\n{K2} last".encode())
+    assert t.get(K2) == b"last" and report.lines == 2
+    with pytest.raises(kv.DataFormatError, match=":2: "):
+        build(tmp_path, f"{K1} a\nunfinished".encode())
 
 
 def test_upper_case_keys_are_canonicalised(tmp_path):
-    _, t = build(tmp_path, f"{K1.upper()} a\n".encode())
-    assert t.get(K1) == b"a"
-    assert list(k for k, _ in t.items()) == [K1.encode()]
+    _, t = build(tmp_path, f"{K1.upper()} a\n{K2.title()} b\n".encode())
+    assert t.get(K1) == b"a" and t.get(K2) == b"b"
+    assert sorted(k for k, _ in t.items()) == sorted([K1.encode(), K2.encode()])
 
 
 def test_values_keep_spaces_empty_and_non_utf8_bytes(tmp_path):
-    values = {K1: b"  spaced  out ", K2: b"", K3: b"\xff\xfe\x00\x01\t\r binary"}
+    values = {K1: b"  spaced  out ", K2: b"", K3: b"\xff\xfe\x00\x01\t\r binary\x80"}
     _, t = build(tmp_path, b"".join(k.encode() + b" " + v + b"\n" for k, v in values.items()))
     assert {k: t.get(k) for k in values} == values
 
 
-def test_a_one_mib_value(tmp_path):
+@pytest.mark.parametrize("block_size", [64 * 1024, 4 << 20])
+def test_a_one_mib_value(tmp_path, block_size):
     big = bytes(range(256)).replace(b"\n", b"") * 4200
-    _, t = build(tmp_path, f"{K1} ".encode() + big + b"\n", block_size=64 * 1024)
-    assert t.get(K1) == big
+    assert len(big) > 1 << 20
+    _, t = build(tmp_path, f"{K2} a\n{K1} ".encode() + big + f"\n{K3} c\n".encode(), block_size=block_size)
+    assert t.get(K1) == big and t.get(K2) == b"a" and t.get(K3) == b"c"
 
 
 def test_value_at_the_maximum_length_and_one_byte_over(tmp_path):
     at = b"a" * MAX_VALUE_LEN
     _, t = build(tmp_path, f"{K1} ".encode() + at + b"\n")
     assert t.get(K1) == at
-    with pytest.raises(kv.DataFormatError, match="value is|longer than"):
-        build(tmp_path, f"{K1} ".encode() + at + b"a\n")
-    report, t = build(tmp_path, f"{K1} ".encode() + at + b"a\n" + f"{K2} ok\n".encode(), skip_invalid=True)
-    assert report.skipped == 1 and t.get(K2) == b"ok" and t.get(K1) is None
+    t.close()
+    with pytest.raises(kv.DataFormatError, match=f":2: value is {MAX_VALUE_LEN + 1:,} bytes"):
+        build(tmp_path, f"{K2} ok\n{K1} ".encode() + at + b"a\n")
+    report, t = build(tmp_path, f"{K2} ok\n{K1} ".encode() + at + b"a\n" + f"{K3} ok\n".encode(), skip_invalid=True)
+    assert report.skipped == 1 and report.skipped_sample[0].line == 2
+    assert t.get(K2) == t.get(K3) == b"ok" and t.get(K1) is None
+
+
+@pytest.mark.parametrize("block_size", [1 << 20, 32 << 20])
+def test_a_line_longer_than_any_record_is_skipped_whatever_the_block_size(tmp_path, block_size):
+    huge = f"{K1} ".encode() + b"x" * (MAX_LINE + (3 << 20)) + b"\n"
+    content = f"{K2} before\n".encode() + huge + f"{K3} after\n".encode()
+    with pytest.raises(kv.DataFormatError, match=":2: (line is longer|value is)"):
+        build(tmp_path, content, block_size=block_size)
+    report, t = build(tmp_path, content, skip_invalid=True, block_size=block_size)
+    assert (report.lines, report.records, report.skipped) == (3, 2, 1)
+    assert report.skipped_sample[0].line == 2
+    assert t.get(K2) == b"before" and t.get(K3) == b"after" and t.get(K1) is None
+    t.close()
+    report, t = build(tmp_path, content[: -len(f"{K3} after\n")] + b"tail", skip_invalid=True, block_size=block_size)
+    assert (report.lines, report.records, report.skipped) == (3, 1, 2)
 
 
 def test_records_in_equal_records_stored_plus_reported(tmp_path):
@@ -129,29 +216,144 @@ def test_records_in_equal_records_stored_plus_reported(tmp_path):
             lines.append(b"junk line %d" % i)
         elif r == 1:
             lines.append(f"{K1} dup {i}".encode())
+        elif r == 2:
+            lines.append(b"")
         else:
             lines.append(f"{uuid.uuid4()} v{i}".encode())
     report, t = build(tmp_path, b"\n".join(lines) + b"\n", skip_invalid=True, on_duplicate="last")
     assert report.lines == 300
+    assert (report.skipped, report.duplicates) == (60, 29)
     assert report.records + report.skipped + report.duplicates == 300
     assert len(t) == report.records and t.get(K1) == b"dup 291"
 
 
-def test_same_input_and_options_give_a_byte_identical_table(gen_data, tmp_path):
-    data, _ = gen_data
-    build_table(data, tmp_path / "a.kvt")
-    build_table(data, tmp_path / "b.kvt")
-    build_table(data, tmp_path / "c.kvt", block_size=1000)  # block boundaries do not matter either
+# A reference model of the input rules, checked against the builder on random
+# files: valid, malformed, CR-ended, duplicated and upper-case lines mixed.
+KEYS = [str(uuid.UUID(int=i * 104729 + 7, version=4)) for i in range(12)]
+line_st = st.one_of(
+    st.tuples(st.sampled_from(KEYS), st.booleans(), st.binary(max_size=30)).map(
+        lambda t: (t[0].upper() if t[1] else t[0]).encode() + b" " + t[2].replace(b"\n", b"")
+    ),
+    st.binary(max_size=50).map(lambda b: b.replace(b"\n", b"")),
+    st.sampled_from(KEYS).map(lambda k: k.encode()),
+    st.just(b""),
+)
+
+
+def model(lines: list[bytes], skip_invalid, on_duplicate, cr):
+    """What the builder must do: ('error', line number) or ('ok', table, skipped, duplicates, cr_stripped)."""
+    table, first_line, skipped, dups, stripped = {}, {}, 0, 0, 0
+    for n, line in enumerate(lines, 1):
+        if line.endswith(b"\r") and cr == "strip":
+            line = line[:-1]
+            ends_cr = True
+        else:
+            ends_cr = False
+        try:
+            valid = len(line) >= 37 and line[36:37] == b" " and len(kv.canonical_key(line[:36])) == 36 and line[8:9] == b"-"
+        except kv.InvalidKey:
+            valid = False
+        if not valid:
+            if not skip_invalid:
+                return ("error", n)
+            skipped += 1
+            continue
+        if line.endswith(b"\r") and cr == "error":
+            return ("error", n)
+        stripped += ends_cr
+        key = kv.canonical_key(line[:36]).decode()
+        if key in table:
+            if on_duplicate == "error":
+                return ("error", n)
+            dups += 1
+            if on_duplicate == "first":
+                continue
+        first_line.setdefault(key, n)
+        table[key] = line[37:]
+    return ("ok", table, skipped, dups, stripped)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(line_st, max_size=40),
+    crs=st.lists(st.booleans(), max_size=40),
+    final_newline=st.booleans(),
+    skip_invalid=st.booleans(),
+    on_duplicate=st.sampled_from(["error", "first", "last"]),
+    cr=st.sampled_from(["error", "strip", "keep"]),
+    block_size=st.sampled_from([16, 64, 1000, 4 << 20]),
+)
+def test_builder_follows_the_input_rules_for_any_file(tmp_path_factory, lines, crs, final_newline, skip_invalid, on_duplicate, cr, block_size):
+    lines = [line + b"\r" if c else line for line, c in zip(lines, crs + [False] * len(lines))]
+    content = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    if lines and not final_newline and lines[-1] == b"":
+        lines = lines[:-1]  # no bytes after the last newline: no last line
+    d = tmp_path_factory.mktemp("rules")
+    want = model(lines, skip_invalid, on_duplicate, cr)
+    options = dict(skip_invalid=skip_invalid, on_duplicate=on_duplicate, strip_cr=cr == "strip", keep_cr=cr == "keep", block_size=block_size)
+    if want[0] == "error":
+        with pytest.raises(kv.DataFormatError, match=rf"in.data:{want[1]}: "):
+            build(d, content, **options)
+        assert no_table_left(d)
+        return
+    _, table, skipped, dups, stripped = want
+    report, t = build(d, content, **options)
+    with t:
+        assert dict((k.decode(), v) for k, v in t.items()) == table
+        assert all(t.get(k) == v for k, v in table.items())
+        assert (report.records, report.skipped, report.duplicates, report.cr_stripped) == (len(table), skipped, dups, stripped)
+        assert report.lines == len(lines) == report.records + report.skipped + report.duplicates
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """A file with every kind of line: valid, malformed, CRLF, duplicates, upper case."""
+    d = tmp_path_factory.mktemp("messy")
+    lines = []
+    for i in range(600):
+        k = str(uuid.UUID(int=i * 31337 + 5, version=4))
+        kind = i % 7
+        lines.append({
+            0: f"{k} plain {i}".encode(),
+            1: f"{k.upper()} upper {i}".encode(),
+            2: f"{k} crlf {i}\r".encode(),
+            3: b"bad line %d" % i,
+            4: f"{K1} dup {i}".encode(),
+            5: f"{k} ".encode(),
+            6: f"{k} \xff\xfe non-utf8 {i}".encode("latin-1"),
+        }[kind])
+    data = d / "messy.data"
+    data.write_bytes(b"\n".join(lines))
+    return data
+
+
+def test_same_input_and_options_give_a_byte_identical_table(messy, tmp_path):
+    opts = dict(skip_invalid=True, on_duplicate="last", strip_cr=True)
+    build_table(messy, tmp_path / "a.kvt", **opts)
+    build_table(messy, tmp_path / "b.kvt", **opts)
+    copy = tmp_path / "copy" / messy.name
+    copy.parent.mkdir()
+    shutil.copy2(messy, copy)  # same bytes, name and modification time
+    build_table(copy, tmp_path / "c.kvt", **opts)
     a = (tmp_path / "a.kvt").read_bytes()
     assert a == (tmp_path / "b.kvt").read_bytes() == (tmp_path / "c.kvt").read_bytes()
 
 
-def test_tiny_blocks_handle_lines_spanning_blocks(tmp_path):
-    recs = [(str(uuid.uuid4()), b"value number %d" % i) for i in range(200)]
-    data = write_records(tmp_path / "d.data", recs)
-    build_table(data, tmp_path / "d.kvt", block_size=64)
-    with kv.open_table(tmp_path / "d.kvt") as t:
-        assert all(t.get(k) == v for k, v in recs)
+@pytest.mark.parametrize("block_size", [37, 64, 1000])
+def test_block_boundaries_do_not_change_the_table_or_report(messy, tmp_path, block_size):
+    opts = dict(skip_invalid=True, on_duplicate="first", strip_cr=True)
+    default = build_table(messy, tmp_path / "default.kvt", **opts)
+    tiny = build_table(messy, tmp_path / "tiny.kvt", block_size=block_size, **opts)
+    assert (tmp_path / "default.kvt").read_bytes() == (tmp_path / "tiny.kvt").read_bytes()
+    for field in ("records", "lines", "skipped", "duplicates", "cr_stripped", "value_bytes", "skipped_sample", "duplicate_sample"):
+        assert getattr(default, field) == getattr(tiny, field), field
+
+
+def test_generated_data_builds_identically_with_tiny_blocks(gen_data, tmp_path):
+    data, records = gen_data
+    build_table(data, tmp_path / "a.kvt")
+    build_table(data, tmp_path / "b.kvt", block_size=256)
+    assert (tmp_path / "a.kvt").read_bytes() == (tmp_path / "b.kvt").read_bytes()
 
 
 def test_summary_names_records_duplicates_skipped_sizes_and_time(gen_data, tmp_path):
@@ -161,9 +363,47 @@ def test_summary_names_records_duplicates_skipped_sizes_and_time(gen_data, tmp_p
     for word in ("records", "duplicates", "skipped", "value bytes", "table bytes", "seconds"):
         assert word in text
     assert f"{len(records):,}" in text
+    assert report.table_bytes == (tmp_path / "s.kvt").stat().st_size
 
 
 def test_table_is_at_most_1_3x_the_input(gen_data, tmp_path):
     data, _ = gen_data
     report = build_table(data, tmp_path / "s.kvt")
     assert report.table_bytes <= 1.3 * data.stat().st_size
+
+
+def test_default_output_name_replaces_the_suffix(tmp_path):
+    data = write_records(tmp_path / "x.data", [(K1, b"a")])
+    report = build_table(data)
+    assert report.table == str(tmp_path / "x.kvt") and (tmp_path / "x.kvt").exists()
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(on_duplicate="newest"), "on_duplicate"),
+    (dict(load_factor=0.99), "load_factor"),
+    (dict(load_factor=0.05), "load_factor"),
+    (dict(load_factor=float("nan")), "load_factor"),
+    (dict(strip_cr=True, keep_cr=True), "exclude"),
+])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, match):
+    data = write_records(tmp_path / "in.data", [(K1, b"a")])
+    with pytest.raises(ValueError, match=match):
+        build_table(data, tmp_path / "out.kvt", **options)
+    assert no_table_left(tmp_path)
+
+
+def test_output_that_is_a_directory_is_refused(tmp_path):
+    data = write_records(tmp_path / "in.data", [(K1, b"a")])
+    (tmp_path / "out.kvt").mkdir()
+    with pytest.raises(IsADirectoryError):
+        build_table(data, tmp_path / "out.kvt")
+    assert os.listdir(tmp_path / "out.kvt") == [] and not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_a_failed_rebuild_leaves_the_previous_table(tmp_path):
+    build(tmp_path, f"{K1} old\n".encode())[1].close()
+    before = (tmp_path / "out.kvt").read_bytes()
+    with pytest.raises(kv.DataFormatError):
+        build(tmp_path, f"{K1} new\nbroken\n".encode())
+    assert (tmp_path / "out.kvt").read_bytes() == before
+    assert not list(tmp_path.glob(".out.kvt.tmp-*"))

@@ -55,7 +55,11 @@ def run(args) -> int:
         print("kv build: no table written", file=sys.stderr)
         return 1
     except FileNotFoundError as e:
-        print(f"kv build: {e.filename or args.data}: no such file", file=sys.stderr)
+        print(f"kv build: {e.filename or args.data}: no such file or directory", file=sys.stderr)
+        return 1
+    except OSError as e:  # a directory, no permission, disk full: say so, no traceback
+        print(f"kv build: {e.filename or args.data}: {e.strerror or e}", file=sys.stderr)
+        print("kv build: no table written", file=sys.stderr)
         return 1
     for r in reports:
         print(r.summary(), file=sys.stderr)
