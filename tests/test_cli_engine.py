@@ -87,9 +87,9 @@ def test_build_default_output_name_replaces_the_suffix(kv_cli, tmp_path):
 
 
 def test_build_stops_on_a_malformed_line_naming_file_line_and_text(kv_cli, tmp_path):
-    data = data_file(tmp_path, f"{K1} a\nnope here\n".encode())
+    data = data_file(tmp_path, f"{K1} a\nnope-no-space\n".encode())
     code, _, err = kv_cli("build", data)
-    assert code == 1 and f"{data}:2: no space separating key and value: nope here" in err
+    assert code == 1 and f"{data}:2: no space separating key and value: nope-no-space" in err
     assert "no table written" in err
     assert not (tmp_path / "in.kvt").exists()
 
