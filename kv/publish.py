@@ -84,7 +84,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_history(root: Path, history: list[str]) -> None:
     tmp = root / f".history.json.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as f:
+        os.fchmod(f.fileno(), 0o644)
         f.write(json.dumps({"generations": history}, indent=1) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -102,10 +103,17 @@ def _point_current(root: Path, generation: str) -> None:
     _fsync_dir(root)
 
 
+def _make_dir(path: Path) -> None:
+    """Create a directory the service's user can read (0755, whatever the umask)."""
+    if not path.is_dir():
+        path.mkdir(parents=True)
+        os.chmod(path, 0o755)
+
+
 @contextmanager
 def _locked(root: Path):
     """One publisher at a time per root (readers never take the lock)."""
-    root.mkdir(parents=True, exist_ok=True)
+    _make_dir(root)
     with open(root / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -152,7 +160,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
     gens = generations_dir(root)
     with _locked(root):
         history = read_history(root)  # before any work: a damaged history stops us early
-        gens.mkdir(parents=True, exist_ok=True)
+        _make_dir(gens)
         for leftover in gens.glob(".*incoming-*"):  # of a publisher killed mid-way (we hold the lock)
             leftover.unlink()
             log(f"removed leftover {leftover.name} of an interrupted publish")
@@ -172,6 +180,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
             except (TableCorrupt, ValueError, OSError) as e:
                 raise PublishError(f"refusing to publish {source}: {e}") from None
             log(f"verified generation {generation} in {time.perf_counter() - t0:.2f} s")
+            os.chmod(incoming, 0o444)  # whatever the umask: the service's own user must read it; nobody writes it
             final = generation_path(root, generation)
             if final.exists() and _still_good(final, log):
                 incoming.unlink()

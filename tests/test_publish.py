@@ -115,6 +115,18 @@ def test_a_bad_data_file_is_refused_and_current_is_unchanged(tmp_path):
     assert files_in(root) == [f"{good}.kvt"]
 
 
+def test_published_files_are_readable_by_the_service_whatever_the_umask(tmp_path):
+    root = tmp_path / "srv" / "root"
+    old = os.umask(0o077)
+    try:
+        gen = publish(generation_of(tmp_path, 0), root, log=quiet)
+    finally:
+        os.umask(old)
+    assert (root / "generations" / f"{gen}.kvt").stat().st_mode & 0o777 == 0o444  # and nobody writes it
+    assert (root / "history.json").stat().st_mode & 0o777 == 0o644
+    assert root.stat().st_mode & 0o777 == 0o755 and (root / "generations").stat().st_mode & 0o777 == 0o755
+
+
 def test_a_missing_source_is_refused(tmp_path):
     with pytest.raises(PublishError, match="no such file"):
         publish(tmp_path / "nope.data", tmp_path / "root", log=quiet)
