@@ -241,8 +241,10 @@ line_st = st.one_of(
 
 
 def model(lines: list[bytes], skip_invalid, on_duplicate, cr):
-    """What the builder must do: ('error', line number) or ('ok', table, skipped, duplicates, cr_stripped)."""
-    table, first_line, skipped, dups, stripped = {}, {}, 0, 0, 0
+    """What the builder must do: ('error', line number) or ('ok', table, skipped, duplicates, cr_stripped).
+    Lines are checked as they stream in; duplicates only once all are read."""
+    table, skipped, dups, stripped = {}, 0, 0, 0
+    first_repeat = None
     for n, line in enumerate(lines, 1):
         if line.endswith(b"\r") and cr == "strip":
             line = line[:-1]
@@ -264,12 +266,14 @@ def model(lines: list[bytes], skip_invalid, on_duplicate, cr):
         key = kv.canonical_key(line[:36]).decode()
         if key in table:
             if on_duplicate == "error":
-                return ("error", n)
+                first_repeat = first_repeat or n
+                continue
             dups += 1
             if on_duplicate == "first":
                 continue
-        first_line.setdefault(key, n)
         table[key] = line[37:]
+    if first_repeat:
+        return ("error", first_repeat)
     return ("ok", table, skipped, dups, stripped)
 
 
