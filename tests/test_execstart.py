@@ -44,7 +44,8 @@ def _serve_supports_the_unit() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(bool(_serve_supports_the_unit()), reason=_serve_supports_the_unit() or "")
+_NOT_YET = _serve_supports_the_unit()
+pytestmark = pytest.mark.skipif(_NOT_YET is not None, reason=_NOT_YET or "")
 
 
 def unit_values(name: str) -> list[str]:
