@@ -34,7 +34,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import re
 import resource
 import shlex
 import subprocess
