@@ -67,6 +67,23 @@ def test_gen_refuses_a_negative_count(kv_cli, tmp_path):
     assert code == 2 and "zero or more" in err and not (tmp_path / "g.data").exists()
 
 
+@pytest.mark.parametrize("args,code,said", [
+    (("--seed", "-1"), 2, "--seed must be zero or more"),
+    (("-o", "/nonexistent/dir/g.data"), 1, "cannot write /nonexistent/dir/g.data"),
+])
+def test_gen_errors_say_what_is_wrong(kv_cli, args, code, said):
+    got, _, err = kv_cli("gen", 10, *(("-o", "-") if "-o" not in args else ()), *args)
+    assert got == code and said in err
+
+
+def test_gen_to_a_closed_pipe_exits_quietly():
+    proc = subprocess.Popen([KV, "gen", "1000000", "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()  # like `kv gen ... | head`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b""
+
+
 # -- kv build --------------------------------------------------------------------
 
 
@@ -182,7 +199,8 @@ def test_verify_reports_each_corrupt_table_and_exits_1(kv_cli, gen_table, tmp_pa
     assert code == 1
     assert f"{path}: ok" in out
     assert "checksum mismatch" in err and "truncated" in err and "not sorted" in err
-    assert err.count("CORRUPT") == 4 and "Traceback" not in err
+    assert err.count("CORRUPT") == 3 and "Traceback" not in err
+    assert f"{tmp_path / 'missing.kvt'}: cannot read" in err
 
 
 # -- kv inspect ------------------------------------------------------------------

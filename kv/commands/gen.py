@@ -1,5 +1,6 @@
 """kv gen N -o FILE [--seed S]"""
 
+import os
 import sys
 import time
 
@@ -7,7 +8,7 @@ import time
 def add_arguments(p):
     p.add_argument("count", type=int, metavar="N", help="number of records")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="data file to write ('-' for stdout)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same file (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, zero or more; the same seed gives the same file (default 0)")
 
 
 def run(args) -> int:
@@ -16,8 +17,19 @@ def run(args) -> int:
     if args.count < 0:
         print("kv gen: N must be zero or more", file=sys.stderr)
         return 2
+    if args.seed < 0:
+        print("kv gen: --seed must be zero or more", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    size = generate_file(args.count, args.output, seed=args.seed)
+    try:
+        size = generate_file(args.count, args.output, seed=args.seed)
+    except BrokenPipeError:  # `kv gen N -o - | head`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 0
+    except OSError as e:
+        print(f"kv gen: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
     if args.output != "-":
         print(f"wrote {args.count:,} records ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0

@@ -20,7 +20,10 @@ def run(args) -> int:
             with open_table(path) as t:
                 t.verify()
                 print(f"{path}: ok, {len(t):,} records, generation {t.generation}, checked in {time.perf_counter() - t0:.2f} s")
-        except (TableCorrupt, OSError) as e:
+        except TableCorrupt as e:
             print(f"{path}: CORRUPT: {e}", file=sys.stderr)
+            status = 1
+        except OSError as e:  # missing or unreadable: not a verdict on its contents
+            print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
             status = 1
     return status
