@@ -309,7 +309,7 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     for name, off, length in regions:
         if off < prev_end or off + length > size:
             raise TableCorrupt(f"{path}: {name} region [{off}, {off + length}) lies outside the file or overlaps")
-        if off % fmt.PAGE:
+        if off % fmt.PAGE and name != "metadata":  # lookups rely on slots being 16-byte aligned
             raise TableCorrupt(f"{path}: {name} region starts at {off}, not on a {fmt.PAGE}-byte boundary")
         prev_end = off + length
     if not (1 <= h.home_slots < 1 << 32 and h.home_slots + h.max_displacement + 1 <= h.slot_count):

@@ -170,7 +170,7 @@ IMPOSSIBLE_HEADERS = {
     "displacement huge": lambda h: dict(max_displacement=(1 << 64) - 1),
     "more records than slots": lambda h: dict(record_count=h.slot_count + 1),
     "metadata past the file": lambda h: dict(meta_size=h.meta_size + 1),
-    "metadata misaligned": lambda h: dict(meta_offset=h.meta_offset + 1, meta_size=h.meta_size - 1),
+    "records misaligned": lambda h: dict(records_offset=h.records_offset + 16, records_size=h.records_size - 16),
     "shard index": lambda h: dict(shard_index=1, shard_count=1),
     "no shards": lambda h: dict(shard_count=0),
 }
