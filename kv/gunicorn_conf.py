@@ -7,7 +7,7 @@ hand: KV_TABLE=table.kvt gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app(
 import os
 import shutil
 
-worker_class = "uvicorn_worker.UvicornWorker"  # uvloop event loop, httptools parser
+worker_class = "kv.worker.KVWorker"  # uvicorn: uvloop event loop, httptools parser (see kv/worker.py)
 bind = [os.environ.get("KV_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("KV_WORKERS", os.cpu_count() or 1))
 preload_app = False  # every worker maps the table itself, after fork

@@ -27,6 +27,9 @@ def add_arguments(p):
                    help="address to listen on (default 127.0.0.1:8000; env KV_BIND)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("KV_WORKERS", 0)) or os.cpu_count(),
                    help="worker processes (default: number of CPU cores; env KV_WORKERS)")
+    p.add_argument("--keepalive", type=int, default=int(os.environ.get("KV_KEEPALIVE", 5)), metavar="SECONDS",
+                   help="close a connection idle this long, or whose request head is not complete this long "
+                        "after its first byte (default 5; env KV_KEEPALIVE)")
     p.add_argument("--max-batch", type=int, default=int(os.environ.get("KV_MAX_BATCH", 1000)),
                    help="most keys in one batch request (default 1000)")
     p.add_argument("--pid-file", default=os.environ.get("KV_PID_FILE"),
@@ -106,6 +109,8 @@ def run(args) -> int:
         return fail(f"cannot serve {e.filename or ''}: {e.strerror or e}")
     if args.workers < 1:
         return fail("--workers must be at least 1")
+    if args.keepalive < 1:
+        return fail("--keepalive must be at least 1 second")
 
     env = os.environ
     env["KV_TABLE"] = str(Path(table).absolute())
@@ -122,9 +127,20 @@ def run(args) -> int:
     if not pid_file and args.root and os.access(args.root, os.W_OK):
         pid_file = os.path.join(args.root, "kv.pid")
 
+    _raise_open_file_limit()
     print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
-    GunicornServer(args.bind, args.workers, args.log_level, pid_file).run()
+    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive).run()
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Each connection is a file descriptor: lift the soft limit to the hard one
+    (systemd's LimitNOFILE sets both), so 1,000 idle clients don't exhaust 1,024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _gunicorn_base():
@@ -136,8 +152,8 @@ def _gunicorn_base():
 class GunicornServer(_gunicorn_base()):
     """gunicorn with kv's settings (kv/gunicorn_conf.py), in this process."""
 
-    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None):
-        self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level}
+    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None, keepalive: int = 5):
+        self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level, "keepalive": keepalive}
         if pid_file:
             self.overrides["pidfile"] = pid_file
         super().__init__()
