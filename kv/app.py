@@ -44,6 +44,7 @@ KEY_ROUTE = "/v1/keys/{key}"
 KEY_PREFIX = b"/v1/keys/"
 MAX_PATH = 2048  # bytes; a key URL is under 50
 MAX_HEADERS = 16384  # bytes of all header names and values
+MAX_HEADER_FIELDS = 100  # header lines (gunicorn's and nginx-era default)
 # The fast path checks only count and value length, which bound the total the same way.
 FAST_MAX_HEADERS = 16
 FAST_MAX_VALUE = MAX_HEADERS // FAST_MAX_HEADERS - 64
@@ -473,6 +474,10 @@ class FastPath:
                 return await resp(scope, receive, send_counted)
             if sum(len(n) + len(v) for n, v in scope["headers"]) > MAX_HEADERS:
                 resp = problem(431, "Request header fields too large", f"headers exceed {MAX_HEADERS} bytes")
+                return await resp(scope, receive, send_counted)
+            if len(scope["headers"]) > MAX_HEADER_FIELDS:
+                resp = problem(431, "Request header fields too large",
+                               f"{len(scope['headers'])} header fields; the limit is {MAX_HEADER_FIELDS}")
                 return await resp(scope, receive, send_counted)
             for name, value in scope["headers"]:
                 if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):

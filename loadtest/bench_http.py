@@ -300,6 +300,81 @@ def memory(args, data: Path, table: Path, keys: list[str]) -> dict:
     return out
 
 
+def _summary_ms(samples: list[float]) -> dict:
+    xs = sorted(samples)
+    q = lambda f: round(xs[min(len(xs) - 1, int(f * len(xs)))] * 1000, 3)  # noqa: E731
+    return {"n": len(xs), "mean": round(sum(xs) / len(xs) * 1000, 3), "p50": q(0.50), "p99": q(0.99), "max": round(xs[-1] * 1000, 3)}
+
+
+def _curl_times(url: str, keys: list[str], n: int) -> list[float]:
+    """Client-side seconds per request as curl reports them (time_total: connect,
+    send, wait, receive; a new connection each time, as a shell user gets)."""
+    out = []
+    for k in keys[:n]:
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", f"{url}/v1/keys/{k}"],
+                           capture_output=True, text=True, check=True)
+        out.append(float(p.stdout))
+    return out
+
+
+def _python_client_times(url: str, keys: list[str], n: int) -> list[float]:
+    """Seconds per kv.Client.get, timed around the call (keep-alive connection)."""
+    sys.path.insert(0, str(ROOT))
+    from kv.client import Client
+
+    out = []
+    with Client(url) as c:
+        c.get(keys[0])
+        for k in keys[:n]:
+            t0 = time.perf_counter()
+            c.get(k)
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def clients(args, table: Path, keys: list[str]) -> dict:
+    """Client-side latency of curl, the Python client and wrk, on an idle server
+    and while wrk holds it at its peak rate; plus wrk at concurrency 1 against
+    the ceiling and the bare lookup, to split where the time goes."""
+    out: dict = {"idle": {}, "loaded": {}, "concurrency_1": {}}
+    rnd = random.Random(5)
+    with Server("kv", kv_serve(table)) as srv:
+        srv.wait_ready(f"/v1/keys/{keys[0]}")
+        wrk(srv.url, lua_get(keys), 16, 2)
+        out["idle"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 300), 300))
+        out["idle"]["python_client"] = _summary_ms(_python_client_times(srv.url, rnd.sample(keys, 5000), 5000))
+        w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
+        out["idle"]["wrk"] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
+        # Loaded: wrk at peak (64 connections) in the background for the whole measurement.
+        bg = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", "30s", "--timeout", "5s", "-s",
+                               str(lua_get(keys)), srv.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            out["loaded"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 200), 200))
+            out["loaded"]["python_client"] = _summary_ms(_python_client_times(srv.url, rnd.sample(keys, 2000), 2000))
+        finally:
+            stdout, _ = bg.communicate(timeout=60)
+        m = re.search(r"WRKJSON (\{.*\})", stdout)
+        if m:
+            r = json.loads(m.group(1))
+            out["loaded"]["wrk"] = {"mean": round(r["lat_mean_us"] / 1000, 3), "p50": r["p50_us"] / 1000, "p99": r["p99_us"] / 1000,
+                                    "rps": round(r["requests"] / (r["duration_us"] / 1e6)), "connections": args.connections}
+    for name, srv in (("ceiling", Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app"))),
+                      ("bare_lookup", Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)})),
+                      ("kv", Server("kv", kv_serve(table)))):
+        with srv:
+            srv.wait_ready(f"/v1/keys/{keys[0]}")
+            wrk(srv.url, lua_get(keys), 4, 2)
+            w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
+            out["concurrency_1"][name] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
+    for state in ("idle", "loaded"):
+        for name, v in out[state].items():
+            print(f"clients {state} {name}: mean {v['mean']} ms, p50 {v['p50']} ms, p99 {v['p99']} ms", file=sys.stderr)
+    for name, v in out["concurrency_1"].items():
+        print(f"clients c1 {name}: mean {v['mean']} ms", file=sys.stderr)
+    return out
+
+
 def startup(args, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
@@ -321,7 +396,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="throughput rounds over all contenders (best kept)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,memory,startup")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,clients,memory,startup")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "http.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -344,6 +419,8 @@ def main() -> int:
     if "latency" not in skip:
         peak = result.get("throughput", {}).get("rps", {}).get("kv", 30_000)
         result["latency"] = latency(args, table, keys, peak)
+    if "clients" not in skip:
+        result["clients"] = clients(args, table, keys)
     if "memory" not in skip:
         result["memory"] = memory(args, data, table, keys)
     if "startup" not in skip:

@@ -207,6 +207,12 @@ def test_oversized_headers_are_431(client):
     assert r.status_code == 431
 
 
+def test_too_many_small_headers_are_431_and_a_normal_count_is_fine(client):
+    r = client.get(f"/v1/keys/{HIT}", headers={f"x-h{i}": "v" for i in range(150)})
+    assert r.status_code == 431 and "header fields" in r.json()["detail"]
+    assert client.get(f"/v1/keys/{HIT}", headers={f"x-h{i}": "v" for i in range(40)}).status_code == 200
+
+
 def test_docs_work_offline(client):
     for page, asset in (("/docs", "/static-docs/swagger-ui-bundle.js"), ("/redoc", "/static-docs/redoc.standalone.js")):
         html = client.get(page).text

@@ -38,9 +38,11 @@ def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table):
             assert fresh_get(f"{url}/v1/keys/{k}").status_code == 200
         for _ in range(5):
             assert fresh_get(f"{url}/v1/keys/{uuid.uuid4()}").status_code == 404
+        # Each worker flushes its counts every 50 ms: wait until both have.
         hits, text = wait_for(url, "kv_lookups_total", n, outcome="hit")
         assert hits == n
-        assert metric(text, "kv_lookups_total", outcome="miss") == 5
+        misses, text = wait_for(url, "kv_lookups_total", 5, outcome="miss")
+        assert misses == 5
         assert metric(text, "kv_requests_total", route="/v1/keys/{key}", status="200") == n
         assert metric(text, "kv_request_duration_seconds_count", route="/v1/keys/{key}") >= n
         assert metric(text, "kv_table_keys") == len(records)
