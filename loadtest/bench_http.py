@@ -375,6 +375,56 @@ def clients(args, table: Path, keys: list[str]) -> dict:
     return out
 
 
+def _smaps(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        out[name] = int(value.split()[0])
+    return out
+
+
+def memory_by_size(args, sizes: list[int]) -> dict:
+    """Per-worker memory of `kv serve` (2 workers) at each table size after
+    random lookups for a few seconds: Rss (includes mapped table pages, shared),
+    Pss (the worker's fair share), Private_Dirty (memory that is the worker's
+    alone; what each added worker costs)."""
+    out = {}
+    for n in sizes:
+        data, table = ensure_table(n)
+        keys = sample_keys(data, 100_000) if n <= 10_000_000 else _head_keys(data, 100_000)
+        with Server("kv", kv_serve(table)) as srv:
+            srv.wait_ready(f"/v1/keys/{keys[0]}")
+            r = wrk(srv.url, lua_get(keys), 32, 5)
+            workers = [p for p in srv.pids() if p != srv.proc.pid]
+            per = [_smaps(p) for p in workers]
+            out[n] = {
+                "table_bytes": table.stat().st_size,
+                "lookups": r["requests"],
+                "rps": r["rps"],
+                "workers": len(workers),
+                "per_worker_kib": {k: round(sum(m[k] for m in per) / len(per)) for k in ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean")},
+                "master_pss_kib": _smaps(srv.proc.pid)["Pss"],
+            }
+        w = out[n]["per_worker_kib"]
+        print(f"memory {n:,}: per worker Rss {w['Rss'] / 1024:.0f} MiB, Pss {w['Pss'] / 1024:.0f} MiB, "
+              f"Private_Dirty {w['Private_Dirty'] / 1024:.0f} MiB", file=sys.stderr)
+    return out
+
+
+def _head_keys(data: Path, n: int) -> list[str]:
+    """Keys spread over a file too big to read whole: n lines at evenly spaced offsets."""
+    size = data.stat().st_size
+    keys = []
+    with open(data, "rb") as f:
+        for i in range(n):
+            f.seek(size * i // n)
+            f.readline()
+            line = f.readline()
+            if len(line) > 37:
+                keys.append(line[:36].decode())
+    return keys
+
+
 def startup(args, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
@@ -396,7 +446,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="throughput rounds over all contenders (best kept)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,clients,memory,startup")
+    ap.add_argument("--memory-sizes", default="10000,1000000,10000000,100000000",
+                    help="table sizes for per-worker memory (bench-data/N.data is generated when missing)")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,clients,memory,memory_by_size,startup")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "http.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -423,6 +475,8 @@ def main() -> int:
         result["clients"] = clients(args, table, keys)
     if "memory" not in skip:
         result["memory"] = memory(args, data, table, keys)
+    if "memory_by_size" not in skip:
+        result["memory_by_size"] = memory_by_size(args, [int(s) for s in args.memory_sizes.split(",")])
     if "startup" not in skip:
         result["startup"] = startup(args, [int(s) for s in args.startup_sizes.split(",")])
     out.parent.mkdir(parents=True, exist_ok=True)
