@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+from urllib.parse import quote
 
 import httpx
 
@@ -62,7 +63,7 @@ class Client:
 
     def get(self, key: str) -> bytes | None:
         """The value of `key`, or None if absent. InvalidKey for a malformed key."""
-        r = self._request("GET", f"/v1/keys/{key}")
+        r = self._request("GET", f"/v1/keys/{quote(key, safe='')}")  # a key is never a path: "../stats" stays a (malformed) key
         if r.status_code == 200:
             return r.content
         if r.status_code == 404:
