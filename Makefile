@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py kv/_speedups.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -43,8 +43,12 @@ example.kvt: example.data $(STAMP)
 run: install example.kvt
 	$(BIN)/kv serve example.data
 
+# The second run: the engine tests again on the pure-Python paths (kv/speedups.py).
+PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py
+
 test: install sysdeps
 	$(BIN)/python -m pytest -q tests
+	KV_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(PURE_PYTHON_TESTS)
 
 drills: install sysdeps
 	$(BIN)/python -m pytest -q -m drill tests

@@ -3,6 +3,7 @@
 package and its dependencies from the package index or pip's cache."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,6 +37,11 @@ def test_install_stages_venv_units_docs_and_data_dir(staged):
     assert (dest / "etc/systemd/system/kv.socket").exists()
     kv_bin = dest / PREFIX.lstrip("/") / "venv/bin/kv"
     assert subprocess.run([str(kv_bin), "--version"], capture_output=True, text=True).stdout.startswith("kv ")
+    if shutil.which("cc") or shutil.which("gcc"):  # the C speedups compile at install time
+        py = dest / PREFIX.lstrip("/") / "venv/bin/python"
+        impl = subprocess.run([str(py), "-c", "import kv.speedups as s; print(s.implementation())"],
+                              capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "KV_PURE_PYTHON"})
+        assert impl.stdout.strip() == "c", impl.stderr
     assert (dest / PREFIX.lstrip("/") / "share/doc/kv/OPERATIONS.md").exists()
     data = dest / DATA.lstrip("/")
     assert (data / "generations").is_dir() and data.stat().st_mode & 0o777 == 0o755

@@ -28,6 +28,7 @@ def describe(t) -> dict:
         "max_probe": s.max_probe,
         "content_checksum": f"{h.content_checksum:016x}",
         "shard": {"index": h.shard_index, "count": h.shard_count},
+        "lookup": "C (kv._speedups)" if t.implementation == "c" else "Python (kv._speedups not built or KV_PURE_PYTHON set)",
         "meta": t.meta,
     }
 
@@ -52,7 +53,9 @@ def run(args) -> int:
             print(f"{'built_at':<{width}}  {v.get('built_at')}")
             print(f"{'options':<{width}}  {json.dumps(v.get('options'))}")
             continue
-        if isinstance(v, int):
+        if k == "shard":
+            v = f"{v['index']} of {v['count']}" if v["count"] > 1 else "not sharded"
+        elif isinstance(v, int):
             v = f"{v:,}"
         print(f"{k:<{width}}  {v}")
     return 0
