@@ -537,8 +537,181 @@ release_buf:
     return result;
 }
 
+/* sort_hashes(h64, order, sorted): order = the permutation that sorts h64 (a
+ * uint64 array), ties in index order, exactly np.argsort(h64, kind="stable");
+ * sorted = h64 in that order. Linear time for hashes: a counting sort on the
+ * top bits (at most 1024 buckets, so the scatter streams through cache), then
+ * each bucket, copied to a scratch area, by its next bits into sub-buckets of
+ * about 8, and those by insertion sort. Crowded buckets (crafted keys) fall
+ * back to qsort: O(n log n), never quadratic. */
+typedef struct {
+    uint64_t key;
+    int64_t idx;
+} kv_pair;
+
+static int pair_cmp(const void *a, const void *b)
+{
+    const kv_pair *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Sort k[0..n) with ix alongside; entries arrive in index order. */
+static void small_sort(uint64_t *k, int64_t *ix, Py_ssize_t n, kv_pair *scratch)
+{
+    if (n <= 48) { /* insertion sort: stable */
+        for (Py_ssize_t i = 1; i < n; i++) {
+            uint64_t kk = k[i];
+            int64_t ii = ix[i];
+            Py_ssize_t j = i;
+            while (j > 0 && k[j - 1] > kk) {
+                k[j] = k[j - 1];
+                ix[j] = ix[j - 1];
+                j--;
+            }
+            k[j] = kk;
+            ix[j] = ii;
+        }
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        scratch[i].key = k[i];
+        scratch[i].idx = ix[i];
+    }
+    qsort(scratch, (size_t)n, sizeof(kv_pair), pair_cmp);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        k[i] = scratch[i].key;
+        ix[i] = scratch[i].idx;
+    }
+}
+
+static int bits_for(Py_ssize_t n, int cap) /* buckets of about 8 */
+{
+    int bits = 0;
+    while (bits < cap && ((Py_ssize_t)8 << bits) < n)
+        bits++;
+    return bits;
+}
+
+/* Counting sort of (src_k, src_i)[0..n) by bits [shift, shift + bits) into
+ * (dst_k, dst_i); count has 2^bits + 1 entries. Stable. Leaves count[b] = end of bucket b. */
+static void scatter(const uint64_t *src_k, const int64_t *src_i, uint64_t *dst_k, int64_t *dst_i, Py_ssize_t n,
+                    int shift, int bits, int64_t *count)
+{
+    size_t nb = (size_t)1 << bits;
+    uint64_t mask = nb - 1;
+    memset(count, 0, (nb + 1) * sizeof(int64_t));
+    for (Py_ssize_t i = 0; i < n; i++)
+        count[((src_k[i] >> shift) & mask) + 1]++;
+    for (size_t b = 0; b < nb; b++)
+        count[b + 1] += count[b];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t at = count[(src_k[i] >> shift) & mask]++;
+        dst_k[at] = src_k[i];
+        dst_i[at] = src_i ? src_i[i] : i;
+    }
+}
+
+static PyObject *mod_sort_hashes(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    PyObject *o_in, *o_order, *o_sorted;
+    Py_buffer in, order, sorted;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOO:sort_hashes", &o_in, &o_order, &o_sorted))
+        return NULL;
+    if (get_array(o_in, &in, 0, "h64") < 0)
+        return NULL;
+    if (get_array(o_order, &order, 1, "order") < 0)
+        goto release_in;
+    if (get_array(o_sorted, &sorted, 1, "sorted") < 0)
+        goto release_order;
+    Py_ssize_t n = in.len / 8;
+    if (order.len / 8 != n || sorted.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "h64, order and sorted must have the same length");
+        goto release_sorted;
+    }
+    {
+        const uint64_t *h = (const uint64_t *)in.buf;
+        uint64_t *sk = (uint64_t *)sorted.buf;
+        int64_t *ix = (int64_t *)order.buf;
+        int bits1 = bits_for(n, 10), shift1 = 64 - bits1;
+        int64_t *count1 = PyMem_RawMalloc((((size_t)1 << bits1) + 1) * sizeof(int64_t));
+        int failed = count1 == NULL;
+        Py_BEGIN_ALLOW_THREADS
+        if (!failed) {
+            if (bits1 == 0) { /* tiny input: one bucket */
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    sk[i] = h[i];
+                    ix[i] = i;
+                }
+                count1[0] = n;
+            } else {
+                scatter(h, NULL, sk, ix, n, shift1, bits1, count1);
+            }
+            Py_ssize_t biggest = 0, lo = 0;
+            size_t nb1 = (size_t)1 << bits1;
+            for (size_t b = 0; b < nb1; b++) {
+                if (count1[b] - lo > biggest)
+                    biggest = count1[b] - lo;
+                lo = count1[b];
+            }
+            int bits2 = bits_for(biggest, 16);
+            uint64_t *tk = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * 8);
+            int64_t *ti = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * 8);
+            kv_pair *pairs = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * sizeof(kv_pair));
+            int64_t *count2 = PyMem_RawMalloc((((size_t)1 << bits2) + 1) * sizeof(int64_t));
+            if (!tk || !ti || !pairs || !count2) {
+                failed = 1;
+            } else {
+                lo = 0;
+                for (size_t b = 0; b < nb1; b++) {
+                    Py_ssize_t m = count1[b] - lo;
+                    uint64_t *bk = sk + lo;
+                    int64_t *bi = ix + lo;
+                    if (m > 48 && bits2 > 0) {
+                        int shift2 = shift1 - bits2;
+                        if (shift2 < 0)
+                            shift2 = 0;
+                        memcpy(tk, bk, (size_t)m * 8);
+                        memcpy(ti, bi, (size_t)m * 8);
+                        scatter(tk, ti, bk, bi, m, shift2, bits2, count2);
+                        Py_ssize_t lo2 = 0;
+                        for (size_t c = 0; c < ((size_t)1 << bits2); c++) {
+                            small_sort(bk + lo2, bi + lo2, count2[c] - lo2, pairs);
+                            lo2 = count2[c];
+                        }
+                    } else {
+                        small_sort(bk, bi, m, pairs);
+                    }
+                    lo = count1[b];
+                }
+            }
+            PyMem_RawFree(tk);
+            PyMem_RawFree(ti);
+            PyMem_RawFree(pairs);
+            PyMem_RawFree(count2);
+        }
+        Py_END_ALLOW_THREADS
+        PyMem_RawFree(count1);
+        if (failed) {
+            PyErr_NoMemory();
+            goto release_sorted;
+        }
+    }
+    result = Py_NewRef(Py_None);
+release_sorted:
+    PyBuffer_Release(&sorted);
+release_order:
+    PyBuffer_Release(&order);
+release_in:
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"hash_spans", mod_hash_spans, METH_VARARGS, "hash_spans(buffer, starts, ends, out): xxh3_64 of each span into out"},
+    {"sort_hashes", mod_sort_hashes, METH_VARARGS, "sort_hashes(h64, order, sorted): stable argsort of uint64 hashes, and the sorted hashes"},
     {"xxh3_64", mod_xxh3_64, METH_O, "xxh3_64(buffer) -> int, seed 0 (checked against the xxhash package in tests)"},
     {NULL, NULL, 0, NULL},
 };

@@ -47,8 +47,9 @@ MAX_HEADERS = 16384  # bytes of all header names and values
 MAX_HEADER_FIELDS = 100  # header lines (gunicorn's and nginx-era default)
 # The fast path checks only count and value length, which bound the total the same way.
 FAST_MAX_HEADERS = 16
-FAST_MAX_VALUE = MAX_HEADERS // FAST_MAX_HEADERS - 64
+FAST_MAX_FIELD = MAX_HEADERS // FAST_MAX_HEADERS  # name + value: 16 of them stay within MAX_HEADERS
 DEFAULT_MAX_BATCH = 1000
+BODY_SECONDS = 10.0  # the whole request body must arrive within this (a 1000-key batch is 40 KB)
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
 PROBLEM = "application/problem+json"
@@ -408,10 +409,11 @@ class FastPath:
     clear 4xx instead of memory growth.
     """
 
-    def __init__(self, api: FastAPI, state: State, max_body: int):
+    def __init__(self, api: FastAPI, state: State, max_body: int, body_seconds: float = BODY_SECONDS):
         self.api = api
         self.state = state
         self.max_body = max_body
+        self.body_seconds = body_seconds
 
         self.__call__ = self._make_call()
 
@@ -442,11 +444,12 @@ class FastPath:
                 return await api(scope, receive, send)
             t0 = clock()
             raw = scope["raw_path"]
-            if raw[:9] == b"/v1/keys/" and scope["method"] == "GET":
+            if raw[:9] == b"/v1/keys/" and scope["method"] == "GET" and not scope["query_string"]:
                 headers = scope["headers"]
                 for name, value in headers:
-                    # Conditional, JSON and oversized requests take the full path.
-                    if name == b"if-none-match" or (name == b"accept" and b"json" in value) or len(value) > FAST_MAX_VALUE:
+                    # Conditional, JSON and oversized requests take the full
+                    # path, which checks every limit (431, 414) and says why.
+                    if name == b"if-none-match" or (name == b"accept" and b"json" in value) or len(name) + len(value) > FAST_MAX_FIELD:
                         break
                 else:
                     if len(headers) > FAST_MAX_HEADERS:
@@ -500,16 +503,22 @@ class FastPath:
                 # Read the body here, bounded, whatever the framing (chunked
                 # bodies have no Content-Length), then hand it on.
                 body = bytearray()
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        resp = problem(413, "Request body too large", f"the body exceeds {self.max_body} bytes")
-                        return await resp(scope, receive, send_counted)
-                    if not message.get("more_body", False):
-                        break
+                try:
+                    async with asyncio.timeout(self.body_seconds):  # a trickled body must not hold a slot forever
+                        while True:
+                            message = await receive()
+                            if message["type"] == "http.disconnect":
+                                return
+                            body += message.get("body", b"")
+                            if len(body) > self.max_body:
+                                resp = problem(413, "Request body too large", f"the body exceeds {self.max_body} bytes")
+                                return await resp(scope, receive, send_counted)
+                            if not message.get("more_body", False):
+                                break
+                except TimeoutError:
+                    resp = problem(408, "Request timeout", f"the request body took longer than {self.body_seconds:g} s to arrive",
+                                   headers={"connection": "close"})
+                    return await resp(scope, receive, send_counted)
                 if route == "/v1/batch" and scope["method"] == "POST":
                     # Straight to the handler: FastAPI's routing and request
                     # objects cost more than looking up 100 keys.

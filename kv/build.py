@@ -485,8 +485,16 @@ class _TableWriter:
         n = self.n
         h64, refs, checks = self.h64[:n], self.refs[:n], self.checks[:n]
         self.h64 = self.refs = self.checks = None
-        order = np.argsort(h64, kind="stable")  # stable: equal keys stay in input order
-        h64 = h64[order]
+        # Stable: equal keys stay in input order (duplicates resolve by it).
+        c = native()
+        if c is not None:  # the same order, in linear time (a counting sort on the hash bits)
+            order, by_hash = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
+            c.sort_hashes(h64, order, by_hash)
+            h64 = by_hash
+            del by_hash
+        else:
+            order = np.argsort(h64, kind="stable")
+            h64 = h64[order]
         refs = refs[order]
         checks = checks[order]
         del order

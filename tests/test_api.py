@@ -207,6 +207,18 @@ def test_oversized_headers_are_431(client):
     assert r.status_code == 431
 
 
+def test_oversized_header_names_on_a_hit_are_431(client):
+    r = client.get(f"/v1/keys/{HIT}", headers={("x-" + "n" * 1500 + str(i)): "v" for i in range(12)})
+    assert r.status_code == 431 and "16384 bytes" in r.json()["detail"]
+
+
+def test_oversized_query_string_on_a_hit_is_414_and_a_small_one_is_ignored(client):
+    r = client.get(f"/v1/keys/{HIT}?pad=" + "q" * 3000)
+    assert r.status_code == 414 and "limit is 2048" in r.json()["detail"]
+    r = client.get(f"/v1/keys/{HIT}?x=1")
+    assert r.status_code == 200 and r.content == b"this is a value"
+
+
 def test_too_many_small_headers_are_431_and_a_normal_count_is_fine(client):
     r = client.get(f"/v1/keys/{HIT}", headers={f"x-h{i}": "v" for i in range(150)})
     assert r.status_code == 431 and "header fields" in r.json()["detail"]
@@ -230,3 +242,33 @@ def test_metrics_exposition(client):
     client.get(f"/v1/keys/{HIT}")
     text = client.get("/metrics").text
     assert "kv_lookups_total" in text and "kv_request_duration_seconds_bucket" in text and "kv_table_keys" in text
+
+
+def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
+    """A client that sends a body slowly (or stops halfway) is answered 408
+    and the connection closed, instead of holding a worker's slot forever."""
+    import asyncio
+
+    from kv.app import FastPath
+
+    slow_app = FastPath(app.api, app.state, max_body=64 * 1024, body_seconds=0.3)
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b'{"keys": [', "more_body": True}
+        await asyncio.sleep(3600)  # the rest never comes
+
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/batch", "raw_path": b"/v1/batch", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555), "root_path": ""}
+    asyncio.run(asyncio.wait_for(slow_app(scope, receive, send), 5))
+    start = messages[0]
+    assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+    assert b"took longer than 0.3 s" in messages[1]["body"]

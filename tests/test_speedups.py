@@ -80,6 +80,28 @@ def test_hash_spans_refuses_wrong_arrays():
         c.hash_spans(b"abc", np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), b"12345678")  # read-only out
 
 
+@needs_c
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 9, 49, 1000, 200_003])
+def test_sort_hashes_is_numpys_stable_argsort(n):
+    rng = np.random.default_rng(n)
+    random_hashes = rng.integers(0, 2**64, n, dtype=np.uint64)
+    repeated = random_hashes.copy()
+    repeated[1 : n // 2 : 3] = random_hashes[0] if n else 0  # many equal hashes: ties keep index order
+    crowded = random_hashes >> np.uint64(30)  # all in the first buckets: the crafted-keys fallback
+    low_bits_only = random_hashes & np.uint64(0xFF)
+    for h in (random_hashes, repeated, crowded, low_bits_only, np.zeros(n, dtype=np.uint64)):
+        order, by_hash = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
+        c.sort_hashes(h, order, by_hash)
+        expected = np.argsort(h, kind="stable")
+        assert np.array_equal(order, expected) and np.array_equal(by_hash, h[expected])
+
+
+@needs_c
+def test_sort_hashes_refuses_mismatched_arrays():
+    with pytest.raises(ValueError, match="same length"):
+        c.sort_hashes(np.zeros(3, dtype=np.uint64), np.empty(2, dtype=np.int64), np.empty(3, dtype=np.uint64))
+
+
 def both_lookups(path):
     """The same table opened with the C lookup and with the Python one."""
     t_c = kv.open_table(path)
@@ -163,7 +185,11 @@ def test_c_and_python_builds_are_byte_identical(tmp_path):
 
     data = tmp_path / "g.data"
     generate_file(5000, data, seed=9)
-    code = "import sys; from kv.build import build_table; build_table(sys.argv[1], sys.argv[2], progress=False)"
+    lines = data.read_bytes().splitlines(keepends=True)
+    with open(data, "ab") as f:  # duplicates, resolved by input order: the sort must keep it
+        f.writelines(line[:37] + b"again %d\n" % i for i, line in enumerate(lines[::50]))
+    code = ("import sys; from kv.build import build_table; "
+            "build_table(sys.argv[1], sys.argv[2], progress=False, on_duplicate='last')")
     for name, pure in (("c.kvt", "0"), ("py.kvt", "1")):
         subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / name)], cwd=ROOT, check=True,
                        env={**os.environ, "KV_PURE_PYTHON": pure})
