@@ -537,52 +537,58 @@ release_buf:
     return result;
 }
 
-/* sort_hashes(h64, order, sorted): order = the permutation that sorts h64 (a
- * uint64 array), ties in index order, exactly np.argsort(h64, kind="stable");
- * sorted = h64 in that order. Linear time for hashes: a counting sort on the
- * top bits (at most 1024 buckets, so the scatter streams through cache), then
- * each bucket, copied to a scratch area, by its next bits into sub-buckets of
- * about 8, and those by insertion sort. Crowded buckets (crafted keys) fall
- * back to qsort: O(n log n), never quadratic. */
+/* sort_records(h64, refs, checks): sorts the three arrays together, in place,
+ * by (h64, ref). A ref grows with the record's position in the input, so this
+ * is the order np.argsort(h64, kind="stable") gives (the Python path), and it
+ * needs no index array: the builder's peak memory stays at the three arrays.
+ * Linear time for hashes: an in-place distribution on the top bits (at most
+ * 1024 buckets), then each bucket, copied to a small scratch area, distributed
+ * back by its next bits into sub-buckets of about 8, finished by insertion
+ * sort. Crowded sub-buckets (crafted keys) fall back to qsort: never quadratic. */
 typedef struct {
-    uint64_t key;
-    int64_t idx;
-} kv_pair;
+    uint64_t key, ref;
+    uint32_t check;
+} kv_rec;
 
-static int pair_cmp(const void *a, const void *b)
+static int rec_cmp(const void *a, const void *b)
 {
-    const kv_pair *x = a, *y = b;
+    const kv_rec *x = a, *y = b;
     if (x->key != y->key)
         return x->key < y->key ? -1 : 1;
-    return (x->idx > y->idx) - (x->idx < y->idx);
+    return (x->ref > y->ref) - (x->ref < y->ref);
 }
 
-/* Sort k[0..n) with ix alongside; entries arrive in index order. */
-static void small_sort(uint64_t *k, int64_t *ix, Py_ssize_t n, kv_pair *scratch)
+#define REC_LESS(k1, r1, k2, r2) ((k1) < (k2) || ((k1) == (k2) && (r1) < (r2)))
+
+static void small_sort(uint64_t *k, uint64_t *r, uint32_t *c, Py_ssize_t n, kv_rec *scratch)
 {
-    if (n <= 48) { /* insertion sort: stable */
+    if (n <= 48) {
         for (Py_ssize_t i = 1; i < n; i++) {
-            uint64_t kk = k[i];
-            int64_t ii = ix[i];
+            uint64_t kk = k[i], rr = r[i];
+            uint32_t cc = c[i];
             Py_ssize_t j = i;
-            while (j > 0 && k[j - 1] > kk) {
+            while (j > 0 && REC_LESS(kk, rr, k[j - 1], r[j - 1])) {
                 k[j] = k[j - 1];
-                ix[j] = ix[j - 1];
+                r[j] = r[j - 1];
+                c[j] = c[j - 1];
                 j--;
             }
             k[j] = kk;
-            ix[j] = ii;
+            r[j] = rr;
+            c[j] = cc;
         }
         return;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         scratch[i].key = k[i];
-        scratch[i].idx = ix[i];
+        scratch[i].ref = r[i];
+        scratch[i].check = c[i];
     }
-    qsort(scratch, (size_t)n, sizeof(kv_pair), pair_cmp);
+    qsort(scratch, (size_t)n, sizeof(kv_rec), rec_cmp);
     for (Py_ssize_t i = 0; i < n; i++) {
         k[i] = scratch[i].key;
-        ix[i] = scratch[i].idx;
+        r[i] = scratch[i].ref;
+        c[i] = scratch[i].check;
     }
 }
 
@@ -594,124 +600,138 @@ static int bits_for(Py_ssize_t n, int cap) /* buckets of about 8 */
     return bits;
 }
 
-/* Counting sort of (src_k, src_i)[0..n) by bits [shift, shift + bits) into
- * (dst_k, dst_i); count has 2^bits + 1 entries. Stable. Leaves count[b] = end of bucket b. */
-static void scatter(const uint64_t *src_k, const int64_t *src_i, uint64_t *dst_k, int64_t *dst_i, Py_ssize_t n,
-                    int shift, int bits, int64_t *count)
+static int get_typed(PyObject *o, Py_buffer *b, Py_ssize_t itemsize, const char *name)
 {
-    size_t nb = (size_t)1 << bits;
-    uint64_t mask = nb - 1;
-    memset(count, 0, (nb + 1) * sizeof(int64_t));
-    for (Py_ssize_t i = 0; i < n; i++)
-        count[((src_k[i] >> shift) & mask) + 1]++;
-    for (size_t b = 0; b < nb; b++)
-        count[b + 1] += count[b];
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t at = count[(src_k[i] >> shift) & mask]++;
-        dst_k[at] = src_k[i];
-        dst_i[at] = src_i ? src_i[i] : i;
+    if (PyObject_GetBuffer(o, b, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (b->itemsize != itemsize || b->format == NULL || strchr("BHILQbhilqk", b->format[strlen(b->format) - 1]) == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s must be a writable contiguous array of %zd-byte integers", name, itemsize);
+        PyBuffer_Release(b);
+        return -1;
     }
+    return 0;
 }
 
-static PyObject *mod_sort_hashes(PyObject *Py_UNUSED(mod), PyObject *args)
+static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
 {
-    PyObject *o_in, *o_order, *o_sorted;
-    Py_buffer in, order, sorted;
+    PyObject *o_k, *o_r, *o_c;
+    Py_buffer bk, br, bc;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOO:sort_hashes", &o_in, &o_order, &o_sorted))
+    if (!PyArg_ParseTuple(args, "OOO:sort_records", &o_k, &o_r, &o_c))
         return NULL;
-    if (get_array(o_in, &in, 0, "h64") < 0)
+    if (get_typed(o_k, &bk, 8, "h64") < 0)
         return NULL;
-    if (get_array(o_order, &order, 1, "order") < 0)
-        goto release_in;
-    if (get_array(o_sorted, &sorted, 1, "sorted") < 0)
-        goto release_order;
-    Py_ssize_t n = in.len / 8;
-    if (order.len / 8 != n || sorted.len / 8 != n) {
-        PyErr_SetString(PyExc_ValueError, "h64, order and sorted must have the same length");
-        goto release_sorted;
+    if (get_typed(o_r, &br, 8, "refs") < 0)
+        goto release_k;
+    if (get_typed(o_c, &bc, 4, "checks") < 0)
+        goto release_r;
+    Py_ssize_t n = bk.len / 8;
+    if (br.len / 8 != n || bc.len / 4 != n) {
+        PyErr_SetString(PyExc_ValueError, "h64, refs and checks must have the same length");
+        goto release_c;
     }
     {
-        const uint64_t *h = (const uint64_t *)in.buf;
-        uint64_t *sk = (uint64_t *)sorted.buf;
-        int64_t *ix = (int64_t *)order.buf;
+        uint64_t *k = bk.buf, *r = br.buf;
+        uint32_t *c = bc.buf;
         int bits1 = bits_for(n, 10), shift1 = 64 - bits1;
-        int64_t *count1 = PyMem_RawMalloc((((size_t)1 << bits1) + 1) * sizeof(int64_t));
-        int failed = count1 == NULL;
+        size_t nb1 = (size_t)1 << bits1;
+        int64_t *end1 = PyMem_RawCalloc(nb1 + 1, sizeof(int64_t));
+        int64_t *next = PyMem_RawMalloc((nb1 + 1) * sizeof(int64_t));
+        int failed = end1 == NULL || next == NULL;
         Py_BEGIN_ALLOW_THREADS
         if (!failed) {
-            if (bits1 == 0) { /* tiny input: one bucket */
-                for (Py_ssize_t i = 0; i < n; i++) {
-                    sk[i] = h[i];
-                    ix[i] = i;
-                }
-                count1[0] = n;
-            } else {
-                scatter(h, NULL, sk, ix, n, shift1, bits1, count1);
-            }
-            Py_ssize_t biggest = 0, lo = 0;
-            size_t nb1 = (size_t)1 << bits1;
+#define B1(x) (bits1 ? (size_t)((x) >> shift1) : 0)
+            for (Py_ssize_t i = 0; i < n; i++)
+                end1[B1(k[i]) + 1]++;
+            Py_ssize_t biggest = 0;
             for (size_t b = 0; b < nb1; b++) {
-                if (count1[b] - lo > biggest)
-                    biggest = count1[b] - lo;
-                lo = count1[b];
+                if (end1[b + 1] > biggest)
+                    biggest = end1[b + 1];
+                end1[b + 1] += end1[b];
+                next[b] = end1[b]; /* start of bucket b */
             }
+            /* In place: swap each element into its bucket (cycle following). */
+            for (size_t b = 0; b < nb1; b++) {
+                while (next[b] < end1[b + 1]) {
+                    int64_t i = next[b];
+                    size_t d = B1(k[i]);
+                    if (d == b) {
+                        next[b]++;
+                        continue;
+                    }
+                    int64_t j = next[d]++;
+                    uint64_t tk = k[i], tr = r[i];
+                    uint32_t tc = c[i];
+                    k[i] = k[j], r[i] = r[j], c[i] = c[j];
+                    k[j] = tk, r[j] = tr, c[j] = tc;
+                }
+            }
+#undef B1
             int bits2 = bits_for(biggest, 16);
-            uint64_t *tk = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * 8);
-            int64_t *ti = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * 8);
-            kv_pair *pairs = PyMem_RawMalloc((size_t)(biggest ? biggest : 1) * sizeof(kv_pair));
-            int64_t *count2 = PyMem_RawMalloc((((size_t)1 << bits2) + 1) * sizeof(int64_t));
-            if (!tk || !ti || !pairs || !count2) {
+            size_t sz = (size_t)(biggest ? biggest : 1);
+            uint64_t *tk = PyMem_RawMalloc(sz * 8), *tr = PyMem_RawMalloc(sz * 8);
+            uint32_t *tc = PyMem_RawMalloc(sz * 4);
+            kv_rec *scratch = PyMem_RawMalloc(sz * sizeof(kv_rec));
+            int64_t *count = PyMem_RawMalloc((((size_t)1 << bits2) + 1) * sizeof(int64_t));
+            if (!tk || !tr || !tc || !scratch || !count) {
                 failed = 1;
             } else {
-                lo = 0;
+                int shift2 = shift1 - bits2 < 0 ? 0 : shift1 - bits2;
+                uint64_t mask2 = ((uint64_t)1 << bits2) - 1;
                 for (size_t b = 0; b < nb1; b++) {
-                    Py_ssize_t m = count1[b] - lo;
-                    uint64_t *bk = sk + lo;
-                    int64_t *bi = ix + lo;
-                    if (m > 48 && bits2 > 0) {
-                        int shift2 = shift1 - bits2;
-                        if (shift2 < 0)
-                            shift2 = 0;
-                        memcpy(tk, bk, (size_t)m * 8);
-                        memcpy(ti, bi, (size_t)m * 8);
-                        scatter(tk, ti, bk, bi, m, shift2, bits2, count2);
-                        Py_ssize_t lo2 = 0;
-                        for (size_t c = 0; c < ((size_t)1 << bits2); c++) {
-                            small_sort(bk + lo2, bi + lo2, count2[c] - lo2, pairs);
-                            lo2 = count2[c];
-                        }
-                    } else {
-                        small_sort(bk, bi, m, pairs);
+                    int64_t lo = end1[b];
+                    Py_ssize_t m = end1[b + 1] - lo;
+                    if (m <= 48 || bits2 == 0) {
+                        small_sort(k + lo, r + lo, c + lo, m, scratch);
+                        continue;
                     }
-                    lo = count1[b];
+                    memcpy(tk, k + lo, (size_t)m * 8);
+                    memcpy(tr, r + lo, (size_t)m * 8);
+                    memcpy(tc, c + lo, (size_t)m * 4);
+                    size_t nb2 = (size_t)1 << bits2;
+                    memset(count, 0, (nb2 + 1) * sizeof(int64_t));
+                    for (Py_ssize_t i = 0; i < m; i++)
+                        count[((tk[i] >> shift2) & mask2) + 1]++;
+                    for (size_t q = 0; q < nb2; q++)
+                        count[q + 1] += count[q];
+                    for (Py_ssize_t i = 0; i < m; i++) {
+                        int64_t at = lo + count[(tk[i] >> shift2) & mask2]++;
+                        k[at] = tk[i], r[at] = tr[i], c[at] = tc[i];
+                    }
+                    int64_t lo2 = lo; /* count[q] is now where sub-bucket q ends, relative to lo */
+                    for (size_t q = 0; q < nb2; q++) {
+                        small_sort(k + lo2, r + lo2, c + lo2, lo + count[q] - lo2, scratch);
+                        lo2 = lo + count[q];
+                    }
                 }
             }
             PyMem_RawFree(tk);
-            PyMem_RawFree(ti);
-            PyMem_RawFree(pairs);
-            PyMem_RawFree(count2);
+            PyMem_RawFree(tr);
+            PyMem_RawFree(tc);
+            PyMem_RawFree(scratch);
+            PyMem_RawFree(count);
         }
         Py_END_ALLOW_THREADS
-        PyMem_RawFree(count1);
+        PyMem_RawFree(end1);
+        PyMem_RawFree(next);
         if (failed) {
             PyErr_NoMemory();
-            goto release_sorted;
+            goto release_c;
         }
     }
     result = Py_NewRef(Py_None);
-release_sorted:
-    PyBuffer_Release(&sorted);
-release_order:
-    PyBuffer_Release(&order);
-release_in:
-    PyBuffer_Release(&in);
+release_c:
+    PyBuffer_Release(&bc);
+release_r:
+    PyBuffer_Release(&br);
+release_k:
+    PyBuffer_Release(&bk);
     return result;
 }
 
 static PyMethodDef module_methods[] = {
     {"hash_spans", mod_hash_spans, METH_VARARGS, "hash_spans(buffer, starts, ends, out): xxh3_64 of each span into out"},
-    {"sort_hashes", mod_sort_hashes, METH_VARARGS, "sort_hashes(h64, order, sorted): stable argsort of uint64 hashes, and the sorted hashes"},
+    {"sort_records", mod_sort_records, METH_VARARGS, "sort_records(h64, refs, checks): sort the three in place by (h64, ref)"},
     {"xxh3_64", mod_xxh3_64, METH_O, "xxh3_64(buffer) -> int, seed 0 (checked against the xxhash package in tests)"},
     {NULL, NULL, 0, NULL},
 };

@@ -485,19 +485,17 @@ class _TableWriter:
         n = self.n
         h64, refs, checks = self.h64[:n], self.refs[:n], self.checks[:n]
         self.h64 = self.refs = self.checks = None
-        # Stable: equal keys stay in input order (duplicates resolve by it).
+        # By hash, equal keys in input order (duplicates resolve by it): refs
+        # grow with input position, so that is the order of (hash, ref).
         c = native()
-        if c is not None:  # the same order, in linear time (a counting sort on the hash bits)
-            order, by_hash = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
-            c.sort_hashes(h64, order, by_hash)
-            h64 = by_hash
-            del by_hash
+        if c is not None:  # in place and in linear time: no index array, no copies
+            c.sort_records(h64, refs, checks)
         else:
             order = np.argsort(h64, kind="stable")
             h64 = h64[order]
-        refs = refs[order]
-        checks = checks[order]
-        del order
+            refs = refs[order]
+            checks = checks[order]
+            del order
         keep = self._resolve_duplicates(h64, refs, report, source, skipped_lines, on_duplicate)
         if keep is not None:
             h64, refs, checks = h64[keep], refs[keep], checks[keep]
@@ -515,10 +513,15 @@ class _TableWriter:
         pos *= home_slots
         pos >>= 32
         if n:
-            steps = np.arange(n, dtype=np.int64)
-            pos -= steps
-            np.maximum.accumulate(pos, out=pos)
-            pos += steps
+            carry = np.iinfo(np.int64).min
+            for a in range(0, n, 1 << 20):  # chunked: no second full-size array
+                chunk = pos[a : a + (1 << 20)]
+                steps = np.arange(a, a + len(chunk), dtype=np.int64)
+                chunk -= steps
+                chunk[0] = max(int(chunk[0]), carry)
+                np.maximum.accumulate(chunk, out=chunk)
+                carry = int(chunk[-1])
+                chunk += steps
             del steps
             max_disp = 0
             for a in range(0, n, 1 << 20):  # chunked: no second full-size array
@@ -598,7 +601,10 @@ class _TableWriter:
 
     @staticmethod
     def value_bytes_of(refs: np.ndarray) -> int:
-        return int((refs & np.uint64(fmt.LEN_MASK)).sum(dtype=np.uint64)) - fmt.VALUE_AT * len(refs)
+        total, mask, step = 0, np.uint64(fmt.LEN_MASK), 1 << 20
+        for a in range(0, len(refs), step):  # chunked: no full-size temporary at the memory peak
+            total += int((refs[a : a + step] & mask).sum(dtype=np.uint64))
+        return total - fmt.VALUE_AT * len(refs)
 
     def _resolve_duplicates(self, h64, refs, report, source, skipped_lines, on_duplicate):
         """Find equal keys among equal hashes; return the rows to keep, or None."""

@@ -82,24 +82,30 @@ def test_hash_spans_refuses_wrong_arrays():
 
 @needs_c
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 9, 49, 1000, 200_003])
-def test_sort_hashes_is_numpys_stable_argsort(n):
+def test_sort_records_gives_numpys_stable_argsort_order(n):
     rng = np.random.default_rng(n)
     random_hashes = rng.integers(0, 2**64, n, dtype=np.uint64)
     repeated = random_hashes.copy()
-    repeated[1 : n // 2 : 3] = random_hashes[0] if n else 0  # many equal hashes: ties keep index order
+    repeated[1 : n // 2 : 3] = random_hashes[0] if n else 0  # many equal hashes: ties keep input order
     crowded = random_hashes >> np.uint64(30)  # all in the first buckets: the crafted-keys fallback
     low_bits_only = random_hashes & np.uint64(0xFF)
+    refs = np.arange(n, dtype=np.uint64) * np.uint64(100) + np.uint64(4096)  # grow with input position
+    checks = rng.integers(0, 2**32, n, dtype=np.uint32)
     for h in (random_hashes, repeated, crowded, low_bits_only, np.zeros(n, dtype=np.uint64)):
-        order, by_hash = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
-        c.sort_hashes(h, order, by_hash)
-        expected = np.argsort(h, kind="stable")
-        assert np.array_equal(order, expected) and np.array_equal(by_hash, h[expected])
+        k2, r2, c2 = h.copy(), refs.copy(), checks.copy()
+        c.sort_records(k2, r2, c2)
+        order = np.argsort(h, kind="stable")
+        assert np.array_equal(k2, h[order]) and np.array_equal(r2, refs[order]) and np.array_equal(c2, checks[order])
 
 
 @needs_c
-def test_sort_hashes_refuses_mismatched_arrays():
+def test_sort_records_refuses_mismatched_or_wrong_arrays():
     with pytest.raises(ValueError, match="same length"):
-        c.sort_hashes(np.zeros(3, dtype=np.uint64), np.empty(2, dtype=np.int64), np.empty(3, dtype=np.uint64))
+        c.sort_records(np.zeros(3, dtype=np.uint64), np.zeros(2, dtype=np.uint64), np.zeros(3, dtype=np.uint32))
+    with pytest.raises(TypeError, match="4-byte"):
+        c.sort_records(np.zeros(3, dtype=np.uint64), np.zeros(3, dtype=np.uint64), np.zeros(3, dtype=np.uint64))
+    with pytest.raises((TypeError, BufferError)):
+        c.sort_records(bytes(24), np.zeros(3, dtype=np.uint64), np.zeros(3, dtype=np.uint32))  # read-only
 
 
 def both_lookups(path):
