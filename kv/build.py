@@ -95,6 +95,9 @@ class BuildReport:
         return asdict(self)
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def default_table_path(data: str | os.PathLike) -> Path:
     p = Path(data)
     return p.with_suffix(".kvt") if p.suffix != ".kvt" else p.with_name(p.name + ".kvt")
@@ -158,9 +161,12 @@ def build_table(
             "duplicates": 0,
         }
         writer.finish(meta, report, data, reader.skipped_lines, on_duplicate, load_factor)
-    except BaseException:
+    except BaseException as e:
         if writer is not None:
             writer.abort()
+        if isinstance(e, OSError) and e.filename is None and e.errno in _WRITE_ERRNOS:
+            # Only writes fail so; name the table, not the input.
+            raise OSError(e.errno, f"{e.strerror} (writing the table; nothing was left under that name)", str(out)) from e
         raise
     report.seconds = time.perf_counter() - t0
     return report

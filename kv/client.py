@@ -99,6 +99,16 @@ class Client:
         shards = self.shard_map()
         if not shards:
             return self._batches("/v1/batch", keys)
+        try:
+            return self._get_sharded(keys, shards)
+        except ServerError as e:
+            if e.status not in (404, 421):  # 421: a key's shard moved; 404: no such shard any more
+                raise
+        self._shards = None  # resharded since the map was read: read it again, and try once more
+        shards = self.shard_map()
+        return self._get_sharded(keys, shards) if shards else self._batches("/v1/batch", keys)
+
+    def _get_sharded(self, keys: list[str], shards: dict) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
         from .keys import canonical_key, shard_of

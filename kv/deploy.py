@@ -41,6 +41,7 @@ def render_nginx(
     max_fails: int = 1,
     fail_timeout: str = "5s",
     keepalive: int = 32,
+    keepalive_timeout: str = "4s",
     max_body: str = "256k",
     connect_timeout: str = "1s",
     read_timeout: str = "5s",
@@ -56,7 +57,11 @@ def render_nginx(
     blocks = []
     for i in range(shards):
         servers = "\n".join(f"    server {addr} max_fails={max_fails} fail_timeout={fail_timeout};" for addr in upstreams[i])
-        blocks.append(f"upstream kv_shard_{i} {{\n{servers}\n    keepalive {keepalive};\n}}\n")
+        # Idle upstream connections close on nginx's side first (kv closes them
+        # after --keepalive, 5 s by default): a request never lands on a
+        # connection the server is closing, which would count as a failure.
+        blocks.append(f"upstream kv_shard_{i} {{\n{servers}\n    keepalive {keepalive};\n"
+                      f"    keepalive_timeout {keepalive_timeout};\n}}\n")
     bits = shards.bit_length() - 1
     entries = []
     for byte in range(256):
@@ -67,9 +72,11 @@ def render_nginx(
     return template.substitute(
         command=command,
         shards=shards,
+        last_shard=shards - 1,
         bits=bits,
         upstreams="\n".join(blocks),
         map_entries="\n".join(entries),
+        shard_entries="\n".join(f"    {i} kv_shard_{i};" for i in range(shards)),
         listen=listen,
         max_body=max_body,
         connect_timeout=connect_timeout,

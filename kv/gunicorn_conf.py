@@ -7,9 +7,28 @@ hand: KV_TABLE=table.kvt gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app(
 import os
 import shutil
 
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, and in a container its
+    cgroup v2 CPU quota (cpu.max), not the host's core count."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 worker_class = "kv.worker.KVWorker"  # uvicorn: uvloop event loop, httptools parser (see kv/worker.py)
 bind = [os.environ.get("KV_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("KV_WORKERS", os.cpu_count() or 1))
+workers = int(os.environ.get("KV_WORKERS", 0)) or available_cpus()
 preload_app = False  # every worker maps the table itself, after fork
 keepalive = 5  # seconds an idle keep-alive connection stays open
 timeout = 30  # a worker silent this long is killed and replaced

@@ -163,6 +163,32 @@ def set_table_gauges(table) -> None:
 
 
 def mark_process_dead(pid: int) -> None:
-    """gunicorn child_exit hook: drop a dead worker's live gauges."""
-    if multiprocess_dir():
-        multiprocess.mark_process_dead(pid)
+    """gunicorn child_exit hook: drop a dead worker's live gauges and fold its
+    counters and histograms into the `*_retired.db` files, so the directory
+    holds one file per live worker, not one per worker ever started (every
+    reload starts new ones), and the totals keep the dead worker's counts."""
+    d = multiprocess_dir()
+    if not d:
+        return
+    multiprocess.mark_process_dead(pid)
+    for kind in ("counter", "histogram"):
+        retire_file(os.path.join(d, f"{kind}_{pid}.db"), os.path.join(d, f"{kind}_retired.db"))
+
+
+def retire_file(dead: str, archive: str) -> None:
+    """Add every value of a dead worker's file into the archive file, then
+    delete it. Only the gunicorn master calls this (workers never write the
+    archive); a scrape in the instant between the two steps may count the
+    dead worker twice or not at all, which the next scrape corrects."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    if not os.path.exists(dead):
+        return
+    into = MmapedDict(archive)
+    try:
+        for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+            total, _ = into.read_value(key)
+            into.write_value(key, total + value, timestamp)
+    finally:
+        into.close()
+    os.unlink(dead)

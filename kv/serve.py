@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DataFormatError, TableCorrupt
+from .gunicorn_conf import available_cpus
 
 
 def add_arguments(p):
@@ -25,8 +26,9 @@ def add_arguments(p):
     p.add_argument("--root", metavar="DIR", help="serve DIR/current (see kv publish) instead of PATH")
     p.add_argument("--bind", default=os.environ.get("KV_BIND", "127.0.0.1:8000"), metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:8000; env KV_BIND)")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("KV_WORKERS", 0)) or os.cpu_count(),
-                   help="worker processes (default: number of CPU cores; env KV_WORKERS)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("KV_WORKERS", 0)) or available_cpus(),
+                   help="worker processes (default: the CPUs this process may use, affinity and cgroup quota "
+                        "counted; env KV_WORKERS)")
     p.add_argument("--keepalive", type=int, default=int(os.environ.get("KV_KEEPALIVE", 5)), metavar="SECONDS",
                    help="close a connection idle this long, or whose request head is not complete this long "
                         "after its first byte (default 5; env KV_KEEPALIVE)")
@@ -171,3 +173,35 @@ class GunicornServer(_gunicorn_base()):
         from .app import create_app
 
         return create_app()
+
+    def run(self):
+        from gunicorn.arbiter import Arbiter
+
+        class KVArbiter(Arbiter):
+            def handle_hup(self):
+                # A new worker that cannot open the table fails to boot, and
+                # gunicorn then stops the whole server: check the table first
+                # and keep serving the open one if the new one is bad.
+                problem = table_problem(os.environ["KV_TABLE"])
+                if problem:
+                    self.log.error("reload refused, still serving the table the workers have open: %s", problem)
+                    return
+                super().handle_hup()
+
+        try:
+            KVArbiter(self).run()
+        except RuntimeError as e:
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.exit(1)
+
+
+def table_problem(path: str) -> str | None:
+    """Why the table at `path` cannot be served (O(1): header checks only), or None."""
+    from .table import open_table
+
+    try:
+        open_table(path).close()
+    except (OSError, TableCorrupt) as e:
+        target = os.path.realpath(path)
+        return str(e) + (f" ({path} points at {target})" if target != os.path.abspath(path) else "")
+    return None

@@ -24,7 +24,8 @@ def running_server(*args: str, workers: int = 2, env: dict | None = None, timeou
     port = free_port()
     cmd = [KV, "serve", *map(str, args), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
     full_env = dict(os.environ, **(env or {}))
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if "PROMETHEUS_MULTIPROC_DIR" not in (env or {}):
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # kv serve makes its own
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

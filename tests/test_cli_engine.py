@@ -238,3 +238,19 @@ def test_inspect_a_corrupt_or_missing_table_exits_1(kv_cli, gen_table, tmp_path)
     for p in (tmp_path / "cut.kvt", tmp_path / "missing.kvt"):
         code, _, err = kv_cli("inspect", p)
         assert code == 1 and "kv inspect:" in err
+
+
+def test_a_full_disk_is_reported_against_the_table_not_the_input(kv_cli, tmp_path, monkeypatch):
+    import errno
+
+    from kv import build
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(build._TableWriter, "add", full)
+    src = data_file(tmp_path, f"{K1} one\n".encode())
+    code, _, err = kv_cli("build", src, "-o", tmp_path / "out.kvt")
+    assert code == 1
+    assert f"{tmp_path / 'out.kvt'}: No space left on device (writing the table" in err and "in.data" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.data"]  # no table, no temporary file

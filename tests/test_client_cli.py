@@ -93,3 +93,38 @@ def test_stats_prints_counters(server):
     r = kv_cli("stats", url=url)
     assert r.returncode == 0
     assert f"{len(records):,}".encode() in r.stdout and b"hits" in r.stdout
+    worker = next(line for line in r.stdout.decode().splitlines() if line.startswith("worker "))
+    assert worker.split()[1].isdigit()  # a pid, printed as the kernel shows it: no thousands separator
+
+
+def test_get_many_rereads_the_shard_map_after_a_reshard():
+    """The front went from 2 to 4 shards since the client read its map: the
+    old per-shard batch answers 421, the client reads the map again, once."""
+    import json as _json
+
+    import httpx
+
+    from kv.client import Client
+    from kv.keys import shard_of
+
+    keys = [str(uuid.UUID(int=i << 120 | 7, version=4)) for i in range(0, 256, 9)]
+    maps = [2, 4]
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v1/shards":
+            n = maps.pop(0) if len(maps) > 1 else maps[0]
+            return httpx.Response(200, json={"shards": n, "batch_path": "/v1/shards/{index}/batch"})
+        if request.url.path == "/openapi.json":
+            return httpx.Response(404)
+        index = int(request.url.path.split("/")[3])
+        asked = _json.loads(request.content)["keys"]
+        if any(shard_of(k.encode(), 4) != index for k in asked):  # the cluster has 4 shards now
+            return httpx.Response(421, json={"detail": "key(s) of other shards"})
+        return httpx.Response(200, json={"values": {k: "v" + k[:2] for k in asked}, "missing": []})
+
+    with Client("http://front.invalid") as c:
+        c.http = httpx.Client(base_url="http://front.invalid", transport=httpx.MockTransport(handler))
+        assert c.get_many(keys) == {k: ("v" + k[:2]).encode() for k in keys}
+        assert calls.count("/v1/shards") == 2 and c.shard_map()["shards"] == 4

@@ -30,9 +30,10 @@ def wait_for(url, name, want, timeout=3.0, **labels):
         time.sleep(0.05)
 
 
-def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table):
+def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table, tmp_path):
     table, records = gen_table
-    with running_server(table, workers=2) as (url, proc):
+    metrics_dir = tmp_path / "metrics"
+    with running_server(table, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as (url, proc):
         n = 50
         for k, _ in records[:n]:
             assert fresh_get(f"{url}/v1/keys/{k}").status_code == 200
@@ -65,3 +66,7 @@ def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table):
         workers, text = wait_for(url, "kv_workers", 2)
         assert workers == 2  # the dead worker's live gauge is gone, the new one counted
         assert not re.search(rf'pid="{victim}"', text)
+        # The dead worker's files were folded into *_retired.db: one file set per live worker.
+        names = sorted(p.name for p in metrics_dir.iterdir())
+        assert not [n for n in names if f"_{victim}.db" in n], names
+        assert "counter_retired.db" in names and "histogram_retired.db" in names

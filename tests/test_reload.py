@@ -12,7 +12,7 @@ import httpx
 from conftest import write_records
 from kv.client import Client
 from kv.publish import publish
-from serverutil import running_server
+from serverutil import fresh_get, running_server
 
 THREADS = 8
 
@@ -78,3 +78,32 @@ def test_publish_and_reload_under_load_fail_nothing(tmp_path):
     assert {g for _, g in seen} == set(tags)  # both generations were served
     late = {g for t, g in seen if t > switched + 0.5}
     assert late == {new}
+
+
+def test_a_reload_onto_a_damaged_table_is_refused_and_the_old_one_served(tmp_path):
+    """A new worker that cannot open its table would fail to boot and gunicorn
+    would stop the whole server; kv checks the table first and refuses the reload."""
+    import os
+
+    keys = [str(uuid.UUID(int=i, version=4)) for i in range(1, 50)]
+    root = tmp_path / "root"
+    good = publish(make_generation(tmp_path / "a.data", keys, "alpha"), root, log=lambda m: None)
+    with running_server("--root", root, workers=2) as (url, proc):
+        deadline = time.monotonic() + 20
+        while len({fresh_get(f"{url}/v1/stats").json()["worker"] for _ in range(10)}) < 2:  # both have mapped the table
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.1)
+        raw = (root / "generations" / f"{good}.kvt").read_bytes()
+        (root / "generations" / "bad.kvt").write_bytes(raw[: len(raw) // 2])  # truncated
+        os.symlink("generations/bad.kvt", root / ".current.tmp")
+        os.replace(root / ".current.tmp", root / "current")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None, "the server stopped: " + proc.stdout.read().decode(errors="replace")[-3000:]
+        with Client(url) as c:
+            for k in keys[:20]:
+                assert c.get(k) == f"{k[:8]} alpha".encode() and c.last_generation == good
+        pids = {fresh_get(f"{url}/v1/stats").json()["worker"] for _ in range(20)}
+        assert len(pids) == 2
+    log = proc.stdout.read().decode(errors="replace")
+    assert "reload refused" in log and "bad.kvt" in log, log

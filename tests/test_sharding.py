@@ -110,6 +110,22 @@ def test_front_serves_the_shard_map(cluster):
     assert len(m["map"][0]["replicas"]) == 2
 
 
+def test_a_shards_batch_path_routes_to_that_shard_and_unknown_shards_are_404(cluster):
+    k = next(k for k, _ in cluster["records"] if shard_of(k.encode(), 2) == 1)
+    with httpx.Client(base_url=cluster["url"], timeout=5) as c:
+        assert c.post("/v1/shards/1/batch", json={"keys": [k]}).json()["values"] == {k: dict(cluster["records"])[k].decode()}
+        assert c.post("/v1/shards/0/batch", json={"keys": [k]}).status_code == 421  # shard 0 does not hold it
+        for bad in ("2", "99", "007", "12345"):
+            r = c.post(f"/v1/shards/{bad}/batch", json={"keys": [k]})
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", bad
+            assert "numbered 0 to 1" in r.json()["detail"]
+
+
+def test_upstream_connections_idle_out_before_the_servers_keepalive(cluster):
+    conf = (cluster["dir"] / "kv.conf").read_text()
+    assert conf.count("keepalive_timeout 4s;") == 2  # below kv serve's default --keepalive 5
+
+
 def test_shard_servers_answer_421_for_foreign_keys(cluster):
     k = next(k for k, _ in cluster["records"] if shard_of(k.encode(), 2) == 1)
     port = cluster["ports"][(0, 0)]

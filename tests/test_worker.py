@@ -4,9 +4,12 @@ request split across packets is still served, and a reload answers the next
 request on an old keep-alive connection with `Connection: close` instead of
 resetting it."""
 
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -133,3 +136,16 @@ def test_reload_answers_an_old_keepalive_connection_with_connection_close(gen_ta
         while old in worker_pids(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert old not in worker_pids(proc.pid), "the old worker did not exit once its connection closed"
+
+
+def test_default_worker_count_follows_the_cpus_this_process_may_use():
+    """In a container or under taskset, the host's core count is not ours to use."""
+    code = ("import os; os.sched_setaffinity(0, {0}); "
+            "from kv.gunicorn_conf import available_cpus; print(available_cpus())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"})
+    assert out.stdout.strip() == "1"
+    code = "import os; os.sched_setaffinity(0, {0}); import kv.gunicorn_conf as g; print(g.workers)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"})
+    assert out.stdout.strip() == "1"

@@ -26,7 +26,7 @@ def run(args) -> int:
     for k, v in s.items():
         if isinstance(v, dict):
             v = json.dumps(v)
-        elif isinstance(v, int):
+        elif isinstance(v, int) and k not in ("pid", "worker"):  # counts get separators, ids do not
             v = f"{v:,}"
         print(f"{k:<14} {v}")
     return 0
