@@ -17,7 +17,13 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    request head a byte at a time, would hold a file descriptor forever (a
    slowloris client needs nothing more). Here the keep-alive timeout (gunicorn
    `keepalive`, 5 s) also runs from the moment a connection is accepted, and a
-   request head must be complete within it of its first byte.
+   sweep every `keepalive` seconds closes a connection that was receiving a
+   request head at the last sweep and still has not completed it: a head must
+   be complete within one to two `keepalive` periods of its first byte.
+
+Both rules stay off the per-request path (no method of the protocol that runs
+for every request is overridden): the drain adds `Connection: close` to the
+worker's default response headers, and the head check is the periodic sweep.
 """
 
 from __future__ import annotations
@@ -26,42 +32,61 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 
+_NOT_SEEN = object()
+
+
 class KVHttpProtocol(HttpToolsProtocol):
-    draining = False
-    _head_deadline: float | None = None
+    _head_seen = _NOT_SEEN  # the cycle after which a partial head was last seen
+    _sweeping: set = set()  # the server states this process sweeps (one per worker)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm_idle_timer()
+        state = self.server_state
+        if id(state) not in KVHttpProtocol._sweeping:
+            KVHttpProtocol._sweeping.add(id(state))
+            self.loop.call_later(self.timeout_keep_alive, _sweep, self.loop, state, self.timeout_keep_alive)
 
     def _arm_idle_timer(self) -> None:
         if self.timeout_keep_alive_task is None and not self.transport.is_closing():
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    def data_received(self, data: bytes) -> None:
-        awaiting = self.cycle is None or self.cycle.response_complete
-        super().data_received(data)  # cancels the idle timer
-        if awaiting and (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
-            # Part of a request head arrived: the rest must follow in time.
-            if self._head_deadline is None:
-                self._head_deadline = self.loop.time() + self.timeout_keep_alive
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_at(self._head_deadline, self.timeout_keep_alive_handler)
+    def _check_head(self) -> None:
+        """Between requests, a cancelled idle timer means bytes of a next
+        request head arrived (data_received cancels it; a complete head starts
+        a new cycle). Seen so at two sweeps in a row, with no new cycle: close."""
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            if self._head_seen is cycle:
+                self.transport.close()
+            else:
+                self._head_seen = cycle
         else:
-            self._head_deadline = None
+            self._head_seen = _NOT_SEEN
 
     def shutdown(self) -> None:
-        self.draining = True
+        # Responses from now on say `Connection: close` (uvicorn then closes
+        # after them); the server's clock no longer refreshes these headers.
+        state = self.server_state
+        if _CLOSE not in state.default_headers:
+            state.default_headers = [*state.default_headers, _CLOSE]
         if self.cycle is None or self.cycle.response_complete:
             self._arm_idle_timer()  # idle: wait for a last request or the ordinary timeout
         else:
             self.cycle.keep_alive = False  # in flight: this response says Connection: close
 
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        if self.draining and self.cycle is not None:
-            self.cycle.keep_alive = False
+
+_CLOSE = (b"connection", b"close")
+
+
+def _sweep(loop, state, period: float) -> None:
+    for conn in list(state.connections):
+        if isinstance(conn, KVHttpProtocol):
+            conn._check_head()
+    loop.call_later(period, _sweep, loop, state, period)
 
 
 class KVWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none"}
+    # No `server: uvicorn` header: it tells a scanner what to try, and costs
+    # every response a header (Date stays: HTTP requires it).
+    CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none", "server_header": False}
