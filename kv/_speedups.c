@@ -478,12 +478,15 @@ static PyObject *mod_xxh3_64(PyObject *Py_UNUSED(mod), PyObject *arg)
 /* hash_spans(buffer, starts, ends, out): out[i] = xxh3_64(buffer[starts[i]:ends[i]]).
  * starts and ends are int64 arrays, out a uint64 array, all of one length; the
  * builder hashes a block of keys (or records) in one call, without the GIL. */
-static int get_array(PyObject *o, Py_buffer *b, int writable, const char *name)
+/* A C-contiguous array of `itemsize`-byte integers (numpy's int64, uint64,
+ * uint32 ...), writable if asked; else TypeError naming the argument. */
+static int get_ints(PyObject *o, Py_buffer *b, Py_ssize_t itemsize, int writable, const char *name)
 {
     if (PyObject_GetBuffer(o, b, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
         return -1;
-    if (b->itemsize != 8 || b->format == NULL || strchr("qQlLk", b->format[strlen(b->format) - 1]) == NULL) {
-        PyErr_Format(PyExc_TypeError, "%s must be a contiguous array of 8-byte integers", name);
+    if (b->itemsize != itemsize || b->format == NULL || strchr("BHILQbhilqk", b->format[strlen(b->format) - 1]) == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous%s array of %zd-byte integers", name,
+                     writable ? " writable" : "", itemsize);
         PyBuffer_Release(b);
         return -1;
     }
@@ -499,11 +502,11 @@ static PyObject *mod_hash_spans(PyObject *Py_UNUSED(mod), PyObject *args)
         return NULL;
     if (PyObject_GetBuffer(o_buf, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (get_array(o_starts, &st, 0, "starts") < 0)
+    if (get_ints(o_starts, &st, 8, 0, "starts") < 0)
         goto release_buf;
-    if (get_array(o_ends, &en, 0, "ends") < 0)
+    if (get_ints(o_ends, &en, 8, 0, "ends") < 0)
         goto release_st;
-    if (get_array(o_out, &out, 1, "out") < 0)
+    if (get_ints(o_out, &out, 8, 1, "out") < 0)
         goto release_en;
     Py_ssize_t n = st.len / 8;
     if (en.len / 8 != n || out.len / 8 != n) {
@@ -600,18 +603,6 @@ static int bits_for(Py_ssize_t n, int cap) /* buckets of about 8 */
     return bits;
 }
 
-static int get_typed(PyObject *o, Py_buffer *b, Py_ssize_t itemsize, const char *name)
-{
-    if (PyObject_GetBuffer(o, b, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    if (b->itemsize != itemsize || b->format == NULL || strchr("BHILQbhilqk", b->format[strlen(b->format) - 1]) == NULL) {
-        PyErr_Format(PyExc_TypeError, "%s must be a writable contiguous array of %zd-byte integers", name, itemsize);
-        PyBuffer_Release(b);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
 {
     PyObject *o_k, *o_r, *o_c;
@@ -619,11 +610,11 @@ static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "OOO:sort_records", &o_k, &o_r, &o_c))
         return NULL;
-    if (get_typed(o_k, &bk, 8, "h64") < 0)
+    if (get_ints(o_k, &bk, 8, 1, "h64") < 0)
         return NULL;
-    if (get_typed(o_r, &br, 8, "refs") < 0)
+    if (get_ints(o_r, &br, 8, 1, "refs") < 0)
         goto release_k;
-    if (get_typed(o_c, &bc, 4, "checks") < 0)
+    if (get_ints(o_c, &bc, 4, 1, "checks") < 0)
         goto release_r;
     Py_ssize_t n = bk.len / 8;
     if (br.len / 8 != n || bc.len / 4 != n) {

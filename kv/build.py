@@ -433,6 +433,32 @@ def _show(text: bytes) -> str:
     return s + ("..." if len(text) > 80 else "")
 
 
+def _remove_orphans(out: Path) -> None:
+    """Delete temporary files a killed build (SIGKILL, power loss) left for
+    `out`: `.NAME.tmp-PID` whose process no longer runs. A live build's file,
+    even another process's, is left alone."""
+    prefix = f".{out.name}.tmp-"
+    try:
+        names = [n for n in os.listdir(out.parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): keep its file
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(out.parent / name)
+        except OSError:
+            pass
+
+
 class _TableWriter:
     """Appends records to a temporary file, then places slots and renames."""
 
@@ -440,6 +466,7 @@ class _TableWriter:
         self.out = out
         self.shard = shard
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(out)
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         self.f = open(self.tmp, "wb+")
         self.f.write(bytes(fmt.HEADER_SIZE))

@@ -316,6 +316,12 @@ def reload(root: str | None = None, pid_file: str | None = None, log=print, wait
     """SIGHUP the gunicorn master: new workers map ROOT/current, old ones
     finish their in-flight requests and exit. With wait > 0, wait (at most
     that many seconds) until none of the old workers is left."""
+    if root is not None and os.path.lexists(Path(root) / "current"):
+        from .serve import table_problem
+
+        problem = table_problem(str(Path(root) / "current"))
+        if problem:  # the server would refuse it too; say so here, signal nothing
+            raise PublishError(f"not reloading: {problem}; `kv rollback --root {root}` points current back")
     pid = read_pid(find_pid_file(root, pid_file))
     old = _children(pid) if wait > 0 else set()
     try:

@@ -397,6 +397,19 @@ def test_a_killed_build_leaves_no_file_under_the_final_name(big_data, tmp_path, 
         assert not list(tmp_path.glob(".big.kvt.tmp-*")), "a catchable signal removes the temporary file"
 
 
+def test_the_next_build_removes_what_a_sigkilled_build_left(big_data, tmp_path):
+    out = tmp_path / "big.kvt"
+    kill_midway(big_data, out, signal.SIGKILL)
+    orphans = list(tmp_path.glob(".big.kvt.tmp-*"))
+    assert orphans, "SIGKILL cannot be caught: the killed build's temporary file is still there"
+    live = tmp_path / f".big.kvt.tmp-{os.getppid()}"  # a running process's build: not an orphan
+    live.write_bytes(b"in progress")
+    small = write_records(tmp_path / "small.data", [(str(uuid.uuid4()), b"v")])
+    build_table(small, out)
+    assert out.exists() and not any(p.exists() for p in orphans)
+    assert live.exists()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
 def test_a_killed_rebuild_leaves_the_previous_table_untouched(big_data, table, tmp_path, sig):
     path, records = table

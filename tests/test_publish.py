@@ -382,3 +382,16 @@ def test_reload_refuses_a_stale_or_foreign_pid_file_and_says_what_to_do(tmp_path
     (root / "kv.pid").write_text("garbage")
     with pytest.raises(PublishError, match="does not hold a process id"):
         reload(str(root), log=quiet)
+
+
+def test_reload_refuses_a_current_table_that_cannot_open_and_signals_nothing(tmp_path):
+    root = tmp_path / "root"
+    good = publish(generation_of(tmp_path, 0), root, log=quiet)
+    raw = (root / "generations" / f"{good}.kvt").read_bytes()
+    (root / "generations" / "bad.kvt").write_bytes(raw[:100])
+    os.symlink("generations/bad.kvt", root / ".c")
+    os.replace(root / ".c", root / "current")
+    (root / "kv.pid").write_text(f"{os.getpid()}\n")  # were it signalled, this test process would die
+    r = run_kv("reload", "--root", root, "--wait", "0")
+    assert r.returncode == 1
+    assert "not reloading" in r.stderr and "bad.kvt" in r.stderr and "kv rollback" in r.stderr
