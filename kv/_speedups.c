@@ -547,51 +547,61 @@ release_buf:
  * Linear time for hashes: an in-place distribution on the top bits (at most
  * 1024 buckets), then each bucket, copied to a small scratch area, distributed
  * back by its next bits into sub-buckets of about 8, finished by insertion
- * sort. Crowded sub-buckets (crafted keys) fall back to qsort: never quadratic. */
-typedef struct {
-    uint64_t key, ref;
-    uint32_t check;
-} kv_rec;
+ * sort. A crowded bucket (many copies of one key, or crafted keys) is
+ * heap-sorted in place instead: O(m log m) and no memory, never quadratic. */
+#define REC_LESS(k1, r1, k2, r2) ((k1) < (k2) || ((k1) == (k2) && (r1) < (r2)))
+#define REC_SWAP(k, r, c, i, j)                                                                                        \
+    do {                                                                                                               \
+        uint64_t tk_ = k[i], tr_ = r[i];                                                                               \
+        uint32_t tc_ = c[i];                                                                                           \
+        k[i] = k[j], r[i] = r[j], c[i] = c[j];                                                                         \
+        k[j] = tk_, r[j] = tr_, c[j] = tc_;                                                                            \
+    } while (0)
 
-static int rec_cmp(const void *a, const void *b)
+static void sift_down(uint64_t *k, uint64_t *r, uint32_t *c, Py_ssize_t root, Py_ssize_t n)
 {
-    const kv_rec *x = a, *y = b;
-    if (x->key != y->key)
-        return x->key < y->key ? -1 : 1;
-    return (x->ref > y->ref) - (x->ref < y->ref);
+    for (;;) {
+        Py_ssize_t child = 2 * root + 1;
+        if (child >= n)
+            return;
+        if (child + 1 < n && REC_LESS(k[child], r[child], k[child + 1], r[child + 1]))
+            child++;
+        if (!REC_LESS(k[root], r[root], k[child], r[child]))
+            return;
+        REC_SWAP(k, r, c, root, child);
+        root = child;
+    }
 }
 
-#define REC_LESS(k1, r1, k2, r2) ((k1) < (k2) || ((k1) == (k2) && (r1) < (r2)))
-
-static void small_sort(uint64_t *k, uint64_t *r, uint32_t *c, Py_ssize_t n, kv_rec *scratch)
+static void heap_sort(uint64_t *k, uint64_t *r, uint32_t *c, Py_ssize_t n)
 {
-    if (n <= 48) {
-        for (Py_ssize_t i = 1; i < n; i++) {
-            uint64_t kk = k[i], rr = r[i];
-            uint32_t cc = c[i];
-            Py_ssize_t j = i;
-            while (j > 0 && REC_LESS(kk, rr, k[j - 1], r[j - 1])) {
-                k[j] = k[j - 1];
-                r[j] = r[j - 1];
-                c[j] = c[j - 1];
-                j--;
-            }
-            k[j] = kk;
-            r[j] = rr;
-            c[j] = cc;
-        }
+    for (Py_ssize_t i = n / 2 - 1; i >= 0; i--)
+        sift_down(k, r, c, i, n);
+    for (Py_ssize_t end = n - 1; end > 0; end--) {
+        REC_SWAP(k, r, c, 0, end);
+        sift_down(k, r, c, 0, end);
+    }
+}
+
+static void small_sort(uint64_t *k, uint64_t *r, uint32_t *c, Py_ssize_t n)
+{
+    if (n > 48) { /* a crowded sub-bucket */
+        heap_sort(k, r, c, n);
         return;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        scratch[i].key = k[i];
-        scratch[i].ref = r[i];
-        scratch[i].check = c[i];
-    }
-    qsort(scratch, (size_t)n, sizeof(kv_rec), rec_cmp);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        k[i] = scratch[i].key;
-        r[i] = scratch[i].ref;
-        c[i] = scratch[i].check;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        uint64_t kk = k[i], rr = r[i];
+        uint32_t cc = c[i];
+        Py_ssize_t j = i;
+        while (j > 0 && REC_LESS(kk, rr, k[j - 1], r[j - 1])) {
+            k[j] = k[j - 1];
+            r[j] = r[j - 1];
+            c[j] = c[j - 1];
+            j--;
+        }
+        k[j] = kk;
+        r[j] = rr;
+        c[j] = cc;
     }
 }
 
@@ -651,20 +661,20 @@ static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
                         continue;
                     }
                     int64_t j = next[d]++;
-                    uint64_t tk = k[i], tr = r[i];
-                    uint32_t tc = c[i];
-                    k[i] = k[j], r[i] = r[j], c[i] = c[j];
-                    k[j] = tk, r[j] = tr, c[j] = tc;
+                    REC_SWAP(k, r, c, i, j);
                 }
             }
 #undef B1
-            int bits2 = bits_for(biggest, 16);
-            size_t sz = (size_t)(biggest ? biggest : 1);
+            /* Scratch for buckets up to 4x the expected size; a bigger one is crowded. */
+            Py_ssize_t cap = 4 * (n >> bits1) + 4096;
+            if (biggest < cap)
+                cap = biggest;
+            int bits2 = bits_for(cap, 16);
+            size_t sz = (size_t)(cap ? cap : 1);
             uint64_t *tk = PyMem_RawMalloc(sz * 8), *tr = PyMem_RawMalloc(sz * 8);
             uint32_t *tc = PyMem_RawMalloc(sz * 4);
-            kv_rec *scratch = PyMem_RawMalloc(sz * sizeof(kv_rec));
             int64_t *count = PyMem_RawMalloc((((size_t)1 << bits2) + 1) * sizeof(int64_t));
-            if (!tk || !tr || !tc || !scratch || !count) {
+            if (!tk || !tr || !tc || !count) {
                 failed = 1;
             } else {
                 int shift2 = shift1 - bits2 < 0 ? 0 : shift1 - bits2;
@@ -673,7 +683,11 @@ static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
                     int64_t lo = end1[b];
                     Py_ssize_t m = end1[b + 1] - lo;
                     if (m <= 48 || bits2 == 0) {
-                        small_sort(k + lo, r + lo, c + lo, m, scratch);
+                        small_sort(k + lo, r + lo, c + lo, m);
+                        continue;
+                    }
+                    if (m > cap) {
+                        heap_sort(k + lo, r + lo, c + lo, m);
                         continue;
                     }
                     memcpy(tk, k + lo, (size_t)m * 8);
@@ -691,7 +705,7 @@ static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
                     }
                     int64_t lo2 = lo; /* count[q] is now where sub-bucket q ends, relative to lo */
                     for (size_t q = 0; q < nb2; q++) {
-                        small_sort(k + lo2, r + lo2, c + lo2, lo + count[q] - lo2, scratch);
+                        small_sort(k + lo2, r + lo2, c + lo2, lo + count[q] - lo2);
                         lo2 = lo + count[q];
                     }
                 }
@@ -699,7 +713,6 @@ static PyObject *mod_sort_records(PyObject *Py_UNUSED(mod), PyObject *args)
             PyMem_RawFree(tk);
             PyMem_RawFree(tr);
             PyMem_RawFree(tc);
-            PyMem_RawFree(scratch);
             PyMem_RawFree(count);
         }
         Py_END_ALLOW_THREADS
