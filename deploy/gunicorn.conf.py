@@ -1,4 +1,4 @@
-# gunicorn configuration for kv; `kv serve` uses the same settings.
+# gunicorn configuration for kv: `kv serve` runs with this file from a checkout (kv serve --config FILE for another).
 #   KV_TABLE=/var/lib/kv/current gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app()'
 # Settings and hooks live in the package (kv/gunicorn_conf.py) so an installed
 # kv and this file never disagree.

@@ -66,6 +66,42 @@ def content_type(value: bytes) -> str:
     return TEXT
 
 
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110, 13.1.2): W/"x" matches "x"."""
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+RAW_TYPES = {"text/plain", "application/octet-stream", "text/*", "*/*"}
+
+
+def wants_json(accept: str) -> bool:
+    """True when Accept ranks application/json above the raw value's types:
+    listed with q > 0 and no raw-compatible range (text/plain, */*, ...) with
+    a higher q. `application/json, */*;q=0.5` is JSON; `*/*;q=0.8, application/json;q=0.1`
+    and `application/json;q=0` are not."""
+    json_q, raw_q = 0.0, 0.0
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media == "application/json":
+            json_q = max(json_q, q)
+        elif media in RAW_TYPES:
+            raw_q = max(raw_q, q)
+    return json_q > 0 and json_q >= raw_q
+
+
 def problem(status: int, title: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
     """An RFC 9457 problem details response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
@@ -129,9 +165,9 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
                        headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid})
     counts.lookups[0] += 1
     headers = {"etag": state.etag, "x-kv-generation": state.table.generation}
-    if if_none_match is not None and (if_none_match.strip() == "*" or state.etag in [t.strip() for t in if_none_match.split(",")]):
+    if if_none_match is not None and etag_matches(if_none_match, state.etag):
         return Response(status_code=304, headers=headers)
-    if "application/json" in accept:
+    if "json" in accept and wants_json(accept):
         try:
             text = value.decode("utf-8")
             body = {"key": key, "value": text}
@@ -274,6 +310,7 @@ def build_api(state: State) -> FastAPI:
             "shard": {"index": state.shard[0], "count": state.shard[1]},
             "worker": int(state.pid),
             **metrics.totals(),
+            "lookups_by_worker": metrics.lookups_by_worker(),
         }
 
     @api.get("/healthz", summary="The process is alive")
@@ -332,7 +369,8 @@ def batch_from_body(state: State, body: bytes) -> Response:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return problem(400, "Bad request", 'expected a JSON object {"keys": ["<uuid>", ...]} with a list of strings')
     if len(keys) > state.max_batch:
-        return problem(413, "Batch too large", f"{len(keys)} keys; at most {state.max_batch} per batch, split it")
+        return problem(413, "Batch too large", f"{len(keys)} keys; at most {state.max_batch} per batch, split it",
+                       limit=state.max_batch)
     return batch_response(state, keys)
 
 

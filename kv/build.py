@@ -103,6 +103,13 @@ def default_table_path(data: str | os.PathLike) -> Path:
     return p.with_suffix(".kvt") if p.suffix != ".kvt" else p.with_name(p.name + ".kvt")
 
 
+def build_options(*, skip_invalid: bool = False, on_duplicate: str = "error", strip_cr: bool = False,
+                  keep_cr: bool = False, load_factor: float = 0.8) -> dict:
+    """The options a table records in its metadata (and `kv serve` compares to reuse one)."""
+    return {"skip_invalid": skip_invalid, "on_duplicate": on_duplicate, "strip_cr": strip_cr, "keep_cr": keep_cr,
+            "load_factor": load_factor}
+
+
 def build_table(
     data: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -132,13 +139,8 @@ def build_table(
     if out.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory; name the table file to write", str(out))
     st = os.stat(data)
-    options = {
-        "skip_invalid": skip_invalid,
-        "on_duplicate": on_duplicate,
-        "strip_cr": strip_cr,
-        "keep_cr": keep_cr,
-        "load_factor": load_factor,
-    }
+    options = build_options(skip_invalid=skip_invalid, on_duplicate=on_duplicate, strip_cr=strip_cr, keep_cr=keep_cr,
+                            load_factor=load_factor)
     report = BuildReport(source=str(data), table=str(out))
     writer = None
     try:

@@ -2,9 +2,10 @@
 
 docs/FORMAT.md describes the same bytes in prose; keep the two in step.
 
-    [header, 4096 bytes][records][slot hashes][slot entries][metadata JSON]
+    [header, 4096 bytes][records][slots, 16 bytes each][metadata JSON]
 
-All integers are little-endian. Regions start on 4096-byte boundaries.
+All integers are little-endian. Records and slots start on 4096-byte
+boundaries; the metadata follows the slots unpadded.
 """
 
 from __future__ import annotations

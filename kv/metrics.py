@@ -154,6 +154,33 @@ def totals() -> dict:
     return out
 
 
+def lookups_by_worker() -> dict[str, int]:
+    """Lookups (hits, misses, invalid keys) each live worker has counted, by
+    pid, read from the workers' own files; dead workers' counts, folded into
+    `*_retired.db`, appear under "retired". Shows that /v1/stats adds up every
+    worker, and how evenly the kernel spreads connections over them."""
+    import glob
+    import json
+
+    from prometheus_client.mmap_dict import MmapedDict
+
+    d = multiprocess_dir()
+    if not d:
+        return {str(os.getpid()): totals()["lookups"]}
+    out: dict[str, int] = {}
+    for path in glob.glob(os.path.join(d, "counter_*.db")):
+        who = os.path.basename(path)[len("counter_"):-len(".db")]
+        n = 0
+        try:
+            for key, value, _, _ in MmapedDict.read_all_values_from_file(path):
+                if json.loads(key)[1] == "kv_lookups_total":
+                    n += value
+        except (OSError, ValueError):
+            continue  # a file being retired this instant
+        out[who] = int(n)
+    return dict(sorted(out.items()))
+
+
 def set_table_gauges(table) -> None:
     g = table.generation
     TABLE_KEYS.labels(g).set(len(table))

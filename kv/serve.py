@@ -37,9 +37,21 @@ def add_arguments(p):
     p.add_argument("--pid-file", default=os.environ.get("KV_PID_FILE"),
                    help="write the master pid here (default: $RUNTIME_DIRECTORY/kv.pid under systemd, else ROOT/kv.pid with --root)")
     p.add_argument("--log-level", default=os.environ.get("KV_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
+    p.add_argument("--config", default=os.environ.get("KV_GUNICORN_CONFIG") or default_config(), metavar="FILE",
+                   help="gunicorn configuration file (default: deploy/gunicorn.conf.py of this checkout when present, "
+                        "else the packaged kv/gunicorn_conf.py; env KV_GUNICORN_CONFIG). --bind, --workers, "
+                        "--keepalive, --log-level and --pid-file override it")
     p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
     p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
     p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
+
+
+def default_config() -> str | None:
+    """deploy/gunicorn.conf.py beside the package in a checkout (an editable
+    install), so editing it changes what `kv serve` runs; None (the packaged
+    kv/gunicorn_conf.py) in an installed kv."""
+    path = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+    return str(path) if path.is_file() else None
 
 
 def fail(message: str) -> int:
@@ -56,20 +68,22 @@ def is_table(path: Path) -> bool:
 
 def table_for_data(data: Path, options: dict) -> Path:
     """The table for a data file: reuse a matching one, else build it."""
-    from .build import build_table, default_table_path
+    from .build import build_options, build_table, default_table_path
     from .table import open_table
 
     table = default_table_path(data)
     st = data.stat()
+    wanted = build_options(**options)
     if table.exists():
         try:
             with open_table(table) as t:
                 src, opts = t.meta.get("source", {}), t.meta.get("options", {})
-                if (src.get("name"), src.get("size"), src.get("mtime_ns")) == (data.name, st.st_size, st.st_mtime_ns) and all(
-                    opts.get(k) == v for k, v in options.items()
-                ):
-                    print(f"kv serve: reusing {table} (built from this {data.name})", file=sys.stderr)
+                same_source = (src.get("name"), src.get("size"), src.get("mtime_ns")) == (data.name, st.st_size, st.st_mtime_ns)
+                if same_source and opts == wanted:
+                    print(f"kv serve: reusing {table} (built from this {data.name}, same options)", file=sys.stderr)
                     return table
+                why = "the data file changed since" if not same_source else f"it was built with other options ({opts})"
+                print(f"kv serve: rebuilding {table}: {why}", file=sys.stderr)
         except (TableCorrupt, OSError) as e:
             print(f"kv serve: rebuilding {table}: {e}", file=sys.stderr)
     report = build_table(data, table, **options)
@@ -131,7 +145,9 @@ def run(args) -> int:
 
     _raise_open_file_limit()
     print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
-    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive).run()
+    if args.config and not os.path.isfile(args.config):
+        return fail(f"--config {args.config}: no such file")
+    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive, args.config).run()
     return 0
 
 
@@ -152,20 +168,29 @@ def _gunicorn_base():
 
 
 class GunicornServer(_gunicorn_base()):
-    """gunicorn with kv's settings (kv/gunicorn_conf.py), in this process."""
+    """gunicorn with kv's settings (a gunicorn config file, by default
+    deploy/gunicorn.conf.py or kv/gunicorn_conf.py), in this process."""
 
-    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None, keepalive: int = 5):
+    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None, keepalive: int = 5,
+                 config: str | None = None):
         self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level, "keepalive": keepalive}
         if pid_file:
             self.overrides["pidfile"] = pid_file
+        self.config_file = config
         super().__init__()
 
     def load_config(self):
-        from . import gunicorn_conf
+        if self.config_file:
+            import runpy
 
-        for name in dir(gunicorn_conf):
+            settings = runpy.run_path(self.config_file)
+        else:
+            from . import gunicorn_conf
+
+            settings = vars(gunicorn_conf)
+        for name, value in settings.items():
             if name in self.cfg.settings:
-                self.cfg.set(name, getattr(gunicorn_conf, name))
+                self.cfg.set(name, value)
         for name, value in self.overrides.items():
             self.cfg.set(name, value)
 

@@ -104,6 +104,31 @@ def test_if_none_match_with_other_etag_gives_the_value(client):
     assert r.status_code == 200 and r.content == b"this is a value"
 
 
+@pytest.mark.parametrize("header", ['W/ETAG', '"0000000000000000", ETAG', '*'])
+def test_if_none_match_weak_listed_or_star_gives_304(client, header):
+    etag = client.get(f"/v1/keys/{HIT}").headers["etag"]
+    r = client.get(f"/v1/keys/{HIT}", headers={"If-None-Match": header.replace("ETAG", etag)})
+    assert r.status_code == 304
+
+
+@pytest.mark.parametrize("accept,json_expected", [
+    ("application/json", True),
+    ("application/json, */*;q=0.5", True),
+    ("text/plain;q=0.5, application/json", True),
+    ("application/json;q=0", False),
+    ("*/*;q=0.8, application/json;q=0.1", False),
+    ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+    ("application/jsonx", False),
+])
+def test_json_only_when_accept_ranks_it_first(client, accept, json_expected):
+    r = client.get(f"/v1/keys/{HIT}", headers={"Accept": accept})
+    assert r.status_code == 200
+    if json_expected:
+        assert r.json() == {"key": HIT, "value": "this is a value"}
+    else:
+        assert r.content == b"this is a value" and r.headers["content-type"].startswith("text/plain")
+
+
 def test_absent_key_is_404_problem(client):
     r = client.get(f"/v1/keys/{ABSENT}")
     assert r.status_code == 404

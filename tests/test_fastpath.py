@@ -51,6 +51,8 @@ CASES = [
     ("head", "HEAD", f"/v1/keys/{KEY}", ()),
     ("json", "GET", f"/v1/keys/{KEY}", (("accept", "application/json"),)),
     ("304", "GET", f"/v1/keys/{KEY}", (("if-none-match", "ETAG"),)),
+    ("weak 304", "GET", f"/v1/keys/{KEY}", (("if-none-match", "W/ETAG"),)),
+    ("json refused", "GET", f"/v1/keys/{KEY}", (("accept", "application/json;q=0"),)),
 ]
 
 
