@@ -1,8 +1,12 @@
 """A small Python client: `kv.Client(url).get(key)`.
 
-One httpx client with a pooled keep-alive connection. Lookups are reads, so a
-request that fails on the connection (a worker restarting during a reload
-closes its idle keep-alive connections) is retried once on a fresh one.
+One httpx client that keeps one pooled keep-alive connection: sequential calls
+reuse it. (A sharded `get_many` sends its per-shard batches concurrently, up
+to 8 at a time, so it may open more connections for that call; only one is
+kept alive afterwards.) Lookups are reads, so a request that fails on the
+connection (a worker restarting during a reload closes its idle keep-alive
+connections) is retried once on a fresh one. A server that connects but does
+not answer within the timeout is not retried: that would only double the wait.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import httpx
 from .errors import InvalidKey, KVError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 5.0  # seconds, for each of connect, write, read
+DEFAULT_BATCH_LIMIT = 1000  # kv serve's default --max-batch; a 413 tells the client the real one
 
 
 class ServerUnreachable(KVError, ConnectionError):
-    """No kv server answered at the URL."""
+    """No kv server answered at the URL (refused, dropped, or silent past the timeout)."""
 
 
 class ServerError(KVError):
@@ -31,13 +37,29 @@ class ServerError(KVError):
         self.detail = detail
 
 
+def timeout_from_env() -> float:
+    text = os.environ.get("KV_TIMEOUT") or str(DEFAULT_TIMEOUT)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"KV_TIMEOUT must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
 class Client:
-    def __init__(self, url: str | None = None, timeout: float = 5.0, retries: int = 1):
+    def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
+                 batch_limit: int = DEFAULT_BATCH_LIMIT):
+        """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
+        to KV_TIMEOUT, then 5."""
         self.url = (url or os.environ.get("KV_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout_from_env() if timeout is None else timeout
         self.retries = retries
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=4))
-        self._batch_limit: int | None = None
-        self._shards: dict | None = None
+        self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
+        self.http = httpx.Client(base_url=self.url, timeout=self.timeout,
+                                 limits=httpx.Limits(max_keepalive_connections=1))
+        self._shards: dict | None = None  # None: not read yet; {}: not sharded
         self.last_generation: str | None = None
 
     def _request(self, method: str, path: str, **kw) -> httpx.Response:
@@ -48,9 +70,14 @@ class Client:
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"no kv server at {self.url} ({e}); start one with `kv serve DATA` or set --url / KV_URL") from None
+            except httpx.TimeoutException as e:  # connected, but no answer (read, write or pool timeout)
+                raise ServerUnreachable(f"no answer from kv server at {self.url} within {self.timeout:g} s ({type(e).__name__}); "
+                                        "check that the URL is a kv server and not overloaded, or allow longer with --timeout / KV_TIMEOUT") from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"kv server at {self.url} dropped the connection ({e})") from None
+            except httpx.TransportError as e:  # proxy errors, unsupported URL scheme, ...
+                raise ServerUnreachable(f"cannot talk to kv server at {self.url}: {type(e).__name__}: {e}") from None
         self.last_generation = r.headers.get("x-kv-generation", self.last_generation)
         return r
 
@@ -58,7 +85,7 @@ class Client:
     def _detail(r: httpx.Response) -> str:
         try:
             return r.json().get("detail", r.text)
-        except ValueError:
+        except (ValueError, AttributeError):
             return r.text
 
     def get(self, key: str) -> bytes | None:
@@ -72,43 +99,48 @@ class Client:
             raise InvalidKey(self._detail(r))
         raise ServerError(r.status_code, self._detail(r))
 
-    def batch_limit(self) -> int:
-        if self._batch_limit is None:
-            try:
-                spec = self._request("GET", "/openapi.json").json()
-                schema = spec["paths"]["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-                self._batch_limit = int(schema["properties"]["keys"]["maxItems"])
-            except (KeyError, ValueError, TypeError):
-                self._batch_limit = 1000
-        return self._batch_limit
-
     def shard_map(self) -> dict | None:
-        """The front's shard map (GET /v1/shards), or None for a single server."""
+        """The front's shard map (GET /v1/shards), or None for a single server.
+        Read once and kept; get_many reads it only when a batch answers 421."""
         if self._shards is None:
             r = self._request("GET", "/v1/shards")
             try:
                 body = r.json() if r.status_code == 200 else {}
             except ValueError:
                 body = {}
-            self._shards = body if body.get("shards", 1) > 1 else {}
+            self._shards = body if isinstance(body, dict) and body.get("shards", 1) > 1 else {}
         return self._shards or None
 
     def get_many(self, keys: list[str]) -> dict[str, bytes]:
-        """Values of the keys that are present. Behind a sharded front, one batch
-        per shard, sent concurrently; else one request per batch-limit keys."""
-        shards = self.shard_map()
-        if not shards:
-            return self._batches("/v1/batch", keys)
+        """Values of the keys that are present, in the order asked.
+
+        One `POST /v1/batch` per batch-limit keys. A sharded nginx front sends
+        that to shard 0, which answers 421 when any key belongs to another
+        shard: only then is the shard map read (and kept), and the keys go in
+        one batch per shard, sent concurrently."""
+        if not self._shards:
+            try:
+                return self._batches("/v1/batch", keys)
+            except ServerError as e:
+                if e.status != 421:
+                    raise
+                self._shards = None  # sharded now, or resharded since the map was read
+                if not self.shard_map():
+                    raise ServerError(421, f"{e.detail}; {self.url} serves one shard and no shard map (GET /v1/shards): "
+                                           "use the URL of the front that routes to every shard") from None
+        return self._get_sharded(keys)
+
+    def _get_sharded(self, keys: list[str]) -> dict[str, bytes]:
         try:
-            return self._get_sharded(keys, shards)
+            return self._get_from_shards(keys, self._shards)
         except ServerError as e:
             if e.status not in (404, 421):  # 421: a key's shard moved; 404: no such shard any more
                 raise
         self._shards = None  # resharded since the map was read: read it again, and try once more
         shards = self.shard_map()
-        return self._get_sharded(keys, shards) if shards else self._batches("/v1/batch", keys)
+        return self._get_from_shards(keys, shards) if shards else self._batches("/v1/batch", keys)
 
-    def _get_sharded(self, keys: list[str], shards: dict) -> dict[str, bytes]:
+    def _get_from_shards(self, keys: list[str], shards: dict) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
         from .keys import canonical_key, shard_of
@@ -124,20 +156,39 @@ class Client:
         return {k: out[k] for k in keys if k in out}  # in the order asked
 
     def _batches(self, path: str, keys: list[str]) -> dict[str, bytes]:
+        """POST the keys to `path`, batch_limit keys per request. A 413 names
+        the server's limit: adopt it and resend those keys split."""
         out: dict[str, bytes] = {}
-        limit = self.batch_limit()
-        for i in range(0, len(keys), limit):
-            chunk = keys[i : i + limit]
+        done = 0
+        while done < len(keys):
+            chunk = keys[done : done + self.batch_limit]
             r = self._request("POST", path, json={"keys": chunk})
-            if r.status_code == 400:
-                raise InvalidKey(self._detail(r))
-            if r.status_code != 200:
-                raise ServerError(r.status_code, self._detail(r))
-            body = r.json()
-            for k, v in body.get("values", {}).items():
-                out[k] = v.encode("utf-8")
-            for k, v in body.get("values_base64", {}).items():
-                out[k] = base64.b64decode(v)
+            if r.status_code == 413 and self._lower_batch_limit(r, len(chunk)):
+                continue
+            out.update(self._batch_values(r))
+            done += len(chunk)
+        return out
+
+    def _lower_batch_limit(self, r: httpx.Response, sent: int) -> bool:
+        """Take the limit from a 413's problem body ("limit": N); without one
+        (a proxy's body-size cap), halve. False when no smaller batch is possible."""
+        try:
+            limit = int(r.json()["limit"])
+        except (ValueError, KeyError, TypeError):
+            limit = sent // 2
+        if not 1 <= limit < sent:
+            return False
+        self.batch_limit = limit
+        return True
+
+    def _batch_values(self, r: httpx.Response) -> dict[str, bytes]:
+        if r.status_code == 400:
+            raise InvalidKey(self._detail(r))
+        if r.status_code != 200:
+            raise ServerError(r.status_code, self._detail(r))
+        body = r.json()
+        out = {k: v.encode("utf-8") for k, v in body.get("values", {}).items()}
+        out.update((k, base64.b64decode(v)) for k, v in body.get("values_base64", {}).items())
         return out
 
     def stats(self) -> dict:

@@ -411,3 +411,46 @@ def test_a_failed_rebuild_leaves_the_previous_table(tmp_path):
         build(tmp_path, f"{K1} new\nbroken\n".encode())
     assert (tmp_path / "out.kvt").read_bytes() == before
     assert not list(tmp_path.glob(".out.kvt.tmp-*"))
+
+
+def run_kv_build(args, on_terminal: bool) -> tuple[int, bytes]:
+    """`kv build ARGS` with stderr on a pseudo-terminal (as a person runs it) or a pipe."""
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kv_bin = str(Path(sys.executable).parent / "kv")
+    if not on_terminal:
+        r = subprocess.run([kv_bin, "build", *map(str, args)], capture_output=True, timeout=60)
+        return r.returncode, r.stderr
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    p = subprocess.Popen([kv_bin, "build", *map(str, args)], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    return p.wait(60), out
+
+
+def test_progress_bar_on_a_terminal_only(gen_data, tmp_path):
+    data, _ = gen_data
+    code, shown = run_kv_build([data, "-o", tmp_path / "t.kvt"], on_terminal=True)
+    assert code == 0
+    assert b"building" in shown and b"100%" in shown  # tqdm's bar, drawn to the terminal
+    code, piped = run_kv_build([data, "-o", tmp_path / "p.kvt"], on_terminal=False)
+    assert code == 0
+    assert b"building" not in piped and b"%|" not in piped  # quiet in a pipe or a log: the summary only
+    assert b"records" in piped and b"seconds" in piped

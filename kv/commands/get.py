@@ -1,16 +1,38 @@
 """kv get KEY [KEY ...]: one key prints its raw value; several use one batch
 request and print `key<TAB>value` lines. Exit 0 all found, 1 some missing,
-2 bad usage or malformed key, 3 server unreachable."""
+2 bad usage or malformed key, 3 server unreachable (refused, dropped, or no
+answer within --timeout)."""
 
+import argparse
 import os
 import sys
 
 from ..errors import InvalidKey
 
 
+def server_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a server URL: it must start with http:// or https://")
+    return text
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def add_url_argument(p):
-    p.add_argument("--url", default=os.environ.get("KV_URL", "http://127.0.0.1:8000"),
+    """--url and --timeout: where the server is and how long to wait for it."""
+    p.add_argument("--url", type=server_url, default=os.environ.get("KV_URL", "http://127.0.0.1:8000"),
                    help="server URL (default http://127.0.0.1:8000, or KV_URL)")
+    p.add_argument("--timeout", type=seconds, metavar="SECONDS", default=os.environ.get("KV_TIMEOUT", "5"),
+                   help="seconds to wait for the server to accept and to answer (default 5, or KV_TIMEOUT); "
+                        "a server silent that long counts as unreachable (exit 3)")
 
 
 def add_arguments(p):
@@ -23,7 +45,7 @@ def run(args) -> int:
 
     out = sys.stdout.buffer
     try:
-        with Client(args.url) as c:
+        with Client(args.url, timeout=args.timeout) as c:
             if len(args.keys) == 1:
                 value = c.get(args.keys[0])
                 if value is None:

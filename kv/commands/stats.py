@@ -15,7 +15,7 @@ def run(args) -> int:
     from ..client import Client, ServerError, ServerUnreachable
 
     try:
-        with Client(args.url) as c:
+        with Client(args.url, timeout=args.timeout) as c:
             s = c.stats()
     except (ServerUnreachable, ServerError) as e:
         print(f"kv stats: {e}", file=sys.stderr)
