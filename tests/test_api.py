@@ -297,3 +297,28 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
     start = messages[0]
     assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
     assert b"took longer than 0.3 s" in messages[1]["body"]
+
+
+def test_table_corrupted_under_a_running_worker_gives_503_and_not_ready(tmp_path):
+    """A byte of a record flipped on disk after the worker mapped the table: the
+    record checksum catches it on the hit, the answer is a 503 problem (never
+    the wrong value), and /readyz takes the worker out of rotation."""
+    data = write_records(tmp_path / "c.data", [(HIT, b"this is a value")])
+    build_table(data, tmp_path / "c.kvt")
+    table = tmp_path / "c.kvt"
+    app = create_app(table)
+    with TestClient(app) as c:
+        assert c.get(f"/v1/keys/{HIT}").content == b"this is a value"
+        assert c.get("/readyz").status_code == 200
+        table.chmod(0o644)
+        with open(table, "r+b") as f:  # the mapping is shared: the worker sees this write
+            f.seek(4096 + 37 + 2)  # records start at 4096: key, space, then the value
+            f.write(b"X")
+        r = c.get(f"/v1/keys/{HIT}")
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "corrupt" in r.json()["detail"].lower()
+        r = c.post("/v1/batch", json={"keys": [HIT]})
+        assert r.status_code == 503 and b"this is a value" not in r.content
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["detail"]
