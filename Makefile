@@ -60,7 +60,7 @@ bench-engine: install sysdeps
 	$(BIN)/python loadtest/bench_engine.py
 
 bench-http: install sysdeps
-	$(BIN)/python loadtest/bench_http.py --rounds 2
+	$(BIN)/python loadtest/bench_http.py
 
 plots: install
 	$(BIN)/python loadtest/plots.py

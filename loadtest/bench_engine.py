@@ -11,6 +11,10 @@ included on every side):
 
 Build contenders on the same file: `kv build` (subprocess, peak RSS measured by
 /usr/bin/time -v when installed) and LMDB: parse, sort, putmulti(append=True).
+
+`kv gen N` is timed at every size up to 10M (and at any size it has to
+generate): when the data file already exists, a generation into a temporary
+file beside it, deleted afterwards.
 Absolute numbers drift on a shared 2-core machine; the ratios in one run hold.
 """
 
@@ -160,10 +164,30 @@ def bench_open(table: Path, repeats: int = 50) -> dict:
     return {"median_ms": round(statistics.median(times) * 1e3, 3), "max_ms": round(max(times) * 1e3, 3), "repeats": repeats}
 
 
-def ensure_data(path: Path, n: int) -> None:
-    if path.exists():
-        return
-    subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT)
+GEN_TIMED_UP_TO = 10_000_000  # sizes whose generation is timed even when the data file exists
+
+
+def run_gen(path: Path, n: int) -> float:
+    """`kv gen N -o path --seed 1` in a subprocess; wall seconds, interpreter start included."""
+    t0 = time.perf_counter()
+    subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def ensure_data(path: Path, n: int) -> float | None:
+    """Generate the data file when missing; seconds `kv gen` took, or None when
+    it existed and is too big to time again (over GEN_TIMED_UP_TO records)."""
+    if not path.exists():
+        return run_gen(path, n)
+    if n > GEN_TIMED_UP_TO:
+        return None
+    fd, tmp = tempfile.mkstemp(prefix=f"gen-{n}-", suffix=".data", dir=path.parent)  # same disk as the real file
+    os.close(fd)
+    try:
+        return run_gen(Path(tmp), n)
+    finally:
+        os.unlink(tmp)
 
 
 def _smaps(field: str) -> int:
@@ -238,10 +262,11 @@ def main() -> int:
     builds = {}
     for n in sizes:
         data = work / f"{n}.data"
-        ensure_data(data, n)
+        gen_seconds = ensure_data(data, n)
         table = work / f"{n}.kvt"
         b = run_build(data, table)
         b["records"] = n
+        b["gen_seconds"] = None if gen_seconds is None else round(gen_seconds, 3)
         b["input_bytes"] = data.stat().st_size
         b["table_bytes"] = table.stat().st_size
         b["size_ratio"] = round(b["table_bytes"] / b["input_bytes"], 3)
@@ -251,7 +276,8 @@ def main() -> int:
         b["open"] = bench_open(table)
         b["lookup"] = bench_scale(data, table)
         builds[n] = b
-        print(f"{n:,}: build {b['seconds']:.2f} s ({b['records_per_s']:,} rec/s), table {b['size_ratio']}x input, "
+        gen = "not timed" if gen_seconds is None else f"{gen_seconds:.2f} s"
+        print(f"{n:,}: gen {gen}, build {b['seconds']:.2f} s ({b['records_per_s']:,} rec/s), table {b['size_ratio']}x input, "
               f"peak RSS {b['peak_rss_kib']} KiB, open {b['open']['median_ms']} ms, lookup cold {b['lookup']['cold_us_per_lookup']} us "
               f"hot {b['lookup']['hot_us_per_lookup']} us", file=sys.stderr)
     result["build"] = builds

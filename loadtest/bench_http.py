@@ -3,19 +3,26 @@
 side by side in one run, every contender started here on 127.0.0.1 and driven
 by wrk with random keys.
 
-    python loadtest/bench_http.py [--records 1000000] [--duration 10] [--out docs/bench/http.json]
+    python loadtest/bench_http.py [--records 1000000] [--duration 10] [--rounds 4] [--out docs/bench/http.json]
 
 Contenders (2 gunicorn workers with uvicorn-worker unless noted):
-  ceiling       bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
-  bare_lookup   bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
-  kv            `kv serve TABLE` (fast path + FastAPI)
-  fastapi_route the same lookup behind a plain FastAPI route
-  typical       FastAPI + dict of the whole file, one uvicorn process
+  ceiling          bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
+  ceiling_kvworker the same app under kv's worker class      (-k kv.worker.KVWorker)
+  kv               `kv serve TABLE` (fast path + FastAPI)
+  bare_lookup      bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
+  fastapi_route    the same lookup behind a plain FastAPI route
+  typical          FastAPI + dict of the whole file, one uvicorn process
 
-Then for kv: latency at concurrency 1 and at 50% of its peak rate, batch
-throughput (batches of 100 keys), total PSS against worker count (kv and the
-dict solution, after 200k random lookups), and time from launch to the first
-200 for a small and a large table.
+Every round runs every contender once (every second round in reverse order, so drift
+over a round favours no one); a ratio such as kv / ceiling is taken within
+each round and the headline is the median of those paired ratios (the ratio
+of the best rounds is kept beside it).
+
+Then for kv: latency at concurrency 1 and at 50% of its peak rate (the
+per-connection wrk delay calibrated by short runs until the achieved rate is
+within 5% of the target), batch throughput (batches of 100 keys), total PSS
+against worker count (kv and the dict solution, after 200k random lookups),
+and time from launch to the first 200 for a small and a large table.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,8 +139,8 @@ class Server:
         self.stop()
 
 
-def gunicorn(app: str, workers: int = 2) -> list[str]:
-    return [str(BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", str(workers), "-b", "127.0.0.1:{port}",
+def gunicorn(app: str, workers: int = 2, worker_class: str = "uvicorn_worker.UvicornWorker") -> list[str]:
+    return [str(BIN / "gunicorn"), "-k", worker_class, "-w", str(workers), "-b", "127.0.0.1:{port}",
             "--log-level", "warning", "--keep-alive", "5", app]
 
 
@@ -160,14 +169,20 @@ end
 
 def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
     """A wrk script that requests random keys from a preloaded array of requests
-    (request() only indexes an array: Lua work here steals the server's CPU)."""
+    (request() only indexes an array: Lua work here steals the server's CPU).
+
+    With `delay_ms`, each connection waits that long before each request. wrk
+    takes whole milliseconds, so a fractional delay is dithered: floor or
+    floor + 1 at random, averaging `delay_ms`."""
     body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
             "local reqs = {}",
             "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
             "local n = #reqs",
             "request = function() return reqs[math.random(n)] end"]
-    if delay_ms:
-        body.append(f"delay = function() return {delay_ms} end")
+    if delay_ms is not None:
+        whole, frac = int(delay_ms), delay_ms - int(delay_ms)
+        body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
+        delay_ms = round(delay_ms, 4)
     path = LUA_DIR / f"get-{len(keys)}-{delay_ms}.lua"
     path.write_text("\n".join(body) + DONE)
     return path
@@ -187,6 +202,7 @@ def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
 
 
 def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, threads: int = 1) -> dict:
+    duration = max(1, round(duration))  # wrk takes whole seconds ("2.0s" is a usage error)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s", "-s", str(script), url]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     m = re.search(r"WRKJSON (\{.*\})", p.stdout)
@@ -228,49 +244,101 @@ def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
     return random.Random(seed).sample(keys, min(n, len(keys)))
 
 
+# The ratios reported: name -> (numerator, denominator, decimals).
+RATIOS = {
+    "kv_vs_ceiling": ("kv", "ceiling", 3),
+    "kv_vs_ceiling_kvworker": ("kv", "ceiling_kvworker", 3),
+    "ceiling_kvworker_vs_ceiling": ("ceiling_kvworker", "ceiling", 3),
+    "kv_vs_fastapi_route": ("kv", "fastapi_route", 2),
+    "kv_vs_typical": ("kv", "typical", 2),
+}
+
+
 def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
     script = lua_get(keys)
+    ceiling_app = "loadtest.contenders.bare_asgi:app"
     contenders = {
-        "ceiling": Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app")),
-        "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
+        "ceiling": Server("ceiling", gunicorn(ceiling_app)),
+        "ceiling_kvworker": Server("ceiling_kvworker", gunicorn(ceiling_app, worker_class="kv.worker.KVWorker")),
         "kv": Server("kv", kv_serve(table)),
+        "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
         "fastapi_route": Server("fastapi_route", gunicorn("loadtest.contenders.fastapi_route:app"), {"KV_TABLE": str(table)}),
         "typical": Server("typical", typical(), {"KV_DATA": str(data)}),
     }
     probe = f"/v1/keys/{keys[0]}"
-    results = {}
+    results = {name: [] for name in contenders}
     for rnd in range(args.rounds):
-        for name, srv in contenders.items():
+        order = list(contenders) if rnd % 2 == 0 else list(reversed(contenders))
+        for name in order:
+            srv = contenders[name]
             with srv:
                 srv.wait_ready(probe)
                 wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
                 r = wrk(srv.url, script, args.connections, args.duration)
-                results.setdefault(name, []).append(r)
+                r["round"] = rnd + 1
+                results[name].append(r)
                 print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
-    best = {name: max(rs, key=lambda r: r["rps"]) for name, rs in results.items()}
-    rps = {name: r["rps"] for name, r in best.items()}
-    return {
+    rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
+    out = {
+        "rounds": args.rounds,
+        "order": "each round runs every contender once, every second round in reverse order",
         "runs": results,
         "rps": rps,
-        "kv_vs_ceiling": round(rps["kv"] / rps["ceiling"], 3),
-        "kv_vs_fastapi_route": round(rps["kv"] / rps["fastapi_route"], 2),
-        "kv_vs_typical": round(rps["kv"] / rps["typical"], 2),
+        "rps_median": {name: round(statistics.median(r["rps"] for r in rs)) for name, rs in results.items()},
+        "paired_ratios": {},
     }
+    for key, (a, b, digits) in RATIOS.items():
+        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b])]
+        out["paired_ratios"][key] = paired
+        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b])), digits)
+        out[f"{key}_best"] = round(rps[a] / rps[b], digits)
+        print(f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
+              file=sys.stderr)
+    return out
 
 
-def latency(args, table: Path, keys: list[str], peak_rps: int) -> dict:
+def paced(url: str, keys: list[str], target_rps: float, connections: int, duration: float,
+          tolerance: float = 0.05, probe_s: float = 3, max_probes: int = 8) -> dict:
+    """A wrk run at `target_rps`. wrk (4.x; wrk2's -R is not packaged) cannot
+    pace by rate, only by a delay before each request on each connection, and
+    the rate that delay gives depends on the latency. So: start from the delay
+    that would give the target with zero latency, run `probe_s`-second probes
+    scaling the delay by achieved / target until a probe lands within
+    `tolerance` of the target, then make the measured run with that delay."""
+    delay_ms = connections / target_rps * 1000
+    probes = []
+    for _ in range(max_probes):
+        r = wrk(url, lua_get(keys, delay_ms), connections, probe_s)
+        probes.append({"delay_ms": round(delay_ms, 3), "rps": r["rps"], "achieved_vs_target": round(r["rps"] / target_rps, 3)})
+        print(f"half peak calibration: delay {delay_ms:.3f} ms -> {r['rps']:,} req/s ({r['rps'] / target_rps:.3f} of target)",
+              file=sys.stderr)
+        if abs(r["rps"] / target_rps - 1) <= tolerance:
+            break
+        delay_ms = delay_ms * r["rps"] / target_rps
+    r = wrk(url, lua_get(keys, delay_ms), connections, duration)
+    r["delay_ms"] = round(delay_ms, 3)
+    r["target_rps"] = round(target_rps)
+    r["achieved_vs_target"] = round(r["rps"] / target_rps, 3)
+    r["calibration"] = probes
+    return r
+
+
+def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
+    """kv's latency at concurrency 1, at half its peak rate, at its peak, and
+    with batches. Half peak is 50% of `peak_rps` (kv's median rate in the
+    throughput rounds), or of this section's own peak run without one."""
     out = {}
     with Server("kv", kv_serve(table)) as srv:
         srv.wait_ready(f"/v1/keys/{keys[0]}")
         wrk(srv.url, lua_get(keys), 16, 2)
         out["concurrency_1"] = wrk(srv.url, lua_get(keys), 1, args.duration)
-        # 50% of peak: each connection waits `delay` ms between its requests.
-        delay_ms = 2
-        conns = max(1, round(peak_rps * 0.5 * delay_ms / 1000))
-        r = wrk(srv.url, lua_get(keys, delay_ms), conns, args.duration)
-        r["target_rps"] = round(peak_rps * 0.5)
+        peak = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        source = "throughput: kv median req/s over the rounds" if peak_rps else "latency: this section's peak run"
+        peak_rps = peak_rps or peak["rps"]
+        r = paced(srv.url, keys, 0.5 * peak_rps, args.connections, args.duration)
+        r["peak_rps"], r["peak_source"] = peak_rps, source
         out["half_peak"] = r
-        out["peak"] = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        out["peak"] = peak
         size = 100
         b = wrk(srv.url, lua_batch(keys, size), 16, args.duration)
         b["keys_per_s"] = b["rps"] * size
@@ -278,6 +346,12 @@ def latency(args, table: Path, keys: list[str], peak_rps: int) -> dict:
         out["batch"] = b
     for k, v in out.items():
         print(f"latency {k}: {v['rps']:,} req/s, p50 {v['latency_ms']['p50']} ms, p99 {v['latency_ms']['p99']} ms", file=sys.stderr)
+    h = out["half_peak"]
+    print(f"half peak: target {h['target_rps']:,} req/s (50% of {h['peak_rps']:,}), achieved {h['rps']:,} "
+          f"({h['achieved_vs_target']} of target), {h['connections']} connections, delay {h['delay_ms']} ms, "
+          f"{len(h['calibration'])} calibration runs", file=sys.stderr)
+    if abs(h["achieved_vs_target"] - 1) > 0.05:
+        print("half peak: WARNING the measured run is more than 5% off its target", file=sys.stderr)
     return out
 
 
@@ -444,7 +518,8 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=1, help="throughput rounds over all contenders (best kept)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
     ap.add_argument("--memory-sizes", default="10000,1000000,10000000,100000000",
                     help="table sizes for per-worker memory (bench-data/N.data is generated when missing)")
@@ -460,7 +535,7 @@ def main() -> int:
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "records": args.records,
-        "wrk": f"wrk -t1 -c{args.connections} -d{args.duration}s, random existing keys from a preloaded array",
+        "wrk": f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s, random existing keys from a preloaded array",
     }
     out = Path(args.out)
     if out.exists():  # keep parts not rerun
@@ -469,7 +544,7 @@ def main() -> int:
     if "throughput" not in skip:
         result["throughput"] = throughput(args, data, table, keys)
     if "latency" not in skip:
-        peak = result.get("throughput", {}).get("rps", {}).get("kv", 30_000)
+        peak = None if "throughput" in skip else result["throughput"]["rps_median"]["kv"]
         result["latency"] = latency(args, table, keys, peak)
     if "clients" not in skip:
         result["clients"] = clients(args, table, keys)
@@ -482,6 +557,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
+    shutil.rmtree(LUA_DIR, ignore_errors=True)
     return 0
 
 

@@ -2,11 +2,14 @@
 """Draw the benchmark plots from docs/bench/*.json into docs/img/*.png.
 
     python loadtest/plots.py
+    python loadtest/plots.py --http /tmp/h.json --engine /tmp/e.json --img /tmp/img   # other runs' output
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -21,8 +24,9 @@ IMG = ROOT / "docs" / "img"
 
 LABELS = {
     "ceiling": "bare ASGI,\nconstant body\n(ceiling)",
-    "bare_lookup": "bare ASGI,\nmmap lookup",
+    "ceiling_kvworker": "constant body,\nkv's worker\n(ceiling)",
     "kv": "kv\n(fast path)",
+    "bare_lookup": "bare ASGI,\nmmap lookup",
     "fastapi_route": "same lookup,\nFastAPI route",
     "typical": "FastAPI + dict,\n1 uvicorn\n(typical)",
 }
@@ -41,18 +45,27 @@ def throughput(http: dict) -> Path | None:
     t = http.get("throughput")
     if not t:
         return None
-    names = [n for n in LABELS if n in t["rps"]]
-    rps = [t["rps"][n] for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    colors = ["#999999" if n != "kv" else "#1f77b4" for n in names]
-    bars = ax.bar([LABELS[n] for n in names], rps, color=colors)
-    ceiling = t["rps"].get("ceiling")
-    for b, v in zip(bars, rps):
+    names = [n for n in LABELS if n in t["runs"]]
+    rounds = {n: [r["rps"] for r in t["runs"][n]] for n in names}
+    rps = [round(statistics.median(rounds[n])) for n in names]  # bars: median round; dots: every round
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    colors = ["#1f77b4" if n == "kv" else "#c7c7c7" if n.startswith("ceiling") else "#999999" for n in names]
+    labels = [LABELS[n] for n in names]
+    bars = ax.bar(labels, rps, color=colors)
+    for label, n in zip(labels, names):
+        ax.scatter([label] * len(rounds[n]), rounds[n], color="black", s=8, zorder=3)
+    ceiling = rps[names.index("ceiling")] if "ceiling" in names else None
+    for b, v, n in zip(bars, rps, names):
         label = f"{v:,}" + (f"\n{v / ceiling:.2f}x" if ceiling else "")
-        ax.annotate(label, (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, max(v, *rounds[n])), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("requests per second")
-    ax.set_title(f"GET /v1/keys/{{key}}, {http['records']:,} records, 2 workers (typical: 1 process)\n{http['wrk']}", fontsize=9)
-    ax.set_ylim(0, max(rps) * 1.25)
+    n_rounds = len(rounds[names[0]])
+    headline = f"kv / ceiling {t['kv_vs_ceiling']}"
+    if "kv_vs_ceiling_kvworker" in t:
+        headline += f", kv / ceiling under kv's worker {t['kv_vs_ceiling_kvworker']} (medians of per-round ratios)"
+    ax.set_title(f"GET /v1/keys/{{key}}, {http['records']:,} records, 2 workers (typical: 1 process), {http['wrk']}\n"
+                 f"bars: median of {n_rounds} rounds, dots: each round; {headline}", fontsize=8)
+    ax.set_ylim(0, max(max(r) for r in rounds.values()) * 1.25)
     return _save(fig, "throughput.png")
 
 
@@ -69,7 +82,8 @@ def latency(http: dict) -> Path | None:
             continue
         vals = [lat[key]["latency_ms"][q] for q in qs]
         xs = [j + (i - 1) * width for j in range(len(qs))]
-        ax.bar(xs, vals, width, label=f"{label}: {lat[key]['rps']:,} req/s")
+        target = lat[key].get("target_rps")
+        ax.bar(xs, vals, width, label=f"{label}: {lat[key]['rps']:,} req/s" + (f" (target {target:,})" if target else ""))
         for x, v in zip(xs, vals):
             ax.annotate(f"{v:.2f}", (x, v), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(qs)), qs)
@@ -107,10 +121,13 @@ def build(engine: dict) -> Path | None:
     ns = [n for n, _ in pts]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.loglog(ns, [v["seconds"] for _, v in pts], marker="o", label="kv build")
+    gen = [(n, v["gen_seconds"]) for n, v in pts if v.get("gen_seconds")]
+    if gen:
+        a1.loglog([n for n, _ in gen], [g for _, g in gen], marker="s", label="kv gen (data file)")
     a1.loglog(ns, [n / 1e6 for n in ns], linestyle="--", color="gray", label="1M records/s")
     a1.set_xlabel("records")
     a1.set_ylabel("seconds")
-    a1.set_title("Build time", fontsize=9)
+    a1.set_title("Build and generation time", fontsize=9)
     a1.legend(fontsize=8)
     a2.loglog(ns, [v["input_bytes"] / 2**20 for _, v in pts], marker="o", label="input data file")
     a2.loglog(ns, [v["table_bytes"] / 2**20 for _, v in pts], marker="o", label="table file")
@@ -122,15 +139,22 @@ def build(engine: dict) -> Path | None:
 
 
 def main() -> int:
+    global IMG
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--http", default=str(BENCH / "http.json"))
+    ap.add_argument("--engine", default=str(BENCH / "engine.json"))
+    ap.add_argument("--img", default=str(IMG), help="directory for the PNG files")
+    args = ap.parse_args()
+    IMG = Path(args.img).resolve()
     made = []
-    http_path, engine_path = BENCH / "http.json", BENCH / "engine.json"
+    http_path, engine_path = Path(args.http), Path(args.engine)
     if http_path.exists():
         http = json.loads(http_path.read_text())
         made += [throughput(http), latency(http), memory(http)]
     if engine_path.exists():
         made.append(build(json.loads(engine_path.read_text())))
     for p in filter(None, made):
-        print(f"wrote {p.relative_to(ROOT)}", file=sys.stderr)
+        print(f"wrote {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}", file=sys.stderr)
     return 0
 
 

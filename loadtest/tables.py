@@ -3,19 +3,23 @@
 every number in them comes from a run's output.
 
     python loadtest/tables.py > /tmp/tables.md
+    python loadtest/tables.py --engine /tmp/e.json --engine-big none --http /tmp/h.json   # other runs' output
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 
-def load(name: str) -> dict:
-    p = BENCH / name
-    return json.loads(p.read_text()) if p.exists() else {}
+def load(path: str) -> dict:
+    """A results file; {} when missing or 'none'."""
+    p = Path(path)
+    return json.loads(p.read_text()) if path != "none" and p.exists() else {}
 
 
 def table(head: list[str], rows: list[list]) -> str:
@@ -24,51 +28,98 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
-def engine() -> None:
-    e, big = load("engine.json"), load("engine-100m.json")
+def engine(e: dict, big: dict) -> None:
     if not e:
         return
     print(f"### Engine ({e['date']}, `{e['command']}`)\n")
     base = e["python_baseline_rss_kib"]
     rows = []
-    for n, b in {**e["build"], **big.get("build", {})}.items():
-        rows.append([f"{int(n):,}", f"{b['seconds']:.2f}", f"{b['records_per_s']:,}", f"{b['input_bytes'] / 2**20:,.1f}",
-                     f"{b['table_bytes'] / 2**20:,.1f}", b["size_ratio"], f"{b['peak_rss_kib'] / 1024:,.0f}",
-                     b["bytes_per_record_over_baseline"], b["open"]["median_ms"], b["lookup"]["hot_us_per_lookup"],
-                     b["lookup"]["cold_us_per_lookup"]])
-    print(table(["records", "build s", "records/s", "input MiB", "table MiB", "size ratio", "build peak RSS MiB",
+    builds = {**e["build"], **big.get("build", {})}
+    for n, b in builds.items():
+        gen = b.get("gen_seconds")
+        rows.append([f"{int(n):,}", "n/a" if gen is None else f"{gen:.2f}", f"{b['seconds']:.2f}", f"{b['records_per_s']:,}",
+                     f"{b['input_bytes'] / 2**20:,.1f}", f"{b['table_bytes'] / 2**20:,.1f}", b["size_ratio"],
+                     f"{b['peak_rss_kib'] / 1024:,.0f}", b["bytes_per_record_over_baseline"], b["open"]["median_ms"],
+                     b["lookup"]["hot_us_per_lookup"], b["lookup"]["cold_us_per_lookup"]])
+    print(table(["records", "kv gen s", "build s", "records/s", "input MiB", "table MiB", "size ratio", "build peak RSS MiB",
                  "bytes/record over baseline", "open ms (median)", "lookup hot us", "lookup cold us"], rows))
-    print(f"\nPython baseline RSS {base / 1024:.0f} MiB; the 100M row is from `{big.get('command', 'n/a')}` ({big.get('date', '')}).\n")
-    lk = e["lookups"]
+    print(f"\nPython baseline RSS {base / 1024:.0f} MiB" + (f"; the 100M row is from `{big['command']}` ({big['date']})." if big else "."))
+    gen10m = builds.get("10000000", {}).get("gen_seconds")
+    if gen10m is not None:
+        print(f"`kv gen 10000000` took {gen10m:.2f} s (goal: under 60 s; wall time of the command, interpreter start included).")
+    print()
+    lk = e.get("lookups")
+    if not lk:  # a --no-compare run
+        return
     print(table(["contender", "us per lookup", "lookups/s"],
                 [[k, v, f"{lk['lookups_per_s'][k]:,}"] for k, v in lk["us_per_lookup"].items()]))
+    scaling = f"; 10M/1M build time {e['build_scaling_10x']}x" if "build_scaling_10x" in e else ""
     print(f"\nkv/lmdb rate ratio {lk['kv_vs_lmdb']}, kv/dict {lk['kv_vs_dict']}; build 1M: kv vs LMDB bulk load "
-          f"{e['kv_build_vs_lmdb']}x faster (LMDB {e['lmdb_build_seconds']} s); 10M/1M build time {e['build_scaling_10x']}x.\n")
+          f"{e['kv_build_vs_lmdb']}x faster (LMDB {e['lmdb_build_seconds']} s){scaling}.\n")
 
 
-def http() -> None:
-    h = load("http.json")
+def _paired(runs: dict, a: str, b: str) -> list[float]:
+    """a / b round by round (the runs of one round sit at the same index)."""
+    return [ra["rps"] / rb["rps"] for ra, rb in zip(runs[a], runs[b])]
+
+
+def _ratio_line(t: dict, key: str, a: str, b: str, label: str, digits: int, unit: str = "") -> str:
+    """'label M (rounds r1, r2, ...; best / best B)': M the median of the paired
+    per-round ratios (computed from the runs for results that predate it)."""
+    paired = _paired(t["runs"], a, b)
+    if f"{key}_best" in t:
+        median, best = t[key], t[f"{key}_best"]
+    else:  # older results: t[key] was best / best
+        median, best = round(statistics.median(paired), digits), round(t["rps"][a] / t["rps"][b], digits)
+    return (f"{label} **{median}{unit}** (median of the paired rounds: {', '.join(f'{r:.{digits}f}' for r in paired)}; "
+            f"best / best {best}{unit})")
+
+
+def http(h: dict) -> None:
     if not h:
         return
     print(f"### HTTP ({h['date']}, `{h['command']}`, {h['records']:,} records, {h['wrk']})\n")
     t = h.get("throughput")
     if t:
+        runs = t["runs"]
         rows = []
-        for name, runs in t["runs"].items():
+        for name, rs in runs.items():
             best = t["rps"][name]
-            p99 = max(runs, key=lambda r: r["rps"])["latency_ms"]["p99"]
-            rows.append([name, " / ".join(f"{r['rps']:,}" for r in runs), f"{best:,}", round(best / t["rps"]["ceiling"], 3), p99,
-                         sum(r["errors"] for r in runs)])
-        print(table(["contender", "req/s per round", "best req/s", "vs ceiling", "p99 ms (best round)", "errors"], rows))
-        print(f"\nkv / ceiling {t['kv_vs_ceiling']}, kv / FastAPI route {t['kv_vs_fastapi_route']}x, kv / typical {t['kv_vs_typical']}x.\n")
+            median = t.get("rps_median", {}).get(name) or round(statistics.median(r["rps"] for r in rs))
+            p99 = max(rs, key=lambda r: r["rps"])["latency_ms"]["p99"]
+            vs = " / ".join(f"{r:.3f}" for r in _paired(runs, name, "ceiling"))
+            rows.append([name, " / ".join(f"{r['rps']:,}" for r in rs), f"{median:,}", f"{best:,}", vs, p99,
+                         sum(r["errors"] for r in rs)])
+        print(table(["contender", "req/s per round", "median req/s", "best req/s", "vs ceiling per round", "p99 ms (best round)",
+                     "errors"], rows))
+        order = t.get("order")
+        print(f"\n{len(runs['kv'])} rounds" + (f" ({order})" if order else "") + "; a ratio is taken within each round, "
+              "the headline is the median of those.\n")
+        lines = [_ratio_line(t, "kv_vs_ceiling", "kv", "ceiling", "kv / ceiling", 3)]
+        if "ceiling_kvworker" in runs:
+            lines += [_ratio_line(t, "kv_vs_ceiling_kvworker", "kv", "ceiling_kvworker", "kv / ceiling under kv's worker", 3),
+                      _ratio_line(t, "ceiling_kvworker_vs_ceiling", "ceiling_kvworker", "ceiling",
+                                  "ceiling under kv's worker / stock ceiling", 3)]
+        lines += [_ratio_line(t, "kv_vs_fastapi_route", "kv", "fastapi_route", "kv / FastAPI route", 2, "x"),
+                  _ratio_line(t, "kv_vs_typical", "kv", "typical", "kv / typical", 2, "x")]
+        print("\n".join(f"- {line}" for line in lines) + "\n")
     lat = h.get("latency")
     if lat:
         rows = [[k, v.get("connections"), f"{v['rps']:,}", v["latency_ms"]["mean"], v["latency_ms"]["p50"], v["latency_ms"]["p99"],
                  v["latency_ms"]["p999"], v["latency_ms"]["max"]] for k, v in lat.items()]
         print(table(["load (kv, 2 workers)", "connections", "req/s", "mean ms", "p50 ms", "p99 ms", "p99.9 ms", "max ms"], rows))
         b = lat["batch"]
-        print(f"\nBatches of {b['batch_size']}: {b['keys_per_s']:,} keys/s. Half peak targets {lat['half_peak'].get('target_rps', 0):,} req/s "
-              f"(wrk paces each connection with a 2 ms delay; the achieved rate is in the table).\n")
+        print(f"\nBatches of {b['batch_size']}: {b['keys_per_s']:,} keys/s.")
+        hp = lat["half_peak"]
+        if "calibration" in hp:
+            cal = ", ".join(f"{c['delay_ms']} ms -> {c['rps']:,}" for c in hp["calibration"])
+            print(f"Half peak: target {hp['target_rps']:,} req/s (50% of {hp['peak_rps']:,}, {hp['peak_source']}), achieved "
+                  f"{hp['rps']:,} req/s = **{hp['achieved_vs_target']}** of the target; {hp['connections']} connections, each waiting "
+                  f"{hp['delay_ms']} ms before each request, the delay calibrated by 3 s runs until one came within 5% of the "
+                  f"target ({cal} req/s).\n")
+        elif "target_rps" in hp:
+            print(f"Half peak targets {hp['target_rps']:,} req/s and achieved {hp['rps']:,} "
+                  f"({hp['rps'] / hp['target_rps']:.2f} of the target; fixed 2 ms delay per connection, uncalibrated).\n")
     c = h.get("clients")
     if c:
         rows = []
@@ -100,6 +151,15 @@ def http() -> None:
         print()
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", default=str(BENCH / "engine.json"), help="bench_engine.py output ('none' to leave out)")
+    ap.add_argument("--engine-big", default=str(BENCH / "engine-100m.json"), help="the 100M run's output, rows added to the engine table")
+    ap.add_argument("--http", default=str(BENCH / "http.json"), help="bench_http.py output ('none' to leave out)")
+    args = ap.parse_args()
+    engine(load(args.engine), load(args.engine_big))
+    http(load(args.http))
+
+
 if __name__ == "__main__":
-    engine()
-    http()
+    main()
