@@ -151,11 +151,13 @@ def test_table_pages_are_shared_not_copied(big_table):
             after = smaps_kib(p)
             private = after["Private_Dirty"] - before[p]["Private_Dirty"]
             mapped = after["Rss"] - before[p]["Rss"]
-            # The lookups did touch the table (its pages are now mapped in this worker) ...
-            assert mapped > 15 * 1024, f"worker {p} mapped only {mapped} KiB more: the test touched too little"
+            # The lookups did touch more of the table than the bound below (its pages
+            # are now mapped in this worker: about 15 MiB each, measured), so a
+            # worker that copied what it read would fail the bound ...
+            assert mapped > 10 * 1024, f"worker {p} mapped only {mapped} KiB more: the test touched too little"
             # ... and they are page-cache pages shared with the other worker, not private copies.
             assert private < 10 * 1024, f"worker {p} private memory grew by {private} KiB"
-            assert after["Shared_Clean"] + after["Private_Clean"] - before[p]["Shared_Clean"] - before[p]["Private_Clean"] > 15 * 1024
+            assert after["Shared_Clean"] + after["Private_Clean"] - before[p]["Shared_Clean"] - before[p]["Private_Clean"] > 10 * 1024
 
 
 def test_killed_worker_is_replaced_while_others_answer(server):
