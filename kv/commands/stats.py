@@ -23,10 +23,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
+    width = max(map(len, s), default=0)
     for k, v in s.items():
         if isinstance(v, dict):
             v = json.dumps(v)
         elif isinstance(v, int) and k not in ("pid", "worker"):  # counts get separators, ids do not
             v = f"{v:,}"
-        print(f"{k:<14} {v}")
+        print(f"{k:<{width}}  {v}")
     return 0
