@@ -145,10 +145,26 @@ def run(args) -> int:
 
     _raise_open_file_limit()
     print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
-    if args.config and not os.path.isfile(args.config):
-        return fail(f"--config {args.config}: no such file")
-    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive, args.config).run()
+    try:
+        settings = gunicorn_settings(args.config)
+    except Exception as e:  # noqa: BLE001 - the user's file: any error in it is theirs to see, in one line
+        return fail(f"--config {args.config}: {type(e).__name__}: {e}")
+    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive, settings).run()
     return 0
+
+
+def gunicorn_settings(config: str | None) -> dict:
+    """The names a gunicorn config file defines (settings and hooks; gunicorn
+    ignores the rest): `config`, or the packaged kv/gunicorn_conf.py."""
+    if config is None:
+        from . import gunicorn_conf
+
+        return vars(gunicorn_conf)
+    if not os.path.isfile(config):
+        raise FileNotFoundError("no such file")
+    import runpy
+
+    return runpy.run_path(config)
 
 
 def _raise_open_file_limit() -> None:
@@ -172,23 +188,15 @@ class GunicornServer(_gunicorn_base()):
     deploy/gunicorn.conf.py or kv/gunicorn_conf.py), in this process."""
 
     def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None, keepalive: int = 5,
-                 config: str | None = None):
+                 settings: dict | None = None):
         self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level, "keepalive": keepalive}
         if pid_file:
             self.overrides["pidfile"] = pid_file
-        self.config_file = config
+        self.settings = gunicorn_settings(None) if settings is None else settings
         super().__init__()
 
     def load_config(self):
-        if self.config_file:
-            import runpy
-
-            settings = runpy.run_path(self.config_file)
-        else:
-            from . import gunicorn_conf
-
-            settings = vars(gunicorn_conf)
-        for name, value in settings.items():
+        for name, value in self.settings.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
         for name, value in self.overrides.items():

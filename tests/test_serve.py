@@ -129,3 +129,16 @@ def test_serve_refuses_a_missing_config_file(data, tmp_path):
 
     r = subprocess.run([KV, "serve", str(data), "--config", str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_serve_names_an_error_in_the_config_file_in_one_line(data, tmp_path):
+    import subprocess
+
+    from serverutil import KV
+
+    conf = tmp_path / "broken.conf.py"
+    conf.write_text("workers = (\n")
+    r = subprocess.run([KV, "serve", str(data), "--config", str(conf)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith(f"kv serve: --config {conf}: SyntaxError")
+    assert "Traceback" not in r.stderr
