@@ -37,15 +37,19 @@ class ServerError(KVError):
         self.detail = detail
 
 
-def timeout_from_env() -> float:
-    text = os.environ.get("KV_TIMEOUT") or str(DEFAULT_TIMEOUT)
+def positive_seconds(text: str, name: str = "timeout") -> float:
+    """`text` as a positive number of seconds; ValueError naming `name` otherwise."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise ValueError(f"KV_TIMEOUT must be a positive number of seconds, not {text!r}")
+        raise ValueError(f"{name} must be a positive number of seconds, not {text!r}")
     return seconds
+
+
+def timeout_from_env() -> float:
+    return positive_seconds(os.environ.get("KV_TIMEOUT") or str(DEFAULT_TIMEOUT), "KV_TIMEOUT")
 
 
 class Client:

@@ -17,13 +17,12 @@ def server_url(text: str) -> str:
 
 
 def seconds(text: str) -> float:
+    from ..client import positive_seconds
+
     try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
+        return positive_seconds(text, "--timeout")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_url_argument(p):
