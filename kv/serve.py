@@ -82,7 +82,7 @@ def table_for_data(data: Path, options: dict) -> Path:
                 if same_source and opts == wanted:
                     print(f"kv serve: reusing {table} (built from this {data.name}, same options)", file=sys.stderr)
                     return table
-                why = "the data file changed since" if not same_source else f"it was built with other options ({opts})"
+                why = "the data file changed since it was built" if not same_source else f"it was built with other options ({opts})"
                 print(f"kv serve: rebuilding {table}: {why}", file=sys.stderr)
         except (TableCorrupt, OSError) as e:
             print(f"kv serve: rebuilding {table}: {e}", file=sys.stderr)
@@ -143,12 +143,12 @@ def run(args) -> int:
     if not pid_file and args.root and os.access(args.root, os.W_OK):
         pid_file = os.path.join(args.root, "kv.pid")
 
-    _raise_open_file_limit()
-    print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
     try:
         settings = gunicorn_settings(args.config)
     except Exception as e:  # noqa: BLE001 - the user's file: any error in it is theirs to see, in one line
         return fail(f"--config {args.config}: {type(e).__name__}: {e}")
+    _raise_open_file_limit()
+    print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
     GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive, settings).run()
     return 0
 
