@@ -10,7 +10,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test install sysdeps bench bench-engine bench-http plots loadtest drills clean
+.PHONY: run test install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,8 +53,10 @@ test: install sysdeps
 drills: install sysdeps
 	$(BIN)/python -m pytest -q -m drill tests
 
+# make loadtest LOCUST_TIME=15 for a shorter run
+LOCUST_TIME ?= 60
 loadtest: install example.kvt
-	$(BIN)/python loadtest/run_locust.py --data example.data --time 60
+	$(BIN)/python loadtest/run_locust.py --data example.data --time $(LOCUST_TIME)
 
 bench-engine: install sysdeps
 	$(BIN)/python loadtest/bench_engine.py
@@ -65,7 +67,11 @@ bench-http: install sysdeps
 plots: install
 	$(BIN)/python loadtest/plots.py
 
-bench: bench-engine bench-http plots
+# Rewrite the numbers README.md and docs/*.md cite from docs/bench/*.json.
+docnumbers: install
+	$(BIN)/python loadtest/docnumbers.py
+
+bench: bench-engine bench-http plots docnumbers
 
 clean:
 	rm -rf $(VENV) example.kvt loadtest/results bench-data
