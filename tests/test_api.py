@@ -274,7 +274,7 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
     and the connection closed, instead of holding a worker's slot forever."""
     import asyncio
 
-    from kv.app import FastPath
+    from kv.http.fastpath import FastPath
 
     slow_app = FastPath(app.api, app.state, max_body=64 * 1024, body_seconds=0.3)
     sent = []
@@ -291,7 +291,7 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
         messages.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/batch", "raw_path": b"/v1/batch", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "headers": [(b"host", b"test"), (b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555), "root_path": ""}
     asyncio.run(asyncio.wait_for(slow_app(scope, receive, send), 5))
     start = messages[0]
