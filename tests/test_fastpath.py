@@ -50,6 +50,7 @@ CASES = [
     ("malformed", "GET", "/v1/keys/not-a-key", ()),
     ("head", "HEAD", f"/v1/keys/{KEY}", ()),
     ("json", "GET", f"/v1/keys/{KEY}", (("accept", "application/json"),)),
+    ("json in any case", "GET", f"/v1/keys/{KEY}", (("accept", "Application/JSON"),)),
     ("304", "GET", f"/v1/keys/{KEY}", (("if-none-match", "ETAG"),)),
     ("weak 304", "GET", f"/v1/keys/{KEY}", (("if-none-match", "W/ETAG"),)),
     ("json refused", "GET", f"/v1/keys/{KEY}", (("accept", "application/json;q=0"),)),
@@ -71,7 +72,8 @@ def test_plain_hits_take_the_fast_path(app):
     assert sum(app.state.counts.fast) == before + 1
 
 
-@pytest.mark.parametrize("headers", [(("accept", "application/json"),), (("if-none-match", '"x"'),), (("x-big", "v" * 2000),)])
+@pytest.mark.parametrize("headers", [(("accept", "application/json"),), (("accept", "APPLICATION/JSON"),),
+                                     (("if-none-match", '"x"'),), (("x-big", "v" * 2000),)])
 def test_json_conditional_and_oversized_requests_take_the_full_path(app, headers):
     before = sum(app.state.counts.fast)
     call(app, "GET", f"/v1/keys/{KEY}", headers)
