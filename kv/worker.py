@@ -21,7 +21,14 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    request head at the last sweep and still has not completed it: a head must
    be complete within one to two `keepalive` periods of its first byte.
 
-Both rules stay off the per-request path (no method of the protocol that runs
+3. One close per listening socket. uvicorn-worker (0.4) hands uvicorn
+   gunicorn's socket wrappers; uvloop closes a server's socket itself, then
+   calls the wrapper's close(), which closes the same descriptor again and
+   logs "Error while closing socket [Errno 9] Bad file descriptor" at every
+   worker stop (and a descriptor closed twice could, in between, have been
+   reused). Handed the plain socket objects, uvloop detaches them instead.
+
+The first two rules stay off the per-request path (no method of the protocol that runs
 for every request is overridden): the drain adds `Connection: close` to the
 worker's default response headers, and the head check is the periodic sweep.
 """
@@ -94,3 +101,8 @@ class KVWorker(UvicornWorker):
     # coroutine layer on every request (about 0.5 us of the 13 us uvicorn
     # spends on a request, measured in process).
     CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none", "server_header": False, "proxy_headers": False}
+
+    async def _serve(self) -> None:
+        # Rule 3 above: uvicorn gets the sockets, not gunicorn's wrappers (uvicorn-worker 0.4, uvloop 0.23).
+        self.sockets = [getattr(s, "sock", s) for s in self.sockets]
+        await super()._serve()

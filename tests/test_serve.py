@@ -12,13 +12,14 @@ import pytest
 
 from conftest import write_records
 from kv.build import build_table
+from kv.options import BuildOptions
 from kv.serve import default_config, table_for_data
 from kv.table import open_table
 from serverutil import running_server
 
 KEY = "3479d894-3271-4935-88cf-a06f3cbb80a5"
 OTHER = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
-DEFAULTS = {"skip_invalid": False, "on_duplicate": "error", "strip_cr": False}
+DEFAULTS = BuildOptions()  # build options given, as the defaults
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_touched_data_file_is_rebuilt(data):
 def test_other_serve_options_rebuild(data, capsys):
     table = table_for_data(data, DEFAULTS)
     ino = built_ino(table)
-    table_for_data(data, DEFAULTS | {"on_duplicate": "last"})
+    table_for_data(data, BuildOptions(on_duplicate="last"))
     assert built_ino(table) != ino
     assert open_table(table).meta["options"]["on_duplicate"] == "last"
     assert "other options" in capsys.readouterr().err
