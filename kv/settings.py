@@ -175,7 +175,7 @@ WORKERS = Setting("workers", "--workers", "KV_WORKERS", positive_int, available_
                   metavar="N", gunicorn="workers")
 KEEPALIVE = Setting("keepalive", "--keepalive", "KV_KEEPALIVE", positive_int, 5,
                     "close a connection idle this long, or whose request head is not complete this long after its "
-                    "first byte; must be below the config file's graceful_timeout (15)",
+                    "first byte; must be below gunicorn's graceful_timeout (kv serve refuses it otherwise)",
                     metavar="SECONDS", gunicorn="keepalive")
 MAX_BATCH = Setting("max_batch", "--max-batch", "KV_MAX_BATCH", positive_int, 1000,
                     "most keys in one batch request", metavar="N")

@@ -10,7 +10,8 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    not to reuse it), and one that stays silent is closed when its ordinary
    keep-alive timeout would close it anyway, exactly the close a client faces
    on any idle connection. A worker therefore exits at most `keepalive`
-   seconds after a reload, well inside `graceful_timeout`.
+   seconds after a reload, inside `graceful_timeout`: `kv serve` refuses a
+   keepalive that is not below graceful_timeout (kv.serve.check_keepalive).
 
 2. Silent and slow clients are closed. uvicorn times out a connection only
    after a response; one that connects and never sends a request, or sends a
