@@ -32,7 +32,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from . import settings
-from .errors import DataFormatError, KVError, TableCorrupt
+from .errors import DataFormatError, KVError, SettingError, TableCorrupt
 from .options import BuildOptions
 from .publish import table_problem  # noqa: F401 (also importable from here, as before)
 from .settings import Resolved
@@ -97,7 +97,7 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
                 log(f"rebuilding {table}: it was built with other options: {', '.join(options.differences(recorded))}. "
                     f"To serve it as built, give no build option; to rebuild keeping its options, "
                     f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options)}))}")
-        except (TableCorrupt, OSError) as e:
+        except (TableCorrupt, OSError, ValueError) as e:  # ValueError: options recorded that no kv accepts
             log(f"rebuilding {table}: {e}")
     report = _build(data, table, options or BuildOptions())
     print(report.summary(), file=sys.stderr)
@@ -126,6 +126,8 @@ def resolve_table(path: str | None, root: str | None, options: BuildOptions | No
     if p.is_dir():
         raise ValueError(f"{p} is a directory; to serve a publish root use --root {p}")
     if is_table(p):
+        if options is not None:
+            _say(f"build options ignored: {p} is a table, served as it was built")
         return p
     return table_for_data(p, options)
 
@@ -174,9 +176,12 @@ def server_settings(given: dict[str, Any]) -> tuple[dict[str, Resolved], dict]:
         raise ServeError(f"--config {config.value}: {type(e).__name__}: {e}") from None
     name = config.value or "kv/gunicorn_conf.py"
     out = {"config": config}
-    for s in settings.SERVER_SETTINGS:
-        if s is not settings.CONFIG:
-            out[s.name] = settings.resolve(s, given.get(s.name), file, name)
+    try:
+        for s in settings.SERVER_SETTINGS:
+            if s is not settings.CONFIG:
+                out[s.name] = settings.resolve(s, given.get(s.name), file, name)
+    except SettingError as e:  # flags and KV_* were checked already: a value the file sets
+        raise ServeError(str(e)) from None
     return out, file
 
 

@@ -76,7 +76,7 @@ def server_url(text: str) -> str:
     return text.rstrip("/")
 
 
-def path(text: str) -> str:
+def file_path(text: str) -> str:
     if not text:
         raise ValueError("must be a file name, not empty")
     return text
@@ -179,12 +179,12 @@ KEEPALIVE = Setting("keepalive", "--keepalive", "KV_KEEPALIVE", positive_int, 5,
                     metavar="SECONDS", gunicorn="keepalive")
 MAX_BATCH = Setting("max_batch", "--max-batch", "KV_MAX_BATCH", positive_int, 1000,
                     "most keys in one batch request", metavar="N")
-PID_FILE = Setting("pid_file", "--pid-file", "KV_PID_FILE", path, None,
+PID_FILE = Setting("pid_file", "--pid-file", "KV_PID_FILE", file_path, None,
                    "write the master pid here", shown_default="$RUNTIME_DIRECTORY/kv.pid under systemd, "
                    "else ROOT/kv.pid with --root", metavar="FILE", gunicorn="pidfile")
 LOG_LEVEL = Setting("log_level", "--log-level", "KV_LOG_LEVEL", log_level, "info",
                     f"gunicorn's log level: {', '.join(LOG_LEVELS)}", metavar="LEVEL", gunicorn="loglevel")
-CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", path, checkout_gunicorn_config,
+CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout_gunicorn_config,
                  "gunicorn configuration file; the flags and KV_* variables above override what it sets",
                  shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
                  "kv/gunicorn_conf.py", metavar="FILE")
@@ -231,11 +231,12 @@ def resolve(setting: Setting, given: Any, config: Mapping[str, Any] | None = Non
     default = setting.default_value()
     if config is not None and setting.gunicorn and config.get(setting.gunicorn) is not None:
         value = config[setting.gunicorn]
+        source = f"{config_name}: {setting.gunicorn}"
         if setting.gunicorn == "bind":
-            value = [value] if isinstance(value, str) else list(value)
+            value = [setting.parse_from(str(v), source) for v in ([value] if isinstance(value, str) else value)]
             default = [default]
-        elif isinstance(value, str) and setting.parse is not path:
-            value = setting.parse_from(value, f"{setting.gunicorn} in {config_name}:")
+        else:
+            value = setting.parse_from(str(value), source)
         # kv/gunicorn_conf.py sets every kv setting to its default (the
         # environment was looked at above): a file that only imports it sets nothing.
         if value != default:

@@ -314,3 +314,12 @@ def test_kv_worker_overrides_the_serve_coroutine_of_uvicorn_worker():
 
     assert "self.sockets" in inspect.getsource(UvicornWorker._serve)
     assert KVWorker._serve is not UvicornWorker._serve
+
+
+def test_build_options_given_with_a_table_are_ignored_with_a_word(data, capsys):
+    from kv.serve import resolve_table
+
+    table = table_for_data(data, None)
+    capsys.readouterr()
+    assert resolve_table(str(table), None, BuildOptions(skip_invalid=True)) == table
+    assert "build options ignored" in capsys.readouterr().err

@@ -182,3 +182,15 @@ def test_packaged_gunicorn_conf_reads_the_registry(monkeypatch):
 
 def test_deploy_gunicorn_conf_is_the_packaged_one():
     assert "from kv.gunicorn_conf import *" in Path(ROOT / "deploy" / "gunicorn.conf.py").read_text()
+
+
+def test_a_bad_value_in_the_config_file_names_the_file_and_setting(tmp_path):
+    conf = config_file(tmp_path, "workers = 0\n")
+    with pytest.raises(ServeError, match=rf"^{re.escape(conf)}: workers must be a whole number, at least 1, not '0'$"):
+        server_settings(NO_FLAGS | {"config": conf})
+
+
+def test_multiple_binds_in_the_config_file_are_kept(tmp_path):
+    conf = config_file(tmp_path, "bind = ['127.0.0.1:9101', '127.0.0.1:9102']\n")
+    got, _ = server_settings(NO_FLAGS | {"config": conf})
+    assert got["bind"].value == ["127.0.0.1:9101", "127.0.0.1:9102"]
