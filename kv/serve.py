@@ -38,6 +38,7 @@ from .publish import table_problem  # noqa: F401 (also importable from here, as 
 from .settings import Resolved
 
 default_config = settings.checkout_gunicorn_config  # the --config default (kept importable from here)
+PACKAGED_CONFIG = "kv/gunicorn_conf.py"  # what runs when there is no config file
 
 
 class ServeError(KVError):
@@ -174,7 +175,7 @@ def server_settings(given: dict[str, Any]) -> tuple[dict[str, Resolved], dict]:
         file = gunicorn_settings(config.value)
     except Exception as e:  # noqa: BLE001 - the user's file: any error in it is theirs to see, in one line
         raise ServeError(f"--config {config.value}: {type(e).__name__}: {e}") from None
-    name = config.value or "kv/gunicorn_conf.py"
+    name = config.value or PACKAGED_CONFIG
     out = {"config": config}
     try:
         for s in settings.SERVER_SETTINGS:
@@ -213,7 +214,7 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
     """Serve until stopped. ServeError (one line) when it cannot start;
     SettingError for a bad KV_* value."""
     resolved, file = server_settings(given)
-    config_name = resolved["config"].value or "kv/gunicorn_conf.py"
+    config_name = resolved["config"].value or PACKAGED_CONFIG
     graceful = file.get("graceful_timeout", 30)  # 30: gunicorn's own default
     check_keepalive(resolved["keepalive"], graceful, config_name)
     table, desc = describe_table(path, root, options)

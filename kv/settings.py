@@ -188,7 +188,7 @@ CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout
                  "gunicorn configuration file; the flags and KV_* variables above override what it sets",
                  shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
                  "kv/gunicorn_conf.py", metavar="FILE")
-URL = Setting("url", "--url", "KV_URL", server_url, "http://127.0.0.1:8000", "server URL", metavar="URL")
+URL = Setting("url", "--url", "KV_URL", server_url, f"http://{BIND.default}", "server URL", metavar="URL")  # kv serve's default address
 TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
                   "seconds to wait for the server to accept and to answer; a server silent that long "
                   "counts as unreachable", shown_default="5", metavar="SECONDS")
