@@ -208,7 +208,7 @@ class Resolved:
     source: str  # "--workers", "KV_WORKERS", the config file's path, or "default"
 
     def describe(self, setting: Setting) -> str:
-        """E.g. "--keepalive 20", "KV_KEEPALIVE=20", "keepalive = 20 in FILE", "the default keepalive 5"."""
+        """E.g. "--keepalive 20", "KV_KEEPALIVE=20", "keepalive = 20 in FILE", "the default --keepalive 5"."""
         if self.source == setting.flag:
             return f"{setting.flag} {self.value}"
         if self.source == setting.env:
