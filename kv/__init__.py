@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import DataFormatError, DuplicateKey, InvalidKey, KVError, TableCorrupt  # noqa: E402
+from .errors import DataFormatError, DuplicateKey, InvalidKey, KVError, SettingError, TableCorrupt  # noqa: E402
 from .keys import canonical_key  # noqa: E402
 from .table import Table, open_table  # noqa: E402
 
@@ -33,6 +33,7 @@ __all__ = [
     "DuplicateKey",
     "InvalidKey",
     "KVError",
+    "SettingError",
     "Table",
     "TableCorrupt",
     "build_table",

@@ -12,16 +12,16 @@ not answer within the timeout is not retried: that would only double the wait.
 from __future__ import annotations
 
 import base64
-import os
 from urllib.parse import quote
 
 import httpx
 
+from . import settings
 from .errors import InvalidKey, KVError
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT = 5.0  # seconds, for each of connect, write, read
-DEFAULT_BATCH_LIMIT = 1000  # kv serve's default --max-batch; a 413 tells the client the real one
+DEFAULT_URL = settings.URL.default
+DEFAULT_TIMEOUT = settings.TIMEOUT.default  # seconds, for each of connect, write, read
+DEFAULT_BATCH_LIMIT = settings.MAX_BATCH.default  # kv serve's default --max-batch; a 413 tells the client the real one
 
 
 class ServerUnreachable(KVError, ConnectionError):
@@ -37,28 +37,14 @@ class ServerError(KVError):
         self.detail = detail
 
 
-def positive_seconds(text: str, name: str = "timeout") -> float:
-    """`text` as a positive number of seconds; ValueError naming `name` otherwise."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {text!r}")
-    return seconds
-
-
-def timeout_from_env() -> float:
-    return positive_seconds(os.environ.get("KV_TIMEOUT") or str(DEFAULT_TIMEOUT), "KV_TIMEOUT")
-
-
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
                  batch_limit: int = DEFAULT_BATCH_LIMIT):
         """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
-        to KV_TIMEOUT, then 5."""
-        self.url = (url or os.environ.get("KV_URL") or DEFAULT_URL).rstrip("/")
-        self.timeout = timeout_from_env() if timeout is None else timeout
+        to KV_TIMEOUT, then 5 (kv/settings.py). A bad KV_URL or KV_TIMEOUT is a
+        SettingError (a ValueError) naming the variable."""
+        self.url = (url or settings.URL.value()).rstrip("/")
+        self.timeout = settings.TIMEOUT.value(timeout)
         self.retries = retries
         self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
         self.http = httpx.Client(base_url=self.url, timeout=self.timeout,

@@ -1,17 +1,12 @@
-"""`kv deploy nginx`: render the nginx front for sharded servers.
-
-    kv deploy nginx --shards 2 --upstream 0=127.0.0.1:8001,127.0.0.1:8002 \
-                               --upstream 1=127.0.0.1:8003,127.0.0.1:8004 \
-                               -o deploy/nginx/kv.conf
-
-nginx does the routing (a `map` from the key's first two hex digits to a
-per-shard upstream); the replicas of a shard are that upstream's servers.
+"""The nginx front for sharded servers, as `kv deploy nginx` renders it
+(kv/commands/deploy.py): nginx does the routing (a `map` from the key's first
+two hex digits to a per-shard upstream); the replicas of a shard are that
+upstream's servers. The file's header names the command that rendered it.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -102,36 +97,28 @@ def parse_upstreams(specs: list[str]) -> dict[int, list[str]]:
     return out
 
 
-def add_arguments(p):
-    sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    n = sub.add_parser("nginx", help="render the nginx front for sharded servers", description=__doc__,
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    n.add_argument("--shards", type=int, required=True, help="number of shards (power of two, up to 256)")
-    n.add_argument("--upstream", action="append", default=[], metavar="SHARD=HOST:PORT[,HOST:PORT...]",
-                   help="the replicas serving one shard; repeat for every shard")
-    n.add_argument("--listen", default="127.0.0.1:8080", help="address nginx listens on (default 127.0.0.1:8080)")
-    n.add_argument("--max-fails", type=int, default=1, help="failures before a replica is skipped (default 1)")
-    n.add_argument("--fail-timeout", default="5s", help="how long a failed replica is skipped (default 5s)")
-    n.add_argument("-o", "--output", default="deploy/nginx/kv.conf", help="file to write ('-' for stdout)")
+def command_line(shards: int, upstreams: dict[int, list[str]], *, listen: str = "127.0.0.1:8080", max_fails: int = 1,
+                 fail_timeout: str = "5s", output: str = "-") -> str:
+    """The `kv deploy nginx` command that renders this front (written into the
+    file's header so that running it again regenerates the file)."""
+    parts = ["kv deploy nginx", f"--shards {shards}"]
+    parts += [f"--upstream {i}={','.join(upstreams[i])}" for i in sorted(upstreams)]
+    if listen != "127.0.0.1:8080":
+        parts.append(f"--listen {listen}")
+    if max_fails != 1:
+        parts.append(f"--max-fails {max_fails}")
+    if fail_timeout != "5s":
+        parts.append(f"--fail-timeout {fail_timeout}")
+    if output != "-":
+        parts.append(f"-o {output}")
+    return " ".join(parts)
 
 
-def run(args) -> int:
-    try:
-        ups = parse_upstreams(args.upstream)
-        text = render_nginx(
-            args.shards, ups, listen=args.listen, max_fails=args.max_fails, fail_timeout=args.fail_timeout,
-            command="kv deploy nginx " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "kv deploy nginx",
-        )
-    except ValueError as e:
-        print(f"kv deploy nginx: {e}", file=sys.stderr)
-        return 2
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        print(f"wrote {out}: {args.shards} shards, {sum(len(v) for v in ups.values())} servers", file=sys.stderr)
-    return 0
+def write_config(text: str, output: str | Path) -> Path:
+    """Write `text` to `output` under a temporary name, then rename it into place."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out

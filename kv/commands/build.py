@@ -5,6 +5,8 @@ import sys
 
 from ..errors import DataFormatError
 
+EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot be read or written; no table written", 2: "bad usage"}
+
 
 def add_arguments(p):
     p.add_argument("data", metavar="DATA", help="data file of `UUID value` lines")

@@ -4,6 +4,11 @@ import os
 import sys
 import time
 
+from .exits import Exit
+
+EXITS = {Exit.OK: "written", Exit.FAILED: "cannot write the file", Exit.USAGE: "bad usage"}
+EXAMPLE = "kv gen 10000 --seed 42 -o example.data"
+
 
 def add_arguments(p):
     p.add_argument("count", type=int, metavar="N", help="number of records")

@@ -4,6 +4,9 @@ import json
 import sys
 
 from ..errors import TableCorrupt
+from .exits import Exit
+
+EXITS = {Exit.OK: "printed", Exit.FAILED: "the table is missing, unreadable or corrupt", Exit.USAGE: "bad usage"}
 
 
 def add_arguments(p):
