@@ -439,6 +439,8 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
         raise TableCorrupt(f"{path}: metadata is not valid JSON ({str(e)[:200]})") from None
     if not isinstance(meta, dict):
         raise TableCorrupt(f"{path}: metadata is not a JSON object")
+    if meta.get("format", h.version) != h.version:
+        raise TableCorrupt(f"{path}: header says format version {h.version}, the metadata {meta.get('format')!r}; the file is damaged")
     return meta
 
 
