@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import metrics
+from .. import metrics, settings
 from ..table import open_table
 from . import openapi
 from .fastpath import FastPath
@@ -30,8 +30,6 @@ from .state import State
 
 log = logging.getLogger("kv")
 
-DEFAULT_MAX_BATCH = 1000
-
 
 def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | None = None):
     """The ASGI app for one worker: maps the table (KV_TABLE by default).
@@ -40,7 +38,7 @@ def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | 
     if not path:
         raise RuntimeError("no table: pass create_app(path) or set KV_TABLE")
     table = open_table(path)
-    max_batch = max_batch or int(os.environ.get("KV_MAX_BATCH", DEFAULT_MAX_BATCH))
+    max_batch = max_batch or settings.MAX_BATCH.value()  # KV_MAX_BATCH, which kv serve sets; else the default
     state = State(table, max_batch)
     api = build_api(state)
     fast_path = FastPath(api, state, max_body=max(64 * 1024, max_batch * 128))
