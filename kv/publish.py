@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DataFormatError, TableCorrupt
+from .options import BuildOptions
 
 DEFAULT_KEEP = 3  # generations kept besides `current`
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
@@ -145,7 +146,8 @@ def _copy_in(source: Path, dest: Path) -> None:
 # -- publish, rollback ------------------------------------------------------------------------
 
 
-def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print, **build_options) -> str:
+def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print,
+            options: BuildOptions = BuildOptions()) -> str:
     """Build (for a data file) or copy (for a table) into ROOT/generations,
     verify it completely, switch ROOT/current to it; return its generation.
 
@@ -172,7 +174,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
             else:
                 from .build import build_table
 
-                report = build_table(source, incoming, **build_options)
+                report = build_table(source, incoming, options)
                 log(f"built {report.records:,} records from {source} in {report.seconds:.2f} s")
             t0 = time.perf_counter()
             try:
@@ -372,9 +374,7 @@ def add_publish_arguments(p):
     p.add_argument("--root", required=True, metavar="DIR", help="publish root (what `kv serve --root` serves)")
     p.add_argument("--keep", type=_keep_count, default=DEFAULT_KEEP, metavar="N",
                    help=f"generations to keep besides the current one (default {DEFAULT_KEEP}, at least 1)")
-    p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
-    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
-    p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
+    BuildOptions.add_arguments(p, prefix="when building from a data file")
     _add_reload_options(p, with_flag=True)
     p.epilog = "Prints the published generation on stdout, one line per step on stderr. Example: kv publish new.data --root /var/lib/kv --reload"
 
@@ -383,8 +383,7 @@ def run_publish(args) -> int:
     log = _logger("publish")
     t0 = time.perf_counter()
     try:
-        gen = publish(args.source, args.root, keep=args.keep, log=log, skip_invalid=args.skip_invalid,
-                      on_duplicate=args.on_duplicate, strip_cr=args.strip_cr)
+        gen = publish(args.source, args.root, keep=args.keep, log=log, options=BuildOptions.from_args(args))
         if args.reload:
             reload(args.root, args.pid_file, log=log, wait=args.wait)
     except (PublishError, DataFormatError, OSError) as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import DataFormatError, TableCorrupt
 from .gunicorn_conf import available_cpus
+from .options import BuildOptions
 
 
 def add_arguments(p):
@@ -66,14 +67,15 @@ def is_table(path: Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def table_for_data(data: Path, options: dict) -> Path:
+def table_for_data(data: Path, options: BuildOptions | dict) -> Path:
     """The table for a data file: reuse a matching one, else build it."""
-    from .build import build_options, build_table, default_table_path
+    from .build import build_table, default_table_path
     from .table import open_table
 
+    options = BuildOptions(**options) if isinstance(options, dict) else options
     table = default_table_path(data)
     st = data.stat()
-    wanted = build_options(**options)
+    wanted = options.recorded()
     if table.exists():
         try:
             with open_table(table) as t:
@@ -86,7 +88,7 @@ def table_for_data(data: Path, options: dict) -> Path:
                 print(f"kv serve: rebuilding {table}: {why}", file=sys.stderr)
         except (TableCorrupt, OSError) as e:
             print(f"kv serve: rebuilding {table}: {e}", file=sys.stderr)
-    report = build_table(data, table, **options)
+    report = build_table(data, table, options)
     print(report.summary(), file=sys.stderr)
     return table
 
@@ -108,7 +110,7 @@ def resolve(args) -> Path:
         raise ValueError(f"{path} is a directory; to serve a publish root use --root {path}")
     if is_table(path):
         return path
-    options = {"skip_invalid": args.skip_invalid, "on_duplicate": args.on_duplicate, "strip_cr": args.strip_cr}
+    options = BuildOptions(skip_invalid=args.skip_invalid, on_duplicate=args.on_duplicate, strip_cr=args.strip_cr)
     return table_for_data(path, options)
 
 
