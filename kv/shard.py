@@ -76,12 +76,8 @@ def build_shards(
         bits = shards.bit_length() - 1
         skipped = read_records(data, total, options, lambda records: _route(records, writers, bits), size=st.st_size,
                                progress=progress, block_size=block_size)
-        recorded = {**options.recorded(), "shards": shards}
-        for i, (w, r) in enumerate(zip(writers, reports)):
-            lo, hi = key_range(i, shards)
-            meta = table_meta(data, st, recorded, total)
-            meta["shard"] = {"index": i, "count": shards, "first_prefix": lo, "last_prefix": hi}
-            w.finish(meta, r, data, skipped, options)
+        for w, r in zip(writers, reports):
+            w.finish(_shard_meta(data, st, options, total, w.shard), r, data, skipped, options)
             done.append(w.out)
     except BaseException:
         for w in writers:
@@ -90,13 +86,22 @@ def build_shards(
             p.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - t0
-    for r in reports:
+    for r in reports:  # the read is shared: so are its counts
         r.seconds = seconds
         r.lines = total.lines
         r.skipped = total.skipped
         r.skipped_sample = total.skipped_sample
         r.cr_stripped = total.cr_stripped
     return reports
+
+
+def _shard_meta(data: Path, st: os.stat_result, options: BuildOptions, total: BuildReport, shard: tuple[int, int]) -> dict:
+    """A shard's metadata: a table's, the shard count among the options, and which keys it holds."""
+    index, count = shard
+    lo, hi = key_range(index, count)
+    meta = table_meta(data, st, {**options.recorded(), "shards": count}, total)
+    meta["shard"] = {"index": index, "count": count, "first_prefix": lo, "last_prefix": hi}
+    return meta
 
 
 class ShardWriter(TableWriter):
