@@ -176,6 +176,7 @@ class LineReader:
             self._fail(self.line_base + i + 1, line_problem(text), text)
 
     def _count_skipped(self, buf, starts, lens, cr, bad) -> None:
+        """Count the stripped CRs and the skipped lines, sampling the first lines skipped."""
         self.report.cr_stripped += int(cr.sum())
         if not len(bad):
             return
