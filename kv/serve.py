@@ -62,7 +62,7 @@ def is_table(path: Path) -> bool:
 def _build(data: Path, out: Path, options: BuildOptions):
     from .build import build_table
 
-    return build_table(data, out, **options.recorded())  # TODO(merge): build_table(data, out, options) once the builder takes BuildOptions
+    return build_table(data, out, options)
 
 
 def _in_words(options: BuildOptions) -> str:

@@ -4,6 +4,7 @@ import os
 import sys
 import time
 
+from ..report import plural
 from .exits import Exit
 
 EXITS = {Exit.OK: "written", Exit.FAILED: "cannot write the file", Exit.USAGE: "bad usage"}
@@ -36,5 +37,5 @@ def run(args) -> int:
         print(f"kv gen: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
         return 1
     if args.output != "-":
-        print(f"wrote {args.count:,} records ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        print(f"wrote {plural(args.count, 'record')} ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
