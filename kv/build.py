@@ -57,12 +57,13 @@ def build_table(
         options = dataclasses.replace(options, **option_fields)  # BuildOptions validates itself
     t0 = time.perf_counter()
     data = Path(data)
+    options = options.for_data(data)  # --format from the file name when not given
     out = Path(out) if out is not None else default_table_path(data)
     st = os.stat(data)
-    report = BuildReport(source=str(data), table=str(out))
+    report = BuildReport(source=str(data), table=str(out), input_format=options.format)
     writer = None
     try:
-        writer = TableWriter(out, capacity=st.st_size // (fmt.VALUE_AT + 1) + 1)
+        writer = TableWriter(out, capacity=record_capacity(st.st_size, options), key_kind=options.key_kind)
         skipped = read_records(data, report, options, writer.add, size=st.st_size, progress=progress,
                                block_size=block_size)
         writer.finish(table_meta(data, st, options.recorded(), report), report, data, skipped, options)
@@ -81,7 +82,7 @@ def table_meta(data: Path, st: os.stat_result, options: dict, report: BuildRepor
     """The metadata a table records about its source and the read; the writer
     adds the counts it finds (duplicates, records, value bytes, layout)."""
     return {
-        "format": fmt.VERSION,
+        "format": fmt.KIND_VERSION["string" if "format" in options else "uuid"],
         "builder": f"kv {__version__}",
         "source": {"name": data.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
         "built_at": build_time(st),
@@ -90,6 +91,13 @@ def table_meta(data: Path, st: os.stat_result, options: dict, report: BuildRepor
         "skipped": report.skipped,
         "duplicates": 0,
     }
+
+
+def record_capacity(size: int, options: BuildOptions) -> int:
+    """At most how many records a data file of `size` bytes holds (arrays of
+    this length are reserved, and the OS backs only the pages used)."""
+    shortest = fmt.VALUE_AT + 1 if options.key_kind == "uuid" else 3  # "k\t\n"; a jsonl line is longer
+    return size // shortest + 1
 
 
 def build_time(st: os.stat_result) -> str:

@@ -39,13 +39,21 @@ _KEY_COLS = [c for c in range(fmt.KEY_LEN) if c not in _HYPHEN_COLS]
 class Records(NamedTuple):
     """One block's valid lines, canonical: `buf` is their bytes (`key value\\n`
     each), `starts` each record's offset in it, `vlens` each value's length,
-    `h64` each key's xxh3_64 and `checks` each record's check (FORMAT.md)."""
+    `h64` each key's xxh3_64 and `checks` each record's check (FORMAT.md).
+    `lens`, for string-key records (kv/strlines.py: `u16 key length, key,
+    value`, back to back), is each record's length; None for UUID records,
+    whose length is their value's plus VALUE_AT (and a newline follows)."""
 
     buf: bytes
     starts: np.ndarray
     vlens: np.ndarray
     h64: np.ndarray
     checks: np.ndarray
+    lens: np.ndarray | None = None
+
+    def spans(self) -> np.ndarray:
+        """Bytes each record takes in `buf` (a UUID record's newline included)."""
+        return self.vlens + (fmt.VALUE_AT + 1) if self.lens is None else self.lens
 
 
 def read_records(data: Path, report: BuildReport, options: BuildOptions, sink: Callable[[Records], None], *,
@@ -53,7 +61,7 @@ def read_records(data: Path, report: BuildReport, options: BuildOptions, sink: C
     """Hand each block of `data`'s records to `sink`, counting lines in
     `report`; return the numbers of the lines skipped."""
     with open(data, "rb") as f:
-        reader = LineReader(f, data, report, options, block_size)
+        reader = reader_class(options.format)(f, data, report, options, block_size)
         bar = progress_bar(size, progress)
         for records, consumed in reader.blocks():
             sink(records)
@@ -62,8 +70,19 @@ def read_records(data: Path, report: BuildReport, options: BuildOptions, sink: C
     return reader.skipped_lines
 
 
+def reader_class(input_format: str) -> type[LineReader]:
+    """The reader of an input format: uuid lines here, tsv and jsonl in kv/strlines.py."""
+    if input_format == "uuid":
+        return LineReader
+    from .strlines import JsonlReader, TsvReader
+
+    return {"tsv": TsvReader, "jsonl": JsonlReader}[input_format]
+
+
 class LineReader:
     """Reads a data file in blocks and yields validated, canonical records."""
+
+    max_line = MAX_LINE  # longer lines are refused before they are all in memory
 
     def __init__(self, f: io.BufferedIOBase, path: Path, report: BuildReport, options: BuildOptions, block_size: int):
         self.f = f
@@ -102,7 +121,7 @@ class LineReader:
             if cut == 0:
                 carry.append(chunk)
                 carried += len(chunk)
-                if carried > MAX_LINE:
+                if carried > self.max_line:
                     self._overlong(b"".join(carry)[:80])
                     carry, carried, discarding = [], 0, True
                 continue
@@ -116,7 +135,7 @@ class LineReader:
         """The line after the current block is longer than MAX_LINE: stop, or
         skip it (the caller discards its bytes up to the next newline)."""
         line_no = self.line_base + 1
-        reason = f"line is longer than {MAX_LINE:,} bytes; a value holds at most {fmt.MAX_VALUE_LEN:,} bytes"
+        reason = f"line is longer than {self.max_line:,} bytes, more than any record can hold"
         if not self.options.skip_invalid:
             self._fail(line_no, reason, text)
         if len(self.report.skipped_sample) < SAMPLE:

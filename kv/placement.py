@@ -25,10 +25,10 @@ SLOT_TYPE = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
 assert SLOT_TYPE.itemsize == fmt.SLOT_SIZE
 
 
-def record_refs(starts: np.ndarray, offset: int, vlens: np.ndarray) -> np.ndarray:
+def record_refs(starts: np.ndarray, offset: int, lens: np.ndarray) -> np.ndarray:
     """Slot refs of one block's records, written at file `offset`:
-    record offset << 24 | record length (key, space, value)."""
-    return ((starts.astype(np.uint64) + np.uint64(offset)) << np.uint64(fmt.LEN_BITS)) | (vlens + fmt.VALUE_AT).astype(np.uint64)
+    record offset << 24 | record length (`lens`)."""
+    return ((starts.astype(np.uint64) + np.uint64(offset)) << np.uint64(fmt.LEN_BITS)) | lens.astype(np.uint64)
 
 
 def sort_by_hash(columns: list[np.ndarray]) -> None:

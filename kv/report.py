@@ -13,6 +13,10 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
+FORMAT_WORDS = {"uuid": "`UUID value` lines", "tsv": "`key<TAB>value` lines, string keys",
+                "jsonl": "JSON lines, string keys"}
+
+
 @dataclass
 class Problem:
     line: int
@@ -34,12 +38,14 @@ class BuildReport:
     generation: str = ""
     max_displacement: int = 0
     cr_stripped: int = 0
+    input_format: str = "uuid"
     skipped_sample: list[Problem] = field(default_factory=list)
     duplicate_sample: list[Problem] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [
             f"built {self.table} from {self.source}",
+            f"  format       {self.input_format} ({FORMAT_WORDS.get(self.input_format, self.input_format)})",
             f"  records      {self.records:,}",
             f"  duplicates   {self.duplicates:,}",
             f"  skipped      {self.skipped:,}",

@@ -78,6 +78,8 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     from .table import open_table
 
     data = Path(data)
+    if options is not None:
+        options = options.for_data(data)  # --format auto: from the file name
     table = default_table_path(data)
     st = data.stat()
     if table.exists():

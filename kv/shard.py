@@ -63,6 +63,7 @@ def build_shards(
     check_shard_count(shards)
     t0 = time.perf_counter()
     data = Path(data)
+    options = options.for_data(data)
     paths = shard_paths(out if out is not None else default_table_path(data), shards)
     st = os.stat(data)
     total = BuildReport(source=str(data), table=str(paths[0].parent))
@@ -72,9 +73,10 @@ def build_shards(
     done: list[Path] = []
     try:
         for i, p in enumerate(paths):
-            writers.append(ShardWriter(p, capacity=guess, shard=(i, shards), data=data))
+            writers.append(ShardWriter(p, capacity=guess, shard=(i, shards), data=data, key_kind=options.key_kind))
         bits = shards.bit_length() - 1
-        skipped = read_records(data, total, options, lambda records: _route(records, writers, bits), size=st.st_size,
+        seen = [0]  # records read so far: each string record's ordinal in the input
+        skipped = read_records(data, total, options, lambda records: _route(records, writers, bits, seen), size=st.st_size,
                                progress=progress, block_size=block_size)
         for w, r in zip(writers, reports):
             w.finish(_shard_meta(data, st, options, total, w.shard), r, data, skipped, options)
@@ -108,32 +110,47 @@ class ShardWriter(TableWriter):
     """A shard's table. Its records are a subset of the input's, so a record's
     input line is found in the data file, by key."""
 
-    def __init__(self, out: Path, capacity: int, shard: tuple[int, int], data: Path):
-        super().__init__(out, capacity, shard)
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int], data: Path, key_kind: str = "uuid"):
+        super().__init__(out, capacity, shard, key_kind)
         self.data = data
+        self.ordinals: list[np.ndarray] = []  # string shards: each record's ordinal among the input's records
 
     def lines_of(self, found: list[Occurrence], skipped: SkippedLines) -> list[int]:
         """Input lines of the records: the nth record of a key in the shard is
         the nth line of that key in the input (all of a key's lines go to one
-        shard). One pass over the data file for all of them."""
+        shard). One pass over the data file for all of them. A string
+        record's line comes from its rank among the shard's records instead
+        (see TableWriter.lines_of), mapped through the shard's own record
+        lines, which the writer keeps for string shards."""
+        if self.version != fmt.VERSION_UUID:
+            ordinals = np.concatenate(self.ordinals)
+            refs = self._all_refs
+            return [skipped.line_of_record(int(ordinals[np.count_nonzero(refs < o.ref)])) for o in found]
         lines = key_lines(self.data, [(o.key, o.nth) for o in found], skipped)
         return [lines.get((o.key, o.nth), 0) for o in found]
 
 
-def _route(records: Records, writers: list[ShardWriter], bits: int) -> None:
+def _route(records: Records, writers: list[ShardWriter], bits: int, seen: list[int]) -> None:
     """Split one block's records by shard and hand each shard its records."""
-    buf, starts, vlens, h64, checks = records
+    buf, starts, vlens, h64, checks, lens = records
     n = len(starts)
     if not n:
         return
+    base = seen[0]
+    seen[0] += n
     if bits == 0:
         writers[0].add(records)
+        if lens is not None:
+            writers[0].ordinals.append(np.arange(base, base + n, dtype=np.int64))
         return
     arr = np.frombuffer(buf, dtype=np.uint8)
-    first_byte = (_NIBBLE[arr[starts]] << 4) | _NIBBLE[arr[starts + 1]]
-    shard = first_byte >> (8 - bits)
+    if lens is None:  # UUID keys: the leading bits of the key's first byte (nginx routes on them)
+        first_byte = (_NIBBLE[arr[starts]] << 4) | _NIBBLE[arr[starts + 1]]
+        shard = first_byte >> (8 - bits)
+    else:  # string keys: the low bits of the key's hash (kv.keys.string_shard_of)
+        shard = (h64 & np.uint64((1 << bits) - 1)).astype(np.int64)
     order = np.argsort(shard, kind="stable")
-    rec_len = (vlens + fmt.VALUE_AT + 1)[order]  # with the newline
+    rec_len = records.spans()[order]  # a UUID record's newline included
     src = starts[order]
     out_starts = np.cumsum(rec_len) - rec_len
     total = int(rec_len.sum())
@@ -148,7 +165,10 @@ def _route(records: Records, writers: list[ShardWriter], bits: int) -> None:
         lo = out_starts[a]
         hi = out_starts[b - 1] + rec_len[b - 1]
         sel = order[a:b]
-        w.add(Records(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel]))
+        w.add(Records(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel],
+                      None if lens is None else lens[sel]))
+        if lens is not None:
+            w.ordinals.append(sel.astype(np.int64) + base)
 
 
 __all__ = ["MAX_SHARDS", "build_shards", "check_shard_count", "key_range", "shard_of", "shard_paths"]

@@ -28,11 +28,13 @@ from .report import BuildReport
 class TableWriter:
     """Appends records to a temporary file, then places slots and renames."""
 
-    def __init__(self, out: Path, capacity: int, shard: tuple[int, int] = (0, 1)):
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int] = (0, 1), key_kind: str = "uuid"):
         if out.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory; name the table file to write", str(out))
         self.out = out
         self.shard = shard
+        self.version = fmt.KIND_VERSION[key_kind]
+        self.value_bytes = 0  # string records: summed as they come (their key lengths vary)
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(out)
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -48,7 +50,7 @@ class TableWriter:
 
     def add(self, records: Records) -> None:
         """Append one block's records."""
-        buf, starts, vlens, h64, checks = records
+        buf, starts, vlens, h64, checks, lens = records
         k = len(starts)
         if not k:
             return
@@ -58,7 +60,8 @@ class TableWriter:
             raise DataFormatError(f"records exceed the format's {fmt.MAX_RECORDS_SIZE:,}-byte limit; build shards instead")
         a, b = self.n, self.n + k
         self.h64[a:b] = h64
-        self.refs[a:b] = record_refs(starts, self.pos, vlens)
+        self.refs[a:b] = record_refs(starts, self.pos, vlens + fmt.VALUE_AT if lens is None else lens)
+        self.value_bytes += int(vlens.sum())
         self.checks[a:b] = checks
         self.n = b
         self.f.write(buf)
@@ -80,8 +83,11 @@ class TableWriter:
         sort_by_hash(columns)
         h64, refs, checks = columns
         del columns
+        self._all_refs = refs  # every record's, for lines_of (string records)
         keep = self._resolve_duplicates(h64, refs, report, source, skipped, options.on_duplicate)
+        self._all_refs = None
         if keep is not None:
+            self.value_bytes -= self._value_bytes_at(refs[~keep])
             h64, refs, checks = h64[keep], refs[keep], checks[keep]
         h32 = to_hash32(h64)
         del h64, keep
@@ -91,7 +97,8 @@ class TableWriter:
         for block in slot_blocks(h32, checks, refs, layout):
             self._write(block)
         self._pad()
-        meta.update(duplicates=report.duplicates, records=len(h32), value_bytes=value_bytes_of(refs),
+        vbytes = value_bytes_of(refs) if self.version == fmt.VERSION_UUID else self.value_bytes
+        meta.update(duplicates=report.duplicates, records=len(h32), value_bytes=vbytes,
                     load_factor=layout.load_factor, max_displacement=layout.max_displacement)
         del h32, refs, checks
         header = self._write_meta(meta, layout, records_size, slots_offset)
@@ -122,7 +129,7 @@ class TableWriter:
         self._write(meta_bytes)
         return fmt.Header(
             magic=fmt.MAGIC,
-            version=fmt.VERSION,
+            version=self.version,
             header_size=fmt.HEADER_SIZE,
             record_count=meta["records"],
             value_bytes=meta["value_bytes"],
@@ -156,16 +163,35 @@ class TableWriter:
 
         def key_at(row: int) -> bytes:
             self.f.seek(int(refs[row]) >> fmt.LEN_BITS)
-            return self.f.read(fmt.KEY_LEN)
+            if self.version == fmt.VERSION_UUID:
+                return self.f.read(fmt.KEY_LEN)
+            return self.f.read(int.from_bytes(self.f.read(2), "little"))
 
         keep = resolve_duplicates(h64, refs, policy, key_at, lambda found: self.lines_of(found, skipped), source, report)
         self.f.seek(0, os.SEEK_END)
         return keep
 
+    def _value_bytes_at(self, refs: np.ndarray) -> int:
+        """Value bytes of the records at `refs` (string records: read their key lengths)."""
+        if self.version == fmt.VERSION_UUID:
+            return value_bytes_of(refs)
+        self.f.flush()
+        total = 0
+        for ref in refs.tolist():
+            self.f.seek(ref >> fmt.LEN_BITS)
+            total += (ref & fmt.LEN_MASK) - 2 - int.from_bytes(self.f.read(2), "little")
+        self.f.seek(0, os.SEEK_END)
+        return total
+
     def lines_of(self, found: list[Occurrence], skipped: SkippedLines) -> list[int]:
-        """Input line of each record: its ordinal among records (newlines
-        before it in the records region) plus the skipped lines before it.
-        One pass over the records region, however many are asked."""
+        """Input line of each record: its ordinal among records plus the
+        skipped lines before it. A UUID record's ordinal is the newlines
+        before it in the records region (one pass, however many are asked);
+        a string record's (values may hold newlines), the number of records
+        before it: refs grow with input order."""
+        if self.version != fmt.VERSION_UUID:
+            refs = self._all_refs
+            return [skipped.line_of_record(int(np.count_nonzero(refs < o.ref))) for o in found]
         self.f.flush()
         ordinals = {}
         newlines, pos = 0, fmt.HEADER_SIZE
