@@ -4,11 +4,15 @@ below sets for uvicorn.
 
 FastAPI's routing, validation and response classes cost more than the table
 lookup itself, so `FastPath` answers plain hits directly: one prefix check, a
-scan of a handful of headers, `Table.get` on the raw path bytes, one
-precomputed header list, two `send` calls. Everything else (misses, malformed
-keys, JSON, HEAD, If-None-Match, every other route) takes the checked path,
-`_slow`, which enforces the limits and hands on to FastAPI. FastAPI produces
-the same bytes for a hit (tests/test_fastpath.py proves it).
+scan of a handful of headers, `Table.get` on the raw path bytes (for a string
+table percent-decoded first, only when they hold a "%"), one precomputed
+header list, two `send` calls. Everything else (misses, malformed keys, JSON,
+HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
+which enforces the limits, then sends every request whose RAW path starts
+with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
+where a key's "%2F" would become a path separator) and the rest to FastAPI.
+The handler produces the same bytes for a hit (tests/test_fastpath.py proves
+it).
 
 The checked path refuses, each with a problem response:
 - a request target (path and query) over MAX_PATH bytes: 414;
