@@ -7,13 +7,13 @@ import time
 import uuid
 
 import pytest
+from conftest import write_records
 from fastapi.testclient import TestClient
 
-from conftest import write_records
 from kv.app import create_app
 from kv.build import build_table
-from kv.http.throttle import RENDER_BURST, RENDER_SECONDS
 from kv.http.fastpath import MAX_PATH
+from kv.http.throttle import RENDER_BURST, RENDER_SECONDS
 
 HIT = "3479d894-3271-4935-88cf-a06f3cbb80a5"
 NUMBER = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"

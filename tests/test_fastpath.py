@@ -6,11 +6,11 @@ import asyncio
 from urllib.parse import unquote
 
 import pytest
-
 from conftest import write_records
+from reference_writer import reference_table
+
 from kv.app import create_app
 from kv.build import build_table
-from reference_writer import reference_table
 
 KEY = "3479d894-3271-4935-88cf-a06f3cbb80a5"
 BIN_KEY = "0cdfafb5-edb4-48a6-a7ec-5b1a75831f91"

@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference_writer import reference_table
 
 from kv.app import create_app
 from kv.client import Client, key_path
 from kv.http.fastpath import MAX_PATH
 from kv.keys import MAX_STRING_KEY, string_shard_of
-from reference_writer import reference_table
 
 UPPER_UUID = "3479D894-3271-4935-88CF-A06F3CBB80A5"
 STRESS = {

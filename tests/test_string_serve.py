@@ -10,12 +10,12 @@ import subprocess
 
 import httpx
 import pytest
+from reference_writer import reference_table
+from serverutil import KV, running_server
 
 from kv.cli import main
 from kv.client import Client, key_path
 from kv.keys import MAX_STRING_KEY
-from reference_writer import reference_table
-from serverutil import KV, running_server
 
 STRESS = {
     "/": b"slash", "a/b": b"a slash inside", "..": b"dot dot", "%": b"percent", "?": b"question", "#": b"hash",

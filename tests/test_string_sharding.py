@@ -15,13 +15,13 @@ import time
 
 import httpx
 import pytest
-
 from conftest import free_port
+from reference_writer import reference_table
+from serverutil import KV, stop, wait_ready
+
 from kv.client import Client, key_path
 from kv.deploy import render_nginx
 from kv.keys import MAX_STRING_KEY, string_shard_of
-from reference_writer import reference_table
-from serverutil import KV, stop, wait_ready
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
