@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .errors import KVError, TableCorrupt
 from .options import BuildOptions
+from .report import plural
 
 DEFAULT_KEEP = 3  # generations kept besides `current` (kv publish --keep)
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
@@ -173,7 +174,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
                 log(f"copied {source} ({incoming.stat().st_size:,} bytes)")
             else:
                 report = _build(source, incoming, options or BuildOptions())
-                log(f"built {report.records:,} records from {source} in {report.seconds:.2f} s")
+                log(f"built {plural(report.records, 'record')} from {source} in {report.seconds:.2f} s")
             t0 = time.perf_counter()
             try:
                 generation = _verify(incoming)
@@ -207,7 +208,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
 def _build(data: Path, out: Path, options: BuildOptions):
     from .build import build_table
 
-    return build_table(data, out, **options.recorded())  # TODO(merge): build_table(data, out, options) once the builder takes BuildOptions
+    return build_table(data, out, options)
 
 
 def _still_good(path: Path, log) -> bool:

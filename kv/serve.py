@@ -62,7 +62,7 @@ def is_table(path: Path) -> bool:
 def _build(data: Path, out: Path, options: BuildOptions):
     from .build import build_table
 
-    return build_table(data, out, **options.recorded())  # TODO(merge): build_table(data, out, options) once the builder takes BuildOptions
+    return build_table(data, out, options)
 
 
 def _in_words(options: BuildOptions) -> str:
@@ -78,6 +78,8 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     from .table import open_table
 
     data = Path(data)
+    if options is not None:
+        options = options.for_data(data)  # --format auto: from the file name
     table = default_table_path(data)
     st = data.stat()
     if table.exists():
