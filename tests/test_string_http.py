@@ -299,3 +299,18 @@ def test_problem_bodies_are_json_for_any_key(client):
     for k in ("\x00", "\x7f", "'\"", "\\"):
         r = client.get(key_path(k))
         assert r.status_code == 404 and json.loads(r.content)["status"] == 404
+
+
+def test_a_table_built_by_kv_build_from_jsonl_serves_every_stress_key(tmp_path):
+    """The real builder (kv build --format jsonl), not the reference writer."""
+    from kv.cli import main
+
+    data = tmp_path / "stress.jsonl"
+    data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n"
+                            for k, v in STRESS.items()))
+    assert main(["build", str(data), "-o", str(tmp_path / "stress.kvt"), "--no-progress"]) == 0
+    with client_on(create_app(tmp_path / "stress.kvt")) as c:
+        assert c.stats()["key_kind"] == "string"
+        for k, v in STRESS.items():
+            assert c.get(k) == v, k
+        assert c.get_many(list(STRESS)) == STRESS

@@ -2,11 +2,14 @@
 string`: nginx cannot compute a string key's shard (xxh3), so it sends each
 key request to any shard (round robin), and a shard that does not hold the
 key answers 421 with X-Accel-Redirect, which nginx follows internally to the
-key's shard. Batches go through the shard-aware client."""
+key's shard. Batches go through the shard-aware client. The shards are the
+real builder's (kv build DATA.jsonl --shards 2)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,9 +19,9 @@ import time
 import httpx
 import pytest
 from conftest import free_port
-from reference_writer import reference_table
 from serverutil import KV, stop, wait_ready
 
+from kv.cli import main
 from kv.client import Client, key_path
 from kv.deploy import render_nginx
 from kv.keys import MAX_STRING_KEY, string_shard_of
@@ -49,11 +52,13 @@ def front(tmp_path_factory):
     listen = free_port()
     replicas, nginx = [], None
     try:
+        # The real builder's shards (kv build --shards 2), which must split keys as the servers' string_shard_of does.
+        data = d / "s.jsonl"
+        data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n"
+                                for k, v in STRESS.items()))
+        assert main(["build", str(data), "--shards", "2", "--no-progress"]) == 0
         for i in range(2):
-            own = [(k.encode(), v) for k, v in STRESS.items() if string_shard_of(k.encode(), 2) == i]
-            table = d / f"s.{i}.kvt"
-            table.write_bytes(reference_table(own, kind="string", meta={"format": 2, "key_kind": "string"}, shard=(i, 2)))
-            replicas.append(start_replica(table, ports[i]))
+            replicas.append(start_replica(d / f"s.shard-{i}-of-2.kvt", ports[i]))
         conf = render_nginx(2, {i: [f"127.0.0.1:{ports[i]}"] for i in range(2)}, listen=f"127.0.0.1:{listen}", keys="string")
         (d / "kv.conf").write_text(conf)
         (d / "nginx.conf").write_text(f"""
