@@ -65,6 +65,10 @@ def test_raw_targets_route_on_the_raw_path(server):
     assert raw_get(server, b"/v1/keys/%2E%2E") == (200, b"dot dot")
     assert raw_get(server, b"/v1/keys/+") == (200, b"plus")
     assert raw_get(server, b"/v1/keys/%FF")[0] == 400
+    # Raw UTF-8 in a request target is not HTTP (RFC 9112 targets are ASCII):
+    # the server's parser refuses it, so clients must percent-encode.
+    assert raw_get(server, "/v1/keys/ключ".encode())[0] == 400
+    assert raw_get(server, b"/v1/keys/%2E%2E?x=1") == (200, b"dot dot")  # the query is not part of the key
 
 
 def test_a_1024_byte_key_fully_percent_encoded_is_served_over_real_http(server):

@@ -96,12 +96,12 @@ class FastPath:
             if decode:
                 mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
 
-                def get(kb):
+                def get(kb: bytes) -> bytes | None:
                     return table_get(kb) if xxh3(kb) & mask == own else None
             else:
                 shift = 8 - (state.shard[1].bit_length() - 1)
 
-                def get(kb):
+                def get(kb: bytes) -> bytes | None:
                     try:
                         return table_get(kb) if int(kb[:2], 16) >> shift == own else None
                     except ValueError:

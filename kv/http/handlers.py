@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
@@ -43,7 +44,7 @@ def get_key(state: State, request: Request) -> Response:
     return key_from_scope(state, request.scope)
 
 
-def key_from_scope(state: State, scope: dict) -> Response:
+def key_from_scope(state: State, scope: Mapping[str, Any]) -> Response:
     """GET and HEAD /v1/keys/{key}: the key is the rest of the RAW path after
     the prefix, percent-decoded (RFC 3986: "%2F" is a slash inside the key,
     "+" is a plus). For a string table its bytes must be UTF-8; for a UUID
