@@ -122,7 +122,10 @@ class Client:
         One `POST /v1/batch` per batch-limit keys. A sharded nginx front sends
         that to shard 0, which answers 421 when any key belongs to another
         shard: only then is the shard map read (and kept), and the keys go in
-        one batch per shard, sent concurrently."""
+        one batch per shard, sent concurrently. The map's `key_kind` says how
+        a key's shard is computed: "string" by kv.keys.string_shard_of (its
+        xxh3 hash), "uuid" (or absent, as in fronts rendered before string
+        keys) by kv.keys.shard_of (its first hex digits)."""
         if not self._shards:
             try:
                 return self._batches("/v1/batch", keys)
