@@ -165,3 +165,13 @@ def test_plain_string_hits_take_the_fast_path(string_app):
         before = sum(string_app.state.counts.fast)
         assert call(string_app, "GET", path)[0] == 200
         assert sum(string_app.state.counts.fast) == before + 1, path
+
+
+def test_openapi_keeps_the_uuid_pattern_for_uuid_tables_only(app, string_app):
+    from kv.http.openapi import KEY_PATTERN
+
+    def key_param(a):
+        return a.api.openapi()["paths"]["/v1/keys/{key}"]["get"]["parameters"][0]["schema"]
+
+    assert key_param(app)["pattern"] == KEY_PATTERN
+    assert "pattern" not in key_param(string_app)
