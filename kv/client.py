@@ -37,6 +37,21 @@ class ServerError(KVError):
         self.detail = detail
 
 
+def key_path(key: str) -> str:
+    """The URL path of a key: /v1/keys/ and its UTF-8 bytes percent-encoded,
+    every byte outside RFC 3986's unreserved characters (so "/" is %2F, "+"
+    is %2B, "%" is %25: a key is never a path, "../stats" stays a key). A key
+    that is all dots gets them encoded too, else HTTP clients and proxies
+    would remove it as a dot segment ("." and ".." are keys like any other)."""
+    try:
+        encoded = quote(key, safe="")
+    except UnicodeEncodeError as e:  # a lone surrogate
+        raise InvalidKey(f"key {key[:80]!r} is not valid Unicode ({e.reason}); a key is a UTF-8 string") from None
+    if encoded and not encoded.strip("."):
+        encoded = "%2E" * len(encoded)
+    return f"/v1/keys/{encoded}"
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
                  batch_limit: int = DEFAULT_BATCH_LIMIT):
@@ -80,7 +95,7 @@ class Client:
 
     def get(self, key: str) -> bytes | None:
         """The value of `key`, or None if absent. InvalidKey for a malformed key."""
-        r = self._request("GET", f"/v1/keys/{quote(key, safe='')}")  # a key is never a path: "../stats" stays a (malformed) key
+        r = self._request("GET", key_path(key))
         if r.status_code == 200:
             return r.content
         if r.status_code == 404:
@@ -107,7 +122,10 @@ class Client:
         One `POST /v1/batch` per batch-limit keys. A sharded nginx front sends
         that to shard 0, which answers 421 when any key belongs to another
         shard: only then is the shard map read (and kept), and the keys go in
-        one batch per shard, sent concurrently."""
+        one batch per shard, sent concurrently. The map's `key_kind` says how
+        a key's shard is computed: "string" by kv.keys.string_shard_of (its
+        xxh3 hash), "uuid" (or absent, as in fronts rendered before string
+        keys) by kv.keys.shard_of (its first hex digits)."""
         if not self._shards:
             try:
                 return self._batches("/v1/batch", keys)
@@ -133,11 +151,17 @@ class Client:
     def _get_from_shards(self, keys: list[str], shards: dict) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from .keys import canonical_key, shard_of
+        from .keys import canonical_key, shard_of, string_key, string_shard_of
 
+        # The shard map says which keys the cluster holds (kv/deploy.py):
+        # string keys shard by their xxh3 hash, UUIDs by their first hex digits.
+        if shards.get("key_kind", "uuid") == "string":
+            where, validate = string_shard_of, string_key
+        else:
+            where, validate = shard_of, canonical_key
         groups: dict[int, list[str]] = {}
         for k in keys:
-            groups.setdefault(shard_of(canonical_key(k), shards["shards"]), []).append(k)
+            groups.setdefault(where(validate(k), shards["shards"]), []).append(k)
         path = shards.get("batch_path", "/v1/shards/{index}/batch")
         out: dict[str, bytes] = {}
         with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:

@@ -107,3 +107,10 @@ def string_shard_of(key: bytes, shard_count: int) -> int:
     import xxhash
 
     return xxhash.xxh3_64_intdigest(key) & (shard_count - 1)
+
+
+# A string-key shard server answers a key of another shard 421 with the header
+# `X-Accel-Redirect: SHARD_REDIRECT` (index = the key's shard): the nginx front
+# of a string-key deployment (kv/deploy.py) follows it internally to that
+# shard's upstream, since nginx cannot compute string_shard_of itself.
+SHARD_REDIRECT = "/_kv_shard/{index}"
