@@ -64,8 +64,7 @@ def build_table(
     writer = None
     try:
         writer = TableWriter(out, capacity=record_capacity(st.st_size, options), key_kind=options.key_kind)
-        skipped = read_records(data, report, options, writer.add, size=st.st_size, progress=progress,
-                               block_size=block_size)
+        skipped = read_records(data, report, options, writer.add, size=st.st_size, progress=progress, block_size=block_size)
         writer.finish(table_meta(data, st, options.recorded(), report), report, data, skipped, options)
     except BaseException as e:
         if writer is not None:
@@ -117,5 +116,14 @@ def install_sigterm_cleanup() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-__all__ = ["BLOCK", "MAX_LINE", "BuildOptions", "BuildReport", "Problem", "build_table", "default_table_path",
-           "install_sigterm_cleanup", "table_meta"]
+__all__ = [
+    "BLOCK",
+    "MAX_LINE",
+    "BuildOptions",
+    "BuildReport",
+    "Problem",
+    "build_table",
+    "default_table_path",
+    "install_sigterm_cleanup",
+    "table_meta",
+]

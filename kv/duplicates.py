@@ -9,7 +9,8 @@ messages name are looked up once, for all of them together (`lines_of`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,8 +40,9 @@ def duplicate_groups(h64: np.ndarray, key_at: KeyAt) -> Iterator[tuple[bytes, li
         yield from ((key, rows) for key, rows in rows_of.items() if len(rows) > 1)
 
 
-def resolve_duplicates(h64: np.ndarray, refs: np.ndarray, policy: str, key_at: KeyAt, lines_of: LinesOf,
-                       source: object, report: BuildReport) -> np.ndarray | None:
+def resolve_duplicates(
+    h64: np.ndarray, refs: np.ndarray, policy: str, key_at: KeyAt, lines_of: LinesOf, source: object, report: BuildReport
+) -> np.ndarray | None:
     """The rows to keep (None: all of them). Under "error" raise DuplicateKey
     for the repeat that comes first in the file; else count the dropped rows
     in `report` and sample them."""
@@ -86,11 +88,10 @@ def _first_repeat(groups: Iterator[tuple[bytes, list[int]]], refs: np.ndarray) -
     return [Occurrence(int(refs[rows[0]]), key, 0), Occurrence(int(refs[rows[1]]), key, 1)]
 
 
-def _add_samples(samples: list[tuple[Occurrence, Occurrence]], lines_of: LinesOf, policy: str,
-                 report: BuildReport) -> None:
+def _add_samples(samples: list[tuple[Occurrence, Occurrence]], lines_of: LinesOf, policy: str, report: BuildReport) -> None:
     if not samples:
         return
     lines = lines_of([o for pair in samples for o in pair])
-    for (dropped, _), line, kline in zip(samples, lines[0::2], lines[1::2]):
+    for (dropped, _), line, kline in zip(samples, lines[0::2], lines[1::2], strict=False):
         reason = f"key {dropped.key.decode()} also on line {kline}; kept line {kline} ({policy})"
         report.duplicate_sample.append(Problem(line, reason, ""))

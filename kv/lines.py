@@ -11,9 +11,9 @@ later records can name their input lines.
 from __future__ import annotations
 
 import io
-import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
@@ -56,8 +56,16 @@ class Records(NamedTuple):
         return self.vlens + (fmt.VALUE_AT + 1) if self.lens is None else self.lens
 
 
-def read_records(data: Path, report: BuildReport, options: BuildOptions, sink: Callable[[Records], None], *,
-                 size: int, progress: bool | None, block_size: int = BLOCK) -> SkippedLines:
+def read_records(
+    data: Path,
+    report: BuildReport,
+    options: BuildOptions,
+    sink: Callable[[Records], None],
+    *,
+    size: int,
+    progress: bool | None,
+    block_size: int = BLOCK,
+) -> SkippedLines:
     """Hand each block of `data`'s records to `sink`, counting lines in
     `report`; return the numbers of the lines skipped."""
     with open(data, "rb") as f:
@@ -236,9 +244,7 @@ def _key_windows(arr: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nd
     gather. A block shorter than 37 bytes is padded first (a copy)."""
     if len(arr) < fmt.VALUE_AT:
         arr = np.concatenate([arr, np.zeros(fmt.VALUE_AT, dtype=np.uint8)])
-    windows = np.lib.stride_tricks.as_strided(
-        arr, shape=(len(arr) - fmt.KEY_LEN, fmt.VALUE_AT), strides=(1, 1), writeable=True
-    )
+    windows = np.lib.stride_tricks.as_strided(arr, shape=(len(arr) - fmt.KEY_LEN, fmt.VALUE_AT), strides=(1, 1), writeable=True)
     head = windows[np.minimum(starts, len(arr) - fmt.VALUE_AT)]
     return arr, windows, head
 
@@ -253,8 +259,9 @@ def _valid(head: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _compact(arr: np.ndarray, ok: np.ndarray, cr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-             lens: np.ndarray) -> tuple[bytes, np.ndarray]:
+def _compact(
+    arr: np.ndarray, ok: np.ndarray, cr: np.ndarray, starts: np.ndarray, ends: np.ndarray, lens: np.ndarray
+) -> tuple[bytes, np.ndarray]:
     """The block without its skipped lines and stripped CRs, and the records'
     new starts (`lens`: the kept records' lengths)."""
     keep = np.repeat(ok, ends - starts + 1)
@@ -282,8 +289,9 @@ def _hash_block(buf: bytes, starts: np.ndarray, lens: np.ndarray) -> tuple[np.nd
     s_list = starts.tolist()
     cut = buf.__getitem__
     h64 = np.fromiter(map(_xxh3, map(cut, map(slice, s_list, (starts + 36).tolist()))), dtype=np.uint64, count=len(s_list))
-    checks = np.fromiter(map(_xxh3, map(cut, map(slice, s_list, (starts + lens).tolist()))), dtype=np.uint64,
-                         count=len(s_list)).astype(np.uint32)  # the low 32 bits
+    checks = np.fromiter(map(_xxh3, map(cut, map(slice, s_list, (starts + lens).tolist()))), dtype=np.uint64, count=len(s_list)).astype(
+        np.uint32
+    )  # the low 32 bits
     return h64, checks
 
 
@@ -321,8 +329,9 @@ class SkippedLines:
         return ordinal + 1 + skipped_before
 
 
-def key_lines(data: Path, wanted: Iterable[tuple[bytes, int]], skipped: SkippedLines,
-              block_size: int = BLOCK) -> dict[tuple[bytes, int], int]:
+def key_lines(
+    data: Path, wanted: Iterable[tuple[bytes, int]], skipped: SkippedLines, block_size: int = BLOCK
+) -> dict[tuple[bytes, int], int]:
     """Input line of the `nth` (0-based) record of each canonical `key` in
     `wanted`, found in one pass over the data file however many are asked:
     a record's line starts with its key (in any case) and a space, and is not
@@ -352,7 +361,7 @@ def _lines_starting_with(data: Path, keys: list[bytes], block_size: int) -> Iter
     with open(data, "rb") as f:
         while chunk := f.read(block_size):
             block = (front + chunk).lower()
-            found = sorted((at, key) for pattern, key in zip(patterns, keys) for at in _find_all(block, pattern))
+            found = sorted((at, key) for pattern, key in zip(patterns, keys, strict=False) for at in _find_all(block, pattern))
             counted, upto = newlines, 0
             for at, key in found:  # the newline at `at` ends the line before the key's
                 counted += block.count(b"\n", upto, at + 1)

@@ -17,14 +17,20 @@ LOAD_FACTOR_RANGE = (0.1, 0.95)
 DEFAULT_LOAD_FACTOR = 0.8
 
 _WORDS = {
-    "format": ("--format", "input format: uuid (`UUID value` lines), tsv (`key<TAB>value` lines) or jsonl "
-                           "(one {\"key\": ..., \"value\" or \"value_base64\": ...} object a line); "
-                           "default: from the file name (.tsv, .jsonl), else uuid"),
+    "format": (
+        "--format",
+        "input format: uuid (`UUID value` lines), tsv (`key<TAB>value` lines) or jsonl "
+        '(one {"key": ..., "value" or "value_base64": ...} object a line); '
+        "default: from the file name (.tsv, .jsonl), else uuid",
+    ),
     "skip_invalid": ("--skip-invalid", "skip malformed lines (reported) instead of stopping"),
     "on_duplicate": ("--on-duplicate", "what a key on two lines does: stop (error, the default), keep the first, or keep the last"),
     "strip_cr": ("--strip-cr", "remove the CR of CR LF line endings"),
     "keep_cr": ("--keep-cr", "keep a trailing CR as the last byte of the value"),
-    "load_factor": ("--load-factor", f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} (default {DEFAULT_LOAD_FACTOR})"),
+    "load_factor": (
+        "--load-factor",
+        f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} (default {DEFAULT_LOAD_FACTOR})",
+    ),
 }
 
 
@@ -60,7 +66,7 @@ class BuildOptions:
             del out["format"]
         return out
 
-    def for_data(self, path: object) -> "BuildOptions":
+    def for_data(self, path: object) -> BuildOptions:
         """These options with an "auto" format resolved from `path`'s name."""
         if self.format != "auto":
             return self
@@ -70,11 +76,11 @@ class BuildOptions:
 
     @property
     def key_kind(self) -> str:
-        """"uuid" or "string": the kind of table these options build (format resolved)."""
+        """ "uuid" or "string": the kind of table these options build (format resolved)."""
         return "uuid" if self.format in ("uuid", "auto") else "string"
 
     @classmethod
-    def from_recorded(cls, recorded: dict) -> "BuildOptions":
+    def from_recorded(cls, recorded: dict) -> BuildOptions:
         """The options a table was built with (unknown keys ignored, missing ones
         default; a table that records no format was built from uuid lines)."""
         names = {f.name for f in fields(cls)}
@@ -128,7 +134,7 @@ class BuildOptions:
         return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, base: "BuildOptions | None" = None) -> "BuildOptions":
+    def from_args(cls, args: argparse.Namespace, base: BuildOptions | None = None) -> BuildOptions:
         """Options from parsed flags; flags not given keep `base`'s values (default: the defaults)."""
         values = (base or cls()).recorded()
         values.update(cls.given(args))

@@ -11,8 +11,8 @@ temporary exists at the build's memory peak.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
-Update = Callable[[Optional[int]], None]
+Update = Callable[[int | None], None]
 
 
 def progress_bar(total: int, enabled: bool | None) -> Update:

@@ -13,8 +13,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
-FORMAT_WORDS = {"uuid": "`UUID value` lines", "tsv": "`key<TAB>value` lines, string keys",
-                "jsonl": "JSON lines, string keys"}
+FORMAT_WORDS = {"uuid": "`UUID value` lines", "tsv": "`key<TAB>value` lines, string keys", "jsonl": "JSON lines, string keys"}
 
 
 @dataclass

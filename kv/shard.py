@@ -76,9 +76,16 @@ def build_shards(
             writers.append(ShardWriter(p, capacity=guess, shard=(i, shards), data=data, key_kind=options.key_kind))
         bits = shards.bit_length() - 1
         seen = [0]  # records read so far: each string record's ordinal in the input
-        skipped = read_records(data, total, options, lambda records: _route(records, writers, bits, seen), size=st.st_size,
-                               progress=progress, block_size=block_size)
-        for w, r in zip(writers, reports):
+        skipped = read_records(
+            data,
+            total,
+            options,
+            lambda records: _route(records, writers, bits, seen),
+            size=st.st_size,
+            progress=progress,
+            block_size=block_size,
+        )
+        for w, r in zip(writers, reports, strict=False):
             w.finish(_shard_meta(data, st, options, total, w.shard), r, data, skipped, options)
             done.append(w.out)
     except BaseException:
@@ -165,8 +172,9 @@ def _route(records: Records, writers: list[ShardWriter], bits: int, seen: list[i
         lo = out_starts[a]
         hi = out_starts[b - 1] + rec_len[b - 1]
         sel = order[a:b]
-        w.add(Records(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel],
-                      None if lens is None else lens[sel]))
+        w.add(
+            Records(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel], None if lens is None else lens[sel])
+        )
         if lens is not None:
             w.ordinals.append(sel.astype(np.int64) + base)
 

@@ -23,7 +23,7 @@ import json
 import numpy as np
 
 from . import format as fmt
-from .lines import LineReader, Records, _compact, _cr_flags, _line_bounds, show
+from .lines import LineReader, Records, _cr_flags, _line_bounds, show
 from .report import SAMPLE, Problem
 from .speedups import native
 
@@ -138,9 +138,12 @@ class TsvReader(StringReader):
             self._problem(i, tsv_problem(text), text, problems)
         if first_cr < len(starts):
             text = bytes(buf[starts[first_cr] : starts[first_cr] + lens[first_cr] + 2])
-            self._fail(self.line_base + first_cr + 1,
-                       "line ends with CR LF (Windows line endings); pass --strip-cr to remove the CR, "
-                       "or --keep-cr to keep it as the value's last byte", text)
+            self._fail(
+                self.line_base + first_cr + 1,
+                "line ends with CR LF (Windows line endings); pass --strip-cr to remove the CR, "
+                "or --keep-cr to keep it as the value's last byte",
+                text,
+            )
         self.report.cr_stripped += int((cr & ok).sum()) if self.options.strip_cr else 0
         self._record_skips(problems)
 
@@ -185,8 +188,12 @@ class JsonlReader(StringReader):
                     continue
                 key, value = parsed
             if len(key) + len(value) + 2 > MAX_RECORD:
-                self._problem(i, f"record is {len(key) + len(value) + 2:,} bytes; the table format holds at most "
-                                 f"{MAX_RECORD:,} (key and value)", line, problems)
+                self._problem(
+                    i,
+                    f"record is {len(key) + len(value) + 2:,} bytes; the table format holds at most {MAX_RECORD:,} (key and value)",
+                    line,
+                    problems,
+                )
                 continue
             keys.append(key)
             values.append(value)
@@ -220,7 +227,7 @@ def jsonl_record(line: bytes) -> tuple[bytes, bytes] | str:
         return why
     extra = sorted(set(obj) - {"key", "value", "value_base64"})
     if extra:
-        return f"unknown field {extra[0]!r} (expected \"key\" and \"value\" or \"value_base64\")"
+        return f'unknown field {extra[0]!r} (expected "key" and "value" or "value_base64")'
     if ("value" in obj) == ("value_base64" in obj):
         return 'expected exactly one of "value" and "value_base64"'
     if "value" in obj:
@@ -294,10 +301,10 @@ def _hashed(buf: bytes, rstarts: np.ndarray, klen: np.ndarray, vlen: np.ndarray)
         x = xxhash.xxh3_64_intdigest
         cut = buf.__getitem__
         s = rstarts.tolist()
-        h64 = np.fromiter(map(x, map(cut, map(slice, (rstarts + 2).tolist(), (rstarts + 2 + klen).tolist()))),
-                          dtype=np.uint64, count=len(s))
-        checks = np.fromiter(map(x, map(cut, map(slice, s, (rstarts + lens).tolist()))), dtype=np.uint64,
-                             count=len(s)).astype(np.uint32)
+        h64 = np.fromiter(
+            map(x, map(cut, map(slice, (rstarts + 2).tolist(), (rstarts + 2 + klen).tolist()))), dtype=np.uint64, count=len(s)
+        )
+        checks = np.fromiter(map(x, map(cut, map(slice, s, (rstarts + lens).tolist()))), dtype=np.uint64, count=len(s)).astype(np.uint32)
     return Records(buf, rstarts, vlen, h64, checks, lens)
 
 

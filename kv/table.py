@@ -59,7 +59,9 @@ class Table:
             if not stat.S_ISREG(st.st_mode):
                 raise TableCorrupt(f"{self.path}: not a regular file")
             if st.st_size < fmt.HEADER_SIZE:
-                raise TableCorrupt(f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table")
+                raise TableCorrupt(
+                    f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table"
+                )
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
@@ -89,8 +91,16 @@ class Table:
             h = self.header
             self.implementation = "c"
             kind = c.KIND_STRING if self.key_kind == "string" else 0
-            args = (self._mm, h.home_slots, h.slots_offset, h.max_displacement, h.records_offset, h.records_size,
-                    self._get_slow, self._corrupt)
+            args = (
+                self._mm,
+                h.home_slots,
+                h.slots_offset,
+                h.max_displacement,
+                h.records_offset,
+                h.records_size,
+                self._get_slow,
+                self._corrupt,
+            )
             return c.Lookup(*args, kind) if kind else c.Lookup(*args)
         self.implementation = "python"
         return self._make_python_get() if self.key_kind == "uuid" else self._make_python_get_str()
@@ -398,8 +408,9 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     h = fmt.Header.unpack(raw)
     if h.version not in fmt.VERSIONS:
         known = " and ".join(f"{v} ({kind} keys)" for v, kind in fmt.VERSIONS.items())
-        raise TableCorrupt(f"{path}: table format version {h.version}, this kv reads versions {known}; "
-                           "upgrade kv, or rebuild the table with this one")
+        raise TableCorrupt(
+            f"{path}: table format version {h.version}, this kv reads versions {known}; upgrade kv, or rebuild the table with this one"
+        )
     if _xxh3(raw[: fmt.HEADER_CHECKSUM_AT]) != h.header_checksum:
         raise TableCorrupt(f"{path}: header checksum mismatch; the file is damaged")
     if h.file_size != size:

@@ -98,8 +98,13 @@ class TableWriter:
             self._write(block)
         self._pad()
         vbytes = value_bytes_of(refs) if self.version == fmt.VERSION_UUID else self.value_bytes
-        meta.update(duplicates=report.duplicates, records=len(h32), value_bytes=vbytes,
-                    load_factor=layout.load_factor, max_displacement=layout.max_displacement)
+        meta.update(
+            duplicates=report.duplicates,
+            records=len(h32),
+            value_bytes=vbytes,
+            load_factor=layout.load_factor,
+            max_displacement=layout.max_displacement,
+        )
         del h32, refs, checks
         header = self._write_meta(meta, layout, records_size, slots_offset)
         self._commit(header_bytes(header))
