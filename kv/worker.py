@@ -29,6 +29,29 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    worker stop (and a descriptor closed twice could, in between, have been
    reused). Handed the plain socket objects, uvloop detaches them instead.
 
+4. Request heads are bounded while they arrive. httptools hands uvicorn a URL
+   or header only when it is complete (and concatenates its pieces meanwhile,
+   a cost that grows with the square of its size); the size limits of
+   kv/http/fastpath.py apply only to a complete head. Here data_received
+   counts the bytes received since the current request head started, and
+   past HEAD_LIMIT (64 KiB, over MAX_PATH + MAX_HEADERS) answers 414 (when the
+   URL is what grew) or 431 and closes: memory and parse time stay bounded.
+
+5. A paused worker answers what arrived meanwhile. After a SIGSTOP of
+   `keepalive` seconds or more, the idle timer fires on SIGCONT before the
+   request that arrived during the pause is read, and would reset it. The
+   timer re-arms instead when the socket holds unread bytes.
+
+6. Workers die with their master. PR_SET_PDEATHSIG makes the kernel send a
+   worker SIGTERM when the master dies (even by SIGKILL), and the periodic
+   notify checks the parent pid as gunicorn's own workers do: orphans would
+   keep the port and a restarted server could not bind it.
+
+7. A worker says when it serves: its first notify (gunicorn's heartbeat file)
+   comes from uvicorn's first tick, after its sockets accept. The master
+   (kv/serve.py, KVArbiter) waits for that on reload before it stops the old
+   workers, so no connection waits for a worker that is still booting.
+
 The first two rules stay off the per-request path (no method of the protocol that runs
 for every request is overridden): the drain adds `Connection: close` to the
 worker's default response headers, and the head check is the periodic sweep.
@@ -36,16 +59,71 @@ worker's default response headers, and the head check is the periodic sweep.
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import struct
+import sys
+import termios
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-
+# Bytes of one request head (request line and headers) while it arrives; over
+# kv/http/fastpath.py's MAX_PATH + MAX_HEADERS with room for separators
+# (tests/test_security.py checks). Not imported from there: the master loads
+# this module, and needs no FastAPI.
+HEAD_LIMIT = 64 * 1024
 _NOT_SEEN = object()
 
 
 class KVHttpProtocol(HttpToolsProtocol):
     _head_seen = _NOT_SEEN  # the cycle after which a partial head was last seen
     _sweeping: set = set()  # the server states this process sweeps (one per worker)
+    _head_cycle = None  # the cycle current when _head_bytes was last reset
+    _head_bytes = 0  # bytes received since then (rule 4)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Rule 4: one comparison and one add per read, not per request callback.
+        cycle = self.cycle
+        if cycle is not self._head_cycle:  # a head completed in this read: count from here
+            self._head_cycle = cycle
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > HEAD_LIMIT and (cycle is None or not cycle.more_body or cycle.response_complete):
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        from .http.fastpath import MAX_PATH
+
+        if len(self.url) > MAX_PATH:
+            status, title, detail = 414, "URI too long", f"request target exceeds {MAX_PATH} bytes"
+        else:
+            status, title, detail = 431, "Request header fields too large", f"request head exceeds {HEAD_LIMIT} bytes"
+        body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            if name != b"connection":
+                head += [name, b": ", value, b"\r\n"]
+        head.append(b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+        self.parser = None  # nothing more is parsed on this connection
+        self.data_received = _ignore
+
+    def timeout_keep_alive_handler(self) -> None:
+        # Rule 5: bytes waiting in the socket are a request to answer, not idleness.
+        self.timeout_keep_alive_task = None
+        if not self.transport.is_closing() and _unread_bytes(self.transport):
+            self._arm_idle_timer()  # data_received, which runs next, cancels it
+            return
+        super().timeout_keep_alive_handler()
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -87,6 +165,32 @@ class KVHttpProtocol(HttpToolsProtocol):
 _CLOSE = (b"connection", b"close")
 
 
+def _ignore(data: bytes) -> None:
+    pass
+
+
+def _unread_bytes(transport) -> int:
+    """Bytes the kernel holds for this connection that nothing has read yet (FIONREAD)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return struct.unpack("i", buf)[0]
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent pid check in callback_notify remains
+
+
 def _sweep(loop, state, period: float) -> None:
     for conn in list(state.connections):
         if isinstance(conn, KVHttpProtocol):
@@ -103,7 +207,24 @@ class KVWorker(UvicornWorker):
     # spends on a request, measured in process).
     CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none", "server_header": False, "proxy_headers": False}
 
+    def init_process(self) -> None:
+        # Rule 6: the master may have died between fork and here.
+        die_with_parent()
+        if os.getppid() != self.ppid:
+            sys.exit(0)
+        super().init_process()
+
     async def _serve(self) -> None:
         # Rule 3 above: uvicorn gets the sockets, not gunicorn's wrappers (uvicorn-worker 0.4, uvloop 0.23).
         self.sockets = [getattr(s, "sock", s) for s in self.sockets]
         await super()._serve()
+
+    async def callback_notify(self) -> None:
+        # uvicorn calls this on its first tick (rule 7: serving) and every
+        # `timeout / 2` seconds after; gunicorn's sync workers check the
+        # parent pid at each heartbeat, uvicorn-worker (0.4) does not (rule 6).
+        if os.getppid() != self.ppid:
+            self.log.info("Parent changed, shutting down: %s", self)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.notify()
