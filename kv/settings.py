@@ -82,6 +82,13 @@ def file_path(text: str) -> str:
     return text
 
 
+def bearer_token(text: str) -> str:
+    """A read token as the server's token file holds it (never echoed in the message)."""
+    if not text or not all("!" <= c <= "~" for c in text):
+        raise ValueError("must be a token of visible ASCII characters without spaces")
+    return text
+
+
 # -- computed defaults --------------------------------------------------------------------------
 
 
@@ -208,7 +215,7 @@ READ_TOKEN_FILE = Setting("read_token_file", "--read-token-file", "KV_READ_TOKEN
 METRICS_BIND = Setting("metrics_bind", "--metrics-bind", "KV_METRICS_BIND", address, None,
                        "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
                        metavar="HOST:PORT")
-TOKEN = Setting("token", "--token", "KV_TOKEN", file_path, None,
+TOKEN = Setting("token", "--token", "KV_TOKEN", bearer_token, None,
                 "bearer token to send (kv serve --read-token-file)", metavar="TOKEN")
 CACERT = Setting("cacert", "--cacert", "KV_CACERT", file_path, None,
                  "verify an https:// server against this CA (PEM) instead of the system's", metavar="FILE")
