@@ -232,6 +232,15 @@ SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CON
 CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
 
 
+# `kv deploy nginx` (flags only, no KV_* variable): the front's per-client rate
+# limit (nginx limit_req, keyed by client address). 1000 requests/s is far
+# above what one well-behaved client needs and far below what two workers of
+# one shard serve (tens of thousands): one client cannot take a shard; a
+# burst of 2000 lets a client fire a large batch of single gets at once.
+NGINX_RATE = 1000
+NGINX_BURST = 2000
+
+
 # -- kv serve: flag, environment, config file, default -------------------------------------------
 
 
