@@ -82,19 +82,18 @@ _NOT_SEEN = object()
 class KVHttpProtocol(HttpToolsProtocol):
     _head_seen = _NOT_SEEN  # the cycle after which a partial head was last seen
     _sweeping: set = set()  # the server states this process sweeps (one per worker)
-    _head_cycle = None  # the cycle current when _head_bytes was last reset
-    _head_bytes = 0  # bytes received since then (rule 4)
+    _head_bytes = 0  # bytes of the request head now arriving (rule 4)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # Rule 4: one comparison and one add per read, not per request callback.
+        # Rule 4: a few comparisons and one add per read, not per request callback.
         cycle = self.cycle
-        if cycle is not self._head_cycle:  # a head completed in this read: count from here
-            self._head_cycle = cycle
+        in_head = cycle is None or not cycle.more_body or cycle.response_complete  # not inside a body
+        super().data_received(data)
+        if self.cycle is not cycle or not in_head:  # a head completed in this read, or it carried a body
             self._head_bytes = 0
             return
         self._head_bytes += len(data)
-        if self._head_bytes > HEAD_LIMIT and (cycle is None or not cycle.more_body or cycle.response_complete):
+        if self._head_bytes > HEAD_LIMIT:
             self._refuse_head()
 
     def _refuse_head(self) -> None:

@@ -112,6 +112,15 @@ def test_a_streamed_head_is_refused_once_past_the_limit_and_memory_stays_bounded
     assert httpx.get(url + "/healthz").status_code == 200
 
 
+def test_a_body_larger_than_the_head_limit_is_not_taken_for_a_head(server):
+    url, _, records = server
+    k, v = records[0]
+    body = b'{"keys": ["' + k.encode() + b'"]}' + b" " * (HEAD_LIMIT + 30_000)  # within max_body
+    for _ in range(3):
+        r = httpx.post(f"{url}/v1/batch", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["values"] == {k: v.decode()}
+
+
 def test_a_head_just_under_the_limit_still_gets_the_ordinary_431(server):
     url = server[0]
     r = httpx.get(url + "/healthz", headers={f"x-h{i}": "v" * 1000 for i in range(40)})
