@@ -309,3 +309,42 @@ def test_metrics_bind_serves_metrics_there_only(gen_table):
                 break
             time.sleep(0.5)
         assert "kv_requests_total" in text and "kv_lookups_total" in text
+
+
+# -- kv/http/auth.py, in process ------------------------------------------------------------
+
+
+def test_bearer_check_accepts_exactly_the_tokens_of_the_file():
+    from kv.http.auth import bearer_check
+
+    allows = bearer_check([TOKEN.encode(), OTHER.encode()])
+    assert allows(f"Bearer {TOKEN}".encode()) and allows(f"Bearer {OTHER}".encode())
+    for value in (None, b"", TOKEN.encode(), f"Bearer {TOKEN} ".encode(), f"Bearer {TOKEN[:-1]}".encode(),
+                  f"Basic {TOKEN}".encode(), f"Bearer  {TOKEN}".encode()):
+        assert not allows(value), value
+
+
+def test_the_bearer_scheme_is_case_insensitive_on_the_checked_path():
+    from kv.http.auth import Guard
+
+    guard = Guard([TOKEN.encode()])
+    scope = {"raw_path": b"/v1/stats", "headers": [(b"authorization", f"bearer {TOKEN}".encode())]}
+    assert guard.refusal(scope) is None
+    assert guard.refusal({"raw_path": b"/healthz", "headers": []}) is None
+    assert guard.refusal({"raw_path": b"/v1/stats", "headers": []}).status_code == 401
+
+
+def test_token_file_lines_comments_and_errors_never_echo_a_token(tmp_path):
+    from kv.http.auth import TokenFileError, permission_warning, read_token_file
+
+    f = token_file(tmp_path / "t", TOKEN, OTHER)
+    f.write_text(f"# comment\n  {TOKEN}  \n\n#{OTHER}\n")
+    assert read_token_file(str(f)) == [TOKEN.encode()]
+    f.write_text(f"{TOKEN}\nbad token here\n")
+    with pytest.raises(TokenFileError) as e:
+        read_token_file(str(f))
+    assert "line 2" in str(e.value) and "bad token" not in str(e.value) and TOKEN not in str(e.value)
+    f.chmod(0o640)
+    assert permission_warning(str(f)) is None
+    f.chmod(0o604)
+    assert "readable by every user" in permission_warning(str(f))
