@@ -88,6 +88,13 @@ def bearer_check(tokens: Iterable[bytes]) -> Callable[[bytes | None], bool]:
     True when it is `Bearer TOKEN` with one of `tokens`; constant-time with
     respect to the tokens (module docstring)."""
     values = tuple(b"Bearer " + t for t in tokens)
+    if len(values) == 1:  # the usual case, without the loop
+        compare, only = hmac.compare_digest, values[0]
+
+        def allows_one(value: bytes | None) -> bool:
+            return value is not None and compare(value, only)
+
+        return allows_one
     if len(values) <= COMPARE_UP_TO:
         compare = hmac.compare_digest
 

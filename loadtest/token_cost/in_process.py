@@ -5,8 +5,8 @@ import asyncio, random, statistics, time
 from kv.http.app import create_app
 from kv.http.auth import Guard
 
-table = "/tmp/sec-bench/b.kvt"
-keys = [l[:36] for l in open("/tmp/sec-bench/b.data", "rb")][:20000]
+table = "b.kvt"
+keys = [l[:36] for l in open("b.data", "rb")][:20000]
 plain = create_app(table)
 tok = create_app(table)
 tok.state.guard = Guard([b"bench-token-0123456789abcdef"])
@@ -35,5 +35,6 @@ async def main():
         off.append(a); on.append(b); ratios.append(a / b)
     assert tok.state.counts.lookups[0] == 31 * 5000
     print(f"in process: tokens off {statistics.median(off):.2f} us/hit, on {statistics.median(on):.2f} us/hit; "
-          f"median paired rate ratio on/off {statistics.median(ratios):.3f}")
+          f"rate ratio on/off: of the medians {statistics.median(off) / statistics.median(on):.3f}, "
+          f"of the bests {min(off) / min(on):.3f}, median of the pairs {statistics.median(ratios):.3f}")
 asyncio.run(main())
