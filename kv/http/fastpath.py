@@ -15,7 +15,9 @@ The checked path refuses, each with a problem response:
 - headers over MAX_HEADERS bytes or MAX_HEADER_FIELDS lines: 431;
 - an HTTP/1.1 request without a Host header: 400 (RFC 9112, 3.2);
 - a body over `max_body` bytes, declared or sent: 413;
-- a body that takes longer than `body_seconds` to arrive: 408.
+- a body that takes longer than `body_seconds` to arrive: 408;
+- with read tokens, a request without an accepted one: 401/403 (kv/http/auth.py,
+  which the fast path's header loop also asks).
 
 Every request it sees is counted by route label and status. A client that
 disconnects before its request body has arrived got no response at all: it
