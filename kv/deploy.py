@@ -14,7 +14,6 @@ from string import Template
 from .settings import NGINX_BURST, NGINX_RATE
 from .shard import check_shard_count, key_range
 
-
 DEFAULT_RATE = NGINX_RATE  # per-client limit_req of the front (kv/settings.py says why)
 DEFAULT_BURST = NGINX_BURST
 

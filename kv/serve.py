@@ -411,14 +411,14 @@ class KVArbiter(Arbiter):
     # once the new ones serve: a worker's first heartbeat (kv/worker.py,
     # rule 7) changes its tmp file's mtime from the one it had at fork.
 
-    def spawn_worker(self):
+    def spawn_worker(self) -> int:
         pid = super().spawn_worker()  # returns only in the master
         worker = self.WORKERS.get(pid)
         if worker is not None:
             worker.kv_born = worker.tmp.last_update()
         return pid
 
-    def manage_workers(self):
+    def manage_workers(self) -> None:
         if len(self.WORKERS) > self.num_workers:
             self.wait_for_new_workers()
         super().manage_workers()

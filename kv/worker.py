@@ -113,7 +113,7 @@ class KVHttpProtocol(HttpToolsProtocol):
         head.append(b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self.transport.close()
-        self.data_received = _ignore  # nothing more is parsed on this connection
+        self.data_received = _ignore  # type: ignore[method-assign]  # nothing more is parsed on this connection
 
     def timeout_keep_alive_handler(self) -> None:
         # Rule 5: bytes waiting in the socket are a request to answer, not idleness.

@@ -46,7 +46,7 @@ def read_all(s: socket.socket, timeout: float = 10.0) -> bytes:
             if not chunk:
                 break
             out += chunk
-    except (ConnectionResetError, TimeoutError, socket.timeout):
+    except (ConnectionResetError, TimeoutError):
         pass
     return out
 

@@ -67,7 +67,7 @@ def exchange(port: int, payload: bytes, timeout: float = 10.0, half_close: bool 
                 if not chunk:
                     break
                 out += chunk
-        except (ConnectionResetError, TimeoutError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             pass
     return out
 
@@ -213,7 +213,7 @@ def test_a_body_that_stops_short_or_trickles_is_408_within_the_body_limit(server
                 out += s.recv(4096)
                 if out:
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 break
@@ -245,7 +245,7 @@ def test_2000_idle_connections_leave_normal_clients_answered(server):
                 closed += s.recv(1) == b""
             except (ConnectionResetError, BrokenPipeError):
                 closed += 1
-            except socket.timeout:
+            except TimeoutError:
                 pass
     finally:
         for s in idle:
@@ -280,7 +280,7 @@ def test_slowloris_on_500_connections_is_cut_and_normal_clients_answered(server)
                         cut.add(i)
                 except (ConnectionResetError, BrokenPipeError):
                     cut.add(i)
-                except socket.timeout:
+                except TimeoutError:
                     pass
     finally:
         for s in conns:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import ssl
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from conftest import free_port
 from kv.client import Client, ServerError, ServerUnreachable
-from serverutil import KV, running_server, stop, wait_ready
+from serverutil import KV, running_server, stop
 
 TOKEN = "s3cret-read-token-0001"
 OTHER = "another-read-token-0002"

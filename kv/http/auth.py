@@ -40,6 +40,8 @@ import os
 import stat
 from typing import Callable, Iterable
 
+from starlette.responses import Response
+
 from .problems import problem
 
 OPEN_PATHS = (b"/healthz", b"/readyz")  # probes: orchestrators and load balancers carry no token
@@ -134,7 +136,7 @@ class Guard:
         path = os.environ.get(settings.READ_TOKEN_FILE.env)
         return cls(read_token_file(path) if path else None, os.environ.get(settings.METRICS_BIND.env) or None)
 
-    def refusal(self, scope):
+    def refusal(self, scope: dict) -> Response | None:
         """The problem response for a request this rule refuses, or None."""
         raw = scope["raw_path"]
         if self.metrics_elsewhere and raw == b"/metrics":

@@ -1,7 +1,11 @@
 """Token cost in process: the fast path's ASGI closure on plain GET hits, the
 same requests (Host, User-Agent, Authorization) to an app without tokens and to
 one with, 31 paired alternating rounds of 5,000 hits; median of paired ratios."""
-import asyncio, random, statistics, time
+import asyncio
+import random
+import statistics
+import time
+
 from kv.http.app import create_app
 from kv.http.auth import Guard
 
