@@ -59,6 +59,7 @@ worker's default response headers, and the head check is the periodic sweep.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import fcntl
 import json
