@@ -168,7 +168,7 @@ def _ignore(data: bytes) -> None:
     pass
 
 
-def _unread_bytes(transport) -> int:
+def _unread_bytes(transport: asyncio.Transport) -> int:
     """Bytes the kernel holds for this connection that nothing has read yet (FIONREAD)."""
     sock = transport.get_extra_info("socket")
     try:
