@@ -396,7 +396,11 @@ class KVArbiter(Arbiter):
             self.log.error("reload refused, still serving the table the workers have open: %s", problem)
             return
         old = env.get("KV_TABLE_FD")
-        env["KV_TABLE_FD"] = str(open_table_fd(env["KV_TABLE"]))  # `current` may point elsewhere now
+        try:
+            env["KV_TABLE_FD"] = str(open_table_fd(env["KV_TABLE"]))  # `current` may point elsewhere now
+        except OSError as e:  # gone since the check
+            self.log.error("reload refused, still serving the table the workers have open: %s", e)
+            return
         try:
             super().handle_hup()
         finally:
