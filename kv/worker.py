@@ -68,6 +68,7 @@ import signal
 import struct
 import sys
 import termios
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -77,12 +78,14 @@ from uvicorn_worker import UvicornWorker
 # (tests/test_security.py checks). Not imported from there: the master loads
 # this module, and needs no FastAPI.
 HEAD_LIMIT = 64 * 1024
+LINGER_BYTES, LINGER_SECONDS = 1 << 20, 2.0  # read and dropped after refusing a head, before the close
 _NOT_SEEN = object()
 
 
 class KVHttpProtocol(HttpToolsProtocol):
     _head_seen = _NOT_SEEN  # the cycle after which a partial head was last seen
     _sweeping: set = set()  # the server states this process sweeps (one per worker)
+    _states: list = []  # and those states
     _head_bytes = 0  # bytes of the request head now arriving (rule 4)
 
     def data_received(self, data: bytes) -> None:
@@ -113,8 +116,33 @@ class KVHttpProtocol(HttpToolsProtocol):
                 head += [name, b": ", value, b"\r\n"]
         head.append(b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
-        self.data_received = _ignore  # type: ignore[method-assign]  # nothing more is parsed on this connection
+        self.close_lingering()
+
+    def close_lingering(self) -> None:
+        """Close without destroying what was just written. Closing with the
+        client's bytes unread makes the kernel send RST, which can discard
+        the answer before the client reads it (a client still sending a body
+        the server refused). So, as nginx's lingering_close: half-close, read
+        and drop what still comes (at most LINGER_BYTES, LINGER_SECONDS), then
+        close. Over TLS (no half-close): close."""
+        transport = self.transport
+        self.pipeline.clear()  # nothing more is answered on this connection
+        if transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            self.data_received = _ignore  # type: ignore[method-assign]
+            return
+        transport.write_eof()
+        budget = [LINGER_BYTES]
+
+        def discard(data: bytes) -> None:
+            budget[0] -= len(data)
+            if budget[0] < 0 and not transport.is_closing():
+                transport.close()
+
+        self.data_received = discard  # type: ignore[method-assign]
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def timeout_keep_alive_handler(self) -> None:
         # Rule 5: bytes waiting in the socket are a request to answer, not idleness.
@@ -130,6 +158,7 @@ class KVHttpProtocol(HttpToolsProtocol):
         state = self.server_state
         if id(state) not in KVHttpProtocol._sweeping:
             KVHttpProtocol._sweeping.add(id(state))
+            KVHttpProtocol._states.append(state)
             self.loop.call_later(self.timeout_keep_alive, _sweep, self.loop, state, self.timeout_keep_alive)
 
     def _arm_idle_timer(self) -> None:
@@ -195,6 +224,36 @@ def _sweep(loop, state, period: float) -> None:
         if isinstance(conn, KVHttpProtocol):
             conn._check_head()
     loop.call_later(period, _sweep, loop, state, period)
+
+
+class _CloseLingering:
+    """What a refused request's cycle sees as its transport: writes go
+    through; its close() is the connection's lingering close."""
+
+    def __init__(self, conn: KVHttpProtocol):
+        self._conn = conn
+        self._transport = conn.transport
+
+    def close(self) -> None:
+        self._conn.close_lingering()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def close_lingering_after(scope: dict) -> None:
+    """Make the connection of the request `scope` close lingering (see
+    KVHttpProtocol.close_lingering) when its response is done. kv/http/fastpath.py
+    calls this when it refuses a body it has not read (413, 408): only then,
+    so no request pays for it. The cycle's transport attribute is swapped for
+    that one response (uvicorn 0.3x: RequestResponseCycle.transport is what
+    its send() writes to and closes)."""
+    for state in KVHttpProtocol._states:
+        for conn in state.connections:
+            cycle = getattr(conn, "cycle", None)
+            if cycle is not None and cycle.scope is scope and isinstance(conn, KVHttpProtocol):
+                cycle.transport = _CloseLingering(conn)
+                return
 
 
 class KVWorker(UvicornWorker):

@@ -227,6 +227,9 @@ def test_sighup_does_not_stall_connections(server):
         t.start()
     try:
         time.sleep(0.5)
+        worst[0] = 0.0
+        time.sleep(2.0)
+        baseline = worst[0]  # what the machine's load alone costs a request (it is shared)
         old = worker_pids(proc.pid)
         worst[0] = 0.0
         os.kill(proc.pid, signal.SIGHUP)
@@ -238,7 +241,7 @@ def test_sighup_does_not_stall_connections(server):
         stop_.set()
         for t in threads:
             t.join()
-    assert worst[0] < 0.5, f"a connection waited {worst[0]:.2f} s during the reload"
+    assert worst[0] < 0.5 + baseline, f"a connection waited {worst[0]:.2f} s during the reload ({baseline:.2f} s before it)"
 
 
 # -- 6. a paused worker answers what arrived during the pause -----------------------------------

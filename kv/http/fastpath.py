@@ -226,6 +226,9 @@ def _closing_if_body(scope, response: Response) -> Response:
     for name, value in scope["headers"]:
         if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
             response.headers["connection"] = "close"
+            from ..worker import close_lingering_after  # under gunicorn: close without a reset (kv/worker.py)
+
+            close_lingering_after(scope)
             break
     return response
 
