@@ -87,8 +87,15 @@ class KVHttpProtocol(HttpToolsProtocol):
     _sweeping: set = set()  # the server states this process sweeps (one per worker)
     _states: list = []  # and those states
     _head_bytes = 0  # bytes of the request head now arriving (rule 4)
+    _lingering = False  # closing: what arrives is dropped (close_lingering)
+    _linger_budget = LINGER_BYTES
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # after a refusal: read and drop (uvloop keeps this bound method, so a flag, not a swap)
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and not self.transport.is_closing():
+                self.transport.close()
+            return
         # Rule 4: a few comparisons and one add per read, not per request callback.
         cycle = self.cycle
         in_head = cycle is None or not cycle.more_body or cycle.response_complete  # not inside a body
@@ -129,19 +136,11 @@ class KVHttpProtocol(HttpToolsProtocol):
         self.pipeline.clear()  # nothing more is answered on this connection
         if transport.is_closing():
             return
+        self._lingering = True
         if not transport.can_write_eof():
             transport.close()
-            self.data_received = _ignore  # type: ignore[method-assign]
             return
         transport.write_eof()
-        budget = [LINGER_BYTES]
-
-        def discard(data: bytes) -> None:
-            budget[0] -= len(data)
-            if budget[0] < 0 and not transport.is_closing():
-                transport.close()
-
-        self.data_received = discard  # type: ignore[method-assign]
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def timeout_keep_alive_handler(self) -> None:
@@ -191,10 +190,6 @@ class KVHttpProtocol(HttpToolsProtocol):
 
 
 _CLOSE = (b"connection", b"close")
-
-
-def _ignore(data: bytes) -> None:
-    pass
 
 
 def _unread_bytes(transport: asyncio.Transport) -> int:

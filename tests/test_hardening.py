@@ -293,6 +293,32 @@ def test_the_request_after_a_refused_body_is_never_swallowed(server):
     assert answer.count(b"HTTP/1.1") == 1  # closed: the GET was not parsed out of the body
 
 
+def test_a_client_still_sending_a_refused_body_reads_its_413_not_a_reset(server):
+    url = server[0]
+    for _ in range(5):
+        s = connect(url)
+        s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n")
+        time.sleep(0.2)  # the 413 is written and the response done
+        for _ in range(12):  # still sending after it: the server drains (up to 1 MiB) before it closes
+            s.sendall(b"x" * 65536)
+            time.sleep(0.01)
+        s.shutdown(socket.SHUT_WR)
+        answer = read_all(s, 5)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+
+
+def test_a_streamed_head_gets_its_431_when_the_client_reads_after_sending(server):
+    url = server[0]
+    for _ in range(5):
+        s = connect(url)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        answer = read_all(s, 5)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 431")
+
+
 # -- 9. disk full while publishing, at the history step ------------------------------------------
 
 
