@@ -175,10 +175,12 @@ def test_publish_and_sighup_still_switch_to_a_new_table(tmp_path):
         assert httpx.get(key_url).content == b"alpha"
         publish(b, root, log=lambda m: None)
         os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while httpx.get(key_url).content != b"beta" and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert httpx.get(key_url).content == b"beta"
+        if httpx.get(key_url).content != b"beta":
+            stop(proc)
+            pytest.fail("still serving the old table 30 s after SIGHUP:\n" + proc.stdout.read().decode(errors="replace")[-3000:])
 
 
 # -- 4. workers die with their master ---------------------------------------------------------
