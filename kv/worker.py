@@ -36,6 +36,10 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    counts the bytes received since the current request head started, and
    past HEAD_LIMIT (64 KiB, over MAX_PATH + MAX_HEADERS) answers 414 (when the
    URL is what grew) or 431 and closes: memory and parse time stay bounded.
+   The close lingers (close_lingering), as does the close after a refused
+   body (kv/http/fastpath.py asks for it with close_lingering_after): the
+   client's further bytes are read and dropped, up to 1 MiB or 2 s, so that
+   it reads the answer instead of a reset.
 
 5. A paused worker answers what arrived meanwhile. After a SIGSTOP of
    `keepalive` seconds or more, the idle timer fires on SIGCONT before the
