@@ -1,8 +1,10 @@
 """`kv serve PATH | --root DIR`: serve a table with gunicorn and uvicorn workers.
 
 PATH is a data file or a table. Given a data file, the table is built next to
-it (DATA.kvt) unless one is there whose recorded source (name, size, mtime)
-and build options match, so a restart does not rebuild. `--root DIR` serves
+it (DATA.kvt), or into --table-dir (env KV_TABLE_DIR) when the data lives
+somewhere read-only such as a container's volume, unless one is there whose
+recorded source (name, size, mtime) and build options match, so a restart does
+not rebuild. `--root DIR` serves
 DIR/current, the generation `kv publish` switched to; SIGHUP (systemctl reload)
 starts fresh workers on whatever `current` then points to.
 
@@ -41,6 +43,9 @@ def add_arguments(p):
                    help="gunicorn configuration file (default: deploy/gunicorn.conf.py of this checkout when present, "
                         "else the packaged kv/gunicorn_conf.py; env KV_GUNICORN_CONFIG). --bind, --workers, "
                         "--keepalive, --log-level and --pid-file override it")
+    p.add_argument("--table-dir", default=os.environ.get("KV_TABLE_DIR") or None, metavar="DIR",
+                   help="when building: write the table built from a data file into DIR (created if missing) instead of "
+                        "beside the data file, e.g. when the data is on a read-only volume (env KV_TABLE_DIR)")
     p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
     p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
     p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
@@ -66,12 +71,15 @@ def is_table(path: Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def table_for_data(data: Path, options: dict) -> Path:
-    """The table for a data file: reuse a matching one, else build it."""
+def table_for_data(data: Path, options: dict, table_dir: str | None = None) -> Path:
+    """The table for a data file (beside it, or in `table_dir`): reuse a matching one, else build it."""
     from .build import build_options, build_table, default_table_path
     from .table import open_table
 
     table = default_table_path(data)
+    if table_dir:
+        os.makedirs(table_dir, exist_ok=True)
+        table = Path(table_dir) / table.name
     st = data.stat()
     wanted = build_options(**options)
     if table.exists():
@@ -109,7 +117,7 @@ def resolve(args) -> Path:
     if is_table(path):
         return path
     options = {"skip_invalid": args.skip_invalid, "on_duplicate": args.on_duplicate, "strip_cr": args.strip_cr}
-    return table_for_data(path, options)
+    return table_for_data(path, options, getattr(args, "table_dir", None))
 
 
 def run(args) -> int:
