@@ -35,9 +35,15 @@ have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 can_get() { have_image "$1" || { [ "${KV_LOCAL_BASE:-}" != 1 ] && "$DOCKER" pull -q "$1" >/dev/null 2>&1; }; }
 
 if ! "$DOCKER" version >/dev/null 2>&1; then
-    say "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); start one, e.g." \
-        "eval \$(sudo deploy/docker/private-dockerd.sh start) && export DOCKER_HOST"
-    exit 1
+    if [ "$(id -u)" != 0 ]; then
+        say "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); start one, or run as root to start" \
+            "a private one: sudo deploy/docker/private-dockerd.sh start"
+        exit 1
+    fi
+    say "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}): starting a private dockerd"
+    export "$(deploy/docker/private-dockerd.sh start)"
+    say "it stays running for the image; use it with: export $(deploy/docker/private-dockerd.sh host)" \
+        "(stop: deploy/docker/private-dockerd.sh stop)"
 fi
 
 debian_mirror() {
