@@ -373,7 +373,8 @@ def cluster(images, tmp_path_factory):
     readable_dir(d)
     port = free_port()
     project = f"kvtest{docker.token}"
-    env = dict(docker.env, KV_TABLES=str(d), KV_WORKERS="1", KV_FRONT=f"127.0.0.1:{port}", COMPOSE_PROJECT_NAME=project)
+    env = dict(docker.env, KV_TABLES=str(d), KV_WORKERS="1", KV_FRONT=f"127.0.0.1:{port}", COMPOSE_PROJECT_NAME=project,
+               KV_HEALTH_INTERVAL="1s")
     compose = [*dockerutil.compose_command(docker), "-f", str(ROOT / "deploy" / "compose.yaml"), "-p", project]
 
     def run(*args, check=True):
