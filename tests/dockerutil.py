@@ -120,6 +120,11 @@ def start_engine() -> Engine:
     env = dict(os.environ)
     if _answers(env):
         return Engine(env, started_here=False)
+    private = subprocess.run([str(PRIVATE_DOCKERD), "host"], capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    if _answers(dict(env, DOCKER_HOST=private)):  # left running by `make image`: use it, leave it running
+        engine = Engine(dict(env, DOCKER_HOST=private), started_here=False)
+        sweep_leftovers(engine)
+        return engine
     if os.geteuid() != 0:
         pytest.fail("no Docker engine answers and the tests are not root, so they cannot start one "
                     "(run as root, or set DOCKER_HOST to an engine)", pytrace=False)
@@ -128,7 +133,19 @@ def start_engine() -> Engine:
         pytest.fail(f"cannot run a Docker engine on this machine (deploy/docker/private-dockerd.sh start "
                     f"exited {proc.returncode}):\n{proc.stderr}", pytrace=False)
     env["DOCKER_HOST"] = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
-    return Engine(env, started_here=True)
+    engine = Engine(env, started_here=True)
+    sweep_leftovers(engine)
+    return engine
+
+
+def sweep_leftovers(engine: Engine) -> None:
+    """On our private engine only: remove what an interrupted earlier run left
+    (containers, compose projects, networks and volumes named kvtest*)."""
+    for listing, remove in ((["ps", "-aq"], ["rm", "-f", "-v"]), (["network", "ls", "-q"], ["network", "rm"]),
+                            (["volume", "ls", "-q"], ["volume", "rm"])):
+        ids = engine.out(*listing, "--filter", "name=kvtest", check=False).split()
+        if ids:
+            engine.run(*remove, *ids, check=False)
 
 
 def stop_engine(engine: Engine) -> None:

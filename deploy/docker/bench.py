@@ -9,8 +9,10 @@ run -d -p 127.0.0.1:PORT:8000 ... kv:dev /data/t.kvt` until the first 200 for a
 stored key, several times, against `kv serve t.kvt` on the host the same way.
 Rate: wrk -t1 -c64 with random existing keys (loadtest/bench_http.py's script)
 in paired rounds, the order alternating, against kv serve on the host (2
-workers) and the container (2 workers, hardened) at its bridge address; and
-through the published port (docker-proxy) for reference. Prints JSON.
+workers) and the container (2 workers, hardened) at its bridge address, the
+same container on the host network (--network host), and through the
+published port (docker-proxy). Prints JSON; ratios are container / host per
+round, and their medians.
 """
 
 from __future__ import annotations
@@ -123,31 +125,37 @@ def main() -> int:
 
     # -- GET rate, paired rounds -----------------------------------------------------------------
     script = lua_get(random.Random(1).sample(keys, min(len(keys), 10000)))
-    host_port, pub_port = free_port(), free_port()
+    host_port, pub_port, hostnet_port = free_port(), free_port(), free_port()
     proc = start_host(table, host_port)
     start_container("kvbench-rate", d, "/data/t.kvt", port=pub_port)
+    # The same container on the host's network stack: what the container costs
+    # without the bridge (veth, netfilter) between wrk and the server.
+    docker("run", "-d", "--name", "kvbench-hostnet", "--network", "host", *HARDENED, "-v", f"{d}:/data:ro", "kv:dev",
+           "/data/t.kvt", "--bind", f"127.0.0.1:{hostnet_port}")
     try:
         ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "kvbench-rate")
         urls = {"host": f"http://127.0.0.1:{host_port}", "container": f"http://{ip}:8000",
+                "container_host_network": f"http://127.0.0.1:{hostnet_port}",
                 "container_published_port": f"http://127.0.0.1:{pub_port}"}
         for u in urls.values():
             first_200(f"{u}/v1/keys/{key}", time.monotonic())
             wrk(u, script, 64, 2)  # warm-up
         rounds = []
+        names = list(urls)
         for r in range(args.rounds):
-            order = ["host", "container"] if r % 2 == 0 else ["container", "host"]
+            # host first in even rounds, last in odd ones; the containers in rotating order
+            others = names[1:][r % 3:] + names[1:][:r % 3]
+            order = ["host", *others] if r % 2 == 0 else [*others, "host"]
             row = {name: wrk(urls[name], script, 64, args.duration)["rps"] for name in order}
-            row["container_published_port"] = wrk(urls["container_published_port"], script, 64, args.duration)["rps"]
-            row["ratio"] = round(row["container"] / row["host"], 3)
-            row["ratio_published_port"] = round(row["container_published_port"] / row["host"], 3)
+            for name in names[1:]:
+                row[f"ratio_{name}"] = round(row[name] / row["host"], 3)
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr)
-        out["get_rate"] = {"rounds": rounds,
-                           "median_ratio": round(statistics.median(x["ratio"] for x in rounds), 3),
-                           "median_ratio_published_port": round(statistics.median(x["ratio_published_port"] for x in rounds), 3)}
+        out["get_rate"] = {"rounds": rounds} | {
+            f"median_ratio_{name}": round(statistics.median(x[f"ratio_{name}"] for x in rounds), 3) for name in names[1:]}
     finally:
         stop_host(proc)
-        subprocess.run(["docker", "rm", "-f", "kvbench-rate"], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "kvbench-rate", "kvbench-hostnet"], capture_output=True)
     print(json.dumps(out, indent=2))
     return 0
 
