@@ -11,7 +11,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test install sysdeps bench bench-engine bench-http plots loadtest drills clean image test-container
+.PHONY: run test install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean image test-container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,7 +45,7 @@ run: install example.kvt
 	$(BIN)/kv serve example.data
 
 # The second run: the engine tests again on the pure-Python paths (kv/speedups.py).
-PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py
+PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py tests/test_string_table.py tests/test_string_build.py
 
 test: install sysdeps
 	$(BIN)/python -m pytest -q tests
@@ -54,8 +54,10 @@ test: install sysdeps
 drills: install sysdeps
 	$(BIN)/python -m pytest -q -m drill tests
 
+# make loadtest LOCUST_TIME=15 for a shorter run
+LOCUST_TIME ?= 60
 loadtest: install example.kvt
-	$(BIN)/python loadtest/run_locust.py --data example.data --time 60
+	$(BIN)/python loadtest/run_locust.py --data example.data --time $(LOCUST_TIME)
 
 bench-engine: install sysdeps
 	$(BIN)/python loadtest/bench_engine.py
@@ -66,7 +68,11 @@ bench-http: install sysdeps
 plots: install
 	$(BIN)/python loadtest/plots.py
 
-bench: bench-engine bench-http plots
+# Rewrite the numbers README.md and docs/*.md cite from docs/bench/*.json.
+docnumbers: install
+	$(BIN)/python loadtest/docnumbers.py
+
+bench: bench-engine bench-http plots docnumbers
 
 # kv:dev and kv-nginx:dev. Uses the engine DOCKER_HOST names; where none answers,
 # starts a private one (deploy/docker/private-dockerd.sh, root) and says how to reach it.

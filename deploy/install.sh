@@ -78,8 +78,17 @@ else
   "$PY" -m venv "$VENV"
   say "created venv $VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$REPO"
-say "installed $("$VENV/bin/kv" --version)"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$REPO"
+say "installed $("$VENV/bin/python" "$VENV/bin/kv" --version)"
+if [ -n "$DESTDIR" ]; then
+  # A staged venv must work once moved to PREFIX: pip wrote the staging path
+  # into the scripts' #! lines and the activate scripts; point them at PREFIX.
+  # (pyvenv.cfg names only the base interpreter; site-packages holds no paths.)
+  grep -rlIF "${DESTDIR}${PREFIX}/venv" "$VENV/bin" | while read -r f; do
+    sed -i "s#${DESTDIR}${PREFIX}/venv#${PREFIX}/venv#g" "$f"
+  done
+  say "rewrote the venv's scripts for ${PREFIX}/venv (relocatable from the staging directory)"
+fi
 
 install -d -m 0755 "${DESTDIR}${PREFIX}/share/doc/kv"
 install -m 0644 "$REPO"/docs/*.md "${DESTDIR}${PREFIX}/share/doc/kv/"

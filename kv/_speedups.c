@@ -268,6 +268,7 @@ typedef struct {
     Py_buffer view;
     int have_view;
     uint64_t home_slots, slots_offset, max_displacement, rec_lo, rec_hi;
+    int kind; /* KIND_UUID (format version 1) or KIND_STRING (version 2) */
     PyObject *slow;
     PyObject *corrupt;
     vectorcallfunc vectorcall;
@@ -278,6 +279,9 @@ typedef struct {
 #define LEN_MASK ((1ULL << LEN_BITS) - 1)
 #define KEY_LEN 36
 #define VALUE_AT 37
+#define KIND_UUID 0
+#define KIND_STRING 2
+#define MAX_STRING_KEY 1024
 
 static PyObject *call1(PyObject *fn, PyObject *arg)
 {
@@ -326,6 +330,73 @@ static PyObject *probe(Lookup *self, const uint8_t *kb)
     return Py_NewRef(Py_None);
 }
 
+/* String keys (format version 2): records are u16 key length, key, value.
+ * Every slot in the window with the key's 32-bit hash is tried: no
+ * canonical form lets a first match stand for all. */
+static PyObject *probe_str(Lookup *self, const uint8_t *kb, Py_ssize_t n)
+{
+    const uint8_t *base = (const uint8_t *)self->view.buf;
+    uint64_t h32 = xxh3_64(kb, (size_t)n) >> 32;
+    uint64_t p = (h32 * self->home_slots) >> 32;
+    const uint8_t *slot = base + self->slots_offset + p * SLOT_SIZE;
+    const uint8_t *last = slot + self->max_displacement * SLOT_SIZE;
+    for (; slot <= last; slot += SLOT_SIZE) {
+        uint32_t sh = r32(slot);
+        if (sh > h32)
+            return Py_NewRef(Py_None);
+        uint64_t ref = r64(slot + 8);
+        if (sh < h32 || ref == 0)
+            continue;
+        uint64_t off = ref >> LEN_BITS, end = off + (ref & LEN_MASK);
+        if (off < self->rec_lo || end > self->rec_hi || end < off + 2)
+            return raise_corrupt(self, off);
+        const uint8_t *rec = base + off;
+        uint64_t klen = (uint64_t)rec[0] | ((uint64_t)rec[1] << 8);
+        if (klen != (uint64_t)n)
+            continue; /* another key with the same 32-bit hash (checked below if it is ours) */
+        if (off + 2 + klen > end || (uint32_t)xxh3_64(rec, end - off) != r32(slot + 4))
+            return raise_corrupt(self, off);
+        if (memcmp(rec + 2, kb, (size_t)n) != 0)
+            continue;
+        return PyBytes_FromStringAndSize((const char *)rec + 2 + klen, (Py_ssize_t)(end - off - 2 - klen));
+    }
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *lookup_get_str(Lookup *self, PyObject *key)
+{
+    const char *k;
+    Py_ssize_t n;
+    int is_bytes = 0;
+    if (PyUnicode_CheckExact(key)) {
+        if (PyUnicode_IS_COMPACT_ASCII(key)) {
+            k = (const char *)PyUnicode_DATA(key);
+            n = PyUnicode_GET_LENGTH(key);
+        } else if ((k = PyUnicode_AsUTF8AndSize(key, &n)) == NULL) {
+            PyErr_Clear(); /* a lone surrogate: the slow path names it */
+            return call1(self->slow, key);
+        }
+    } else if (PyBytes_CheckExact(key)) {
+        k = PyBytes_AS_STRING(key);
+        n = PyBytes_GET_SIZE(key);
+        is_bytes = 1;
+    } else {
+        return call1(self->slow, key);
+    }
+    if (n == 0 || n > MAX_STRING_KEY)
+        return call1(self->slow, key); /* raises InvalidKey: empty or overlong */
+    PyObject *r = probe_str(self, (const uint8_t *)k, n);
+    if (r == Py_None && is_bytes) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if ((uint8_t)k[i] >= 0x80) { /* maybe not UTF-8: the slow path tells 400 from 404 */
+                Py_DECREF(r);
+                return call1(self->slow, key);
+            }
+        }
+    }
+    return r;
+}
+
 static PyObject *lookup_get(Lookup *self, PyObject *key)
 {
     const uint8_t *k;
@@ -335,6 +406,8 @@ static PyObject *lookup_get(Lookup *self, PyObject *key)
         PyErr_SetString(PyExc_ValueError, "table is closed");
         return NULL;
     }
+    if (self->kind == KIND_STRING)
+        return lookup_get_str(self, key);
     if (PyUnicode_CheckExact(key) && PyUnicode_IS_COMPACT_ASCII(key)) {
         k = (const uint8_t *)PyUnicode_DATA(key);
         n = PyUnicode_GET_LENGTH(key);
@@ -374,11 +447,16 @@ static int Lookup_init(Lookup *self, PyObject *args, PyObject *kwds)
 {
     PyObject *buf, *slow, *corrupt;
     unsigned long long home, slots_off, maxd, rec_off, rec_size;
+    int kind = KIND_UUID;
     static char *kwlist[] = {"buffer", "home_slots", "slots_offset", "max_displacement", "records_offset",
-                             "records_size", "slow", "corrupt", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKKKOO:Lookup", kwlist, &buf, &home, &slots_off, &maxd, &rec_off,
-                                     &rec_size, &slow, &corrupt))
+                             "records_size", "slow", "corrupt", "kind", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKKKOO|i:Lookup", kwlist, &buf, &home, &slots_off, &maxd, &rec_off,
+                                     &rec_size, &slow, &corrupt, &kind))
         return -1;
+    if (kind != KIND_UUID && kind != KIND_STRING) {
+        PyErr_Format(PyExc_ValueError, "unknown key kind %d", kind);
+        return -1;
+    }
     if (self->have_view) {
         PyErr_SetString(PyExc_RuntimeError, "Lookup already initialised");
         return -1;
@@ -395,6 +473,7 @@ static int Lookup_init(Lookup *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "table regions lie outside the buffer");
         return -1;
     }
+    self->kind = kind;
     self->home_slots = home;
     self->slots_offset = slots_off;
     self->max_displacement = maxd;
@@ -759,7 +838,8 @@ PyMODINIT_FUNC PyInit__speedups(void)
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0) {
+    if (PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_STRING", KIND_STRING) < 0) {
         Py_DECREF(m);
         return NULL;
     }

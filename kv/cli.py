@@ -1,5 +1,10 @@
-"""The `kv` command line. Each subcommand lives in the module that does the
-work: the module has `add_arguments(parser)` and `run(args) -> int`."""
+"""The `kv` command line. Each command is a module of kv/commands/ with the
+same contract: `add_arguments(parser)`, `run(args) -> int` (an exit status of
+kv/commands/exits.py), `EXITS` (the statuses it uses, listed in its --help)
+and optionally `EXAMPLE`. The work itself lives in the engine modules
+(kv/serve.py, kv/publish.py, kv/deploy.py, kv/build.py, kv/client.py), which a
+command imports only when it runs: `kv --help`, `kv get` and `kv stats` load
+neither numpy nor the server's packages."""
 
 from __future__ import annotations
 
@@ -7,22 +12,23 @@ import argparse
 import importlib
 import sys
 
-# name: (module, one-line help)
-COMMANDS = {
-    "gen": ("kv.commands.gen", "generate a random data file of UUID value lines"),
-    "build": ("kv.commands.build", "build a table file from a data file"),
-    "verify": ("kv.commands.verify", "check a table file completely (checksums, structure)"),
-    "inspect": ("kv.commands.inspect", "print a table's metadata and health"),
-    "serve": ("kv.serve", "serve a data file or table over HTTP (gunicorn + uvicorn workers)"),
-    "get": ("kv.commands.get", "look up one or more keys on a server"),
-    "stats": ("kv.commands.stats", "print a server's statistics"),
-    "publish": ("kv.publish", "build, verify and atomically switch a root directory to a new table"),
-    "rollback": ("kv.publish", "switch a root directory back to the previous generation"),
-    "reload": ("kv.publish", "tell a running server to load the current generation (SIGHUP)"),
-    "deploy": ("kv.deploy", "render deployment files (nginx front for shards)"),
-}
+from .commands.exits import Exit, epilog
+from .errors import SettingError
 
-EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+# name: one-line help (the module is kv.commands.<name>)
+COMMANDS = {
+    "gen": "generate a random data file of UUID value lines",
+    "build": "build a table file from a data file",
+    "verify": "check a table file completely (checksums, structure)",
+    "inspect": "print a table's metadata and health",
+    "serve": "serve a data file or table over HTTP (gunicorn + uvicorn workers)",
+    "get": "look up one or more keys on a server",
+    "stats": "print a server's statistics",
+    "publish": "build, verify and atomically switch a root directory to a new table",
+    "rollback": "switch a root directory back to the previous generation",
+    "reload": "tell a running server to load the current generation (SIGHUP)",
+    "deploy": "render deployment files (nginx front for shards)",
+}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,17 +41,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("kv"):
-                continue  # command not built yet
-            raise
-        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-        adder = getattr(mod, f"add_{name}_arguments", None) or mod.add_arguments
-        adder(p)
-        p.set_defaults(_run=getattr(mod, f"run_{name}", None) or mod.run)
+    for name, help_text in COMMANDS.items():
+        mod = importlib.import_module(f"kv.commands.{name}")
+        exits = getattr(mod, "EXITS", None)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=epilog(exits, getattr(mod, "EXAMPLE", "")) if exits else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
     return parser
 
 
@@ -54,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
-        return args._run(args) or 0
+        return int(args._run(args) or 0)
+    except SettingError as e:  # a bad KV_* value: named, like a bad flag
+        print(f"kv {args.command}: {e}", file=sys.stderr)
+        return Exit.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -12,16 +12,16 @@ not answer within the timeout is not retried: that would only double the wait.
 from __future__ import annotations
 
 import base64
-import os
 from urllib.parse import quote
 
 import httpx
 
+from . import settings
 from .errors import InvalidKey, KVError
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT = 5.0  # seconds, for each of connect, write, read
-DEFAULT_BATCH_LIMIT = 1000  # kv serve's default --max-batch; a 413 tells the client the real one
+DEFAULT_URL = settings.URL.default
+DEFAULT_TIMEOUT = settings.TIMEOUT.default  # seconds, for each of connect, write, read
+DEFAULT_BATCH_LIMIT = settings.MAX_BATCH.default  # kv serve's default --max-batch; a 413 tells the client the real one
 
 
 class ServerUnreachable(KVError, ConnectionError):
@@ -37,28 +37,29 @@ class ServerError(KVError):
         self.detail = detail
 
 
-def positive_seconds(text: str, name: str = "timeout") -> float:
-    """`text` as a positive number of seconds; ValueError naming `name` otherwise."""
+def key_path(key: str) -> str:
+    """The URL path of a key: /v1/keys/ and its UTF-8 bytes percent-encoded,
+    every byte outside RFC 3986's unreserved characters (so "/" is %2F, "+"
+    is %2B, "%" is %25: a key is never a path, "../stats" stays a key). A key
+    that is all dots gets them encoded too, else HTTP clients and proxies
+    would remove it as a dot segment ("." and ".." are keys like any other)."""
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {text!r}")
-    return seconds
-
-
-def timeout_from_env() -> float:
-    return positive_seconds(os.environ.get("KV_TIMEOUT") or str(DEFAULT_TIMEOUT), "KV_TIMEOUT")
+        encoded = quote(key, safe="")
+    except UnicodeEncodeError as e:  # a lone surrogate
+        raise InvalidKey(f"key {key[:80]!r} is not valid Unicode ({e.reason}); a key is a UTF-8 string") from None
+    if encoded and not encoded.strip("."):
+        encoded = "%2E" * len(encoded)
+    return f"/v1/keys/{encoded}"
 
 
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
                  batch_limit: int = DEFAULT_BATCH_LIMIT):
         """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
-        to KV_TIMEOUT, then 5."""
-        self.url = (url or os.environ.get("KV_URL") or DEFAULT_URL).rstrip("/")
-        self.timeout = timeout_from_env() if timeout is None else timeout
+        to KV_TIMEOUT, then 5 (kv/settings.py). A bad KV_URL or KV_TIMEOUT is a
+        SettingError (a ValueError) naming the variable."""
+        self.url = (url or settings.URL.value()).rstrip("/")
+        self.timeout = settings.TIMEOUT.value(timeout)
         self.retries = retries
         self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
         self.http = httpx.Client(base_url=self.url, timeout=self.timeout,
@@ -94,7 +95,7 @@ class Client:
 
     def get(self, key: str) -> bytes | None:
         """The value of `key`, or None if absent. InvalidKey for a malformed key."""
-        r = self._request("GET", f"/v1/keys/{quote(key, safe='')}")  # a key is never a path: "../stats" stays a (malformed) key
+        r = self._request("GET", key_path(key))
         if r.status_code == 200:
             return r.content
         if r.status_code == 404:
@@ -121,7 +122,10 @@ class Client:
         One `POST /v1/batch` per batch-limit keys. A sharded nginx front sends
         that to shard 0, which answers 421 when any key belongs to another
         shard: only then is the shard map read (and kept), and the keys go in
-        one batch per shard, sent concurrently."""
+        one batch per shard, sent concurrently. The map's `key_kind` says how
+        a key's shard is computed: "string" by kv.keys.string_shard_of (its
+        xxh3 hash), "uuid" (or absent, as in fronts rendered before string
+        keys) by kv.keys.shard_of (its first hex digits)."""
         if not self._shards:
             try:
                 return self._batches("/v1/batch", keys)
@@ -147,11 +151,17 @@ class Client:
     def _get_from_shards(self, keys: list[str], shards: dict) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from .keys import canonical_key, shard_of
+        from .keys import canonical_key, shard_of, string_key, string_shard_of
 
+        # The shard map says which keys the cluster holds (kv/deploy.py):
+        # string keys shard by their xxh3 hash, UUIDs by their first hex digits.
+        if shards.get("key_kind", "uuid") == "string":
+            where, validate = string_shard_of, string_key
+        else:
+            where, validate = shard_of, canonical_key
         groups: dict[int, list[str]] = {}
         for k in keys:
-            groups.setdefault(shard_of(canonical_key(k), shards["shards"]), []).append(k)
+            groups.setdefault(where(validate(k), shards["shards"]), []).append(k)
         path = shards.get("batch_path", "/v1/shards/{index}/batch")
         out: dict[str, bytes] = {}
         with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:

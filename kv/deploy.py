@@ -1,27 +1,48 @@
-"""`kv deploy nginx`: render the nginx front for sharded servers.
+"""The nginx front for sharded servers, as `kv deploy nginx` renders it
+(kv/commands/deploy.py); the replicas of a shard are that shard's upstream's
+servers. The file's header names the command that rendered it.
 
-    kv deploy nginx --shards 2 --upstream 0=127.0.0.1:8001,127.0.0.1:8002 \
-                               --upstream 1=127.0.0.1:8003,127.0.0.1:8004 \
-                               -o deploy/nginx/kv.conf
+UUID keys: nginx does the routing, a `map` from the key's first two hex
+digits to the shard's upstream.
 
-nginx does the routing (a `map` from the key's first two hex digits to a
-per-shard upstream); the replicas of a shard are that upstream's servers.
+String keys (`--keys string`): a key's shard is the low bits of its xxh3
+hash, which nginx cannot compute. So nginx sends a key request to any replica
+of any shard (round robin over all of them); a server that does not hold the
+key answers 421 with `X-Accel-Redirect: /_kv_shard/{index}`
+(kv.keys.SHARD_REDIRECT), which nginx follows internally to an
+`internal` location that proxies the client's original request URI
+($request_uri, byte for byte) to that shard's upstream. One extra hop for
+the keys that land on the wrong shard ((N-1)/N of them), no client change.
+Batches: the client splits them by shard from GET /v1/shards, whose
+`key_kind` says how to compute a key's shard.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 from string import Template
 
+from .keys import SHARD_REDIRECT
 from .shard import check_shard_count, key_range
 
+KEY_KINDS = ("uuid", "string")
 
-def shard_map(shards: int, upstreams: dict[int, list[str]]) -> dict:
+
+def shard_map(shards: int, upstreams: dict[int, list[str]], keys: str = "uuid") -> dict:
     bits = shards.bit_length() - 1
+    if keys == "string":
+        return {
+            "shards": shards,
+            "key_kind": "string",
+            "key_bits": bits,
+            "rule": f"shard = xxh3_64(UTF-8 bytes of the key) & {shards - 1} (kv.keys.string_shard_of)",
+            "batch_path": "/v1/shards/{index}/batch",
+            "map": [{"index": i, "replicas": upstreams[i]} for i in range(shards)],
+        }
     return {
+        "key_kind": "uuid",
         "shards": shards,
         "key_bits": bits,
         "rule": f"shard = first byte of the key (its first two hex digits) >> {8 - bits}",
@@ -46,8 +67,11 @@ def render_nginx(
     connect_timeout: str = "1s",
     read_timeout: str = "5s",
     command: str = "kv deploy nginx",
+    keys: str = "uuid",
 ) -> str:
     check_shard_count(shards)
+    if keys not in KEY_KINDS:
+        raise ValueError(f"--keys {keys!r}: expected one of {', '.join(KEY_KINDS)}")
     missing = [i for i in range(shards) if not upstreams.get(i)]
     if missing:
         raise ValueError(f"no --upstream for shard(s) {', '.join(map(str, missing))}")
@@ -63,19 +87,18 @@ def render_nginx(
         blocks.append(f"upstream kv_shard_{i} {{\n{servers}\n    keepalive {keepalive};\n"
                       f"    keepalive_timeout {keepalive_timeout};\n}}\n")
     bits = shards.bit_length() - 1
-    entries = []
-    for byte in range(256):
-        shard = byte >> (8 - bits) if bits else 0
-        entries.append(f"    {byte:02x} kv_shard_{shard};")  # nginx map strings ignore case
-    smap = json.dumps(shard_map(shards, upstreams), separators=(",", ":"))
+    if keys == "string":
+        routing = _string_routing(shards, upstreams, max_fails, fail_timeout, keepalive, keepalive_timeout)
+    else:
+        routing = _uuid_routing(shards, bits)
+    smap = json.dumps(shard_map(shards, upstreams, keys), separators=(",", ":"))
     template = Template(resources.files("kv").joinpath("templates/nginx.conf").read_text())
     return template.substitute(
         command=command,
         shards=shards,
         last_shard=shards - 1,
-        bits=bits,
         upstreams="\n".join(blocks),
-        map_entries="\n".join(entries),
+        **routing,
         shard_entries="\n".join(f"    {i} kv_shard_{i};" for i in range(shards)),
         listen=listen,
         max_body=max_body,
@@ -85,6 +108,57 @@ def render_nginx(
         next_upstream_timeout=read_timeout,
         shard_map_json=smap.replace("'", "\\'"),
     )
+
+
+def _uuid_routing(shards: int, bits: int) -> dict[str, str]:
+    entries = []
+    for byte in range(256):
+        shard = byte >> (8 - bits) if bits else 0
+        entries.append(f"    {byte:02x} kv_shard_{shard};")  # nginx map strings ignore case
+    return {
+        "routing_comment": f"# Keys route by their first two hex digits: shard i of {shards} holds the keys\n"
+                           f"# whose first byte's leading {bits} bits equal i (see docs/OPERATIONS.md, Scale-out).",
+        "key_maps": "# First two hex digits of the key (either case) -> that shard's upstream.\n"
+                    "map $kv_prefix $kv_upstream {\n"
+                    "    default kv_shard_0;  # not a key: any shard answers 400 with the reason\n"
+                    + "\n".join(entries) + "\n}",
+        "key_locations": '    location ~ "^/v1/keys/(?<kv_prefix>[0-9a-fA-F]{2})" {\n'
+                         "        proxy_pass http://$kv_upstream;\n"
+                         "    }",
+    }
+
+
+def _string_routing(shards: int, upstreams: dict[int, list[str]], max_fails: int, fail_timeout: str,
+                    keepalive: int, keepalive_timeout: str) -> dict[str, str]:
+    everyone = [a for i in range(shards) for a in upstreams[i]]
+    servers = "\n".join(f"    server {a} max_fails={max_fails} fail_timeout={fail_timeout};" for a in dict.fromkeys(everyone))
+    redirect = SHARD_REDIRECT.replace("{index}", "(?<kv_redirect_index>[0-9]+)")
+    return {
+        "routing_comment": (
+            f"# String keys: a key's shard (of {shards}) is the low bits of its xxh3 hash, which\n"
+            "# nginx cannot compute. A key request goes to any replica of any shard\n"
+            "# (kv_any, round robin); a server that does not hold the key answers 421\n"
+            f"# with X-Accel-Redirect: {SHARD_REDIRECT}, which nginx follows internally to\n"
+            "# that shard's upstream with the client's request URI unchanged: one extra hop."),
+        "key_maps": (f"upstream kv_any {{\n{servers}\n    keepalive {keepalive};\n    keepalive_timeout {keepalive_timeout};\n}}\n\n"
+                     "# Shard index in a server's X-Accel-Redirect -> that shard's upstream; \"\" for none.\n"
+                     "map $kv_redirect_index $kv_redirect_upstream {\n    default \"\";\n"
+                     + "\n".join(f"    {i} kv_shard_{i};" for i in range(shards)) + "\n}"),
+        "key_locations": (
+            "    location /v1/keys/ {\n"
+            "        proxy_pass http://kv_any;\n"
+            "    }\n\n"
+            "    # Followed only from a server's X-Accel-Redirect, never from outside.\n"
+            f'    location ~ "^{redirect}$" {{\n'
+            "        internal;\n"
+            "        default_type application/problem+json;\n"
+            '        if ($kv_redirect_upstream = "") {\n'
+            '            return 502 \'{"type":"about:blank","title":"Bad gateway","status":502,'
+            '"detail":"a server redirected to a shard this front does not know; are the tables and the front of one deployment?"}\';\n'
+            "        }\n"
+            "        proxy_pass http://$kv_redirect_upstream$request_uri;\n"
+            "    }"),
+    }
 
 
 def parse_upstreams(specs: list[str]) -> dict[int, list[str]]:
@@ -102,36 +176,30 @@ def parse_upstreams(specs: list[str]) -> dict[int, list[str]]:
     return out
 
 
-def add_arguments(p):
-    sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    n = sub.add_parser("nginx", help="render the nginx front for sharded servers", description=__doc__,
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    n.add_argument("--shards", type=int, required=True, help="number of shards (power of two, up to 256)")
-    n.add_argument("--upstream", action="append", default=[], metavar="SHARD=HOST:PORT[,HOST:PORT...]",
-                   help="the replicas serving one shard; repeat for every shard")
-    n.add_argument("--listen", default="127.0.0.1:8080", help="address nginx listens on (default 127.0.0.1:8080)")
-    n.add_argument("--max-fails", type=int, default=1, help="failures before a replica is skipped (default 1)")
-    n.add_argument("--fail-timeout", default="5s", help="how long a failed replica is skipped (default 5s)")
-    n.add_argument("-o", "--output", default="deploy/nginx/kv.conf", help="file to write ('-' for stdout)")
+def command_line(shards: int, upstreams: dict[int, list[str]], *, listen: str = "127.0.0.1:8080", max_fails: int = 1,
+                 fail_timeout: str = "5s", output: str = "-", keys: str = "uuid") -> str:
+    """The `kv deploy nginx` command that renders this front (written into the
+    file's header so that running it again regenerates the file)."""
+    parts = ["kv deploy nginx", f"--shards {shards}"]
+    if keys != "uuid":
+        parts.append(f"--keys {keys}")
+    parts += [f"--upstream {i}={','.join(upstreams[i])}" for i in sorted(upstreams)]
+    if listen != "127.0.0.1:8080":
+        parts.append(f"--listen {listen}")
+    if max_fails != 1:
+        parts.append(f"--max-fails {max_fails}")
+    if fail_timeout != "5s":
+        parts.append(f"--fail-timeout {fail_timeout}")
+    if output != "-":
+        parts.append(f"-o {output}")
+    return " ".join(parts)
 
 
-def run(args) -> int:
-    try:
-        ups = parse_upstreams(args.upstream)
-        text = render_nginx(
-            args.shards, ups, listen=args.listen, max_fails=args.max_fails, fail_timeout=args.fail_timeout,
-            command="kv deploy nginx " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "kv deploy nginx",
-        )
-    except ValueError as e:
-        print(f"kv deploy nginx: {e}", file=sys.stderr)
-        return 2
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        print(f"wrote {out}: {args.shards} shards, {sum(len(v) for v in ups.values())} servers", file=sys.stderr)
-    return 0
+def write_config(text: str, output: str | Path) -> Path:
+    """Write `text` to `output` under a temporary name, then rename it into place."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out

@@ -19,3 +19,8 @@ class DataFormatError(KVError, ValueError):
 
 class DuplicateKey(DataFormatError):
     """The same key on two lines of a data file, under --on-duplicate=error."""
+
+
+class SettingError(KVError, ValueError):
+    """A setting's value (flag, KV_* variable or config file) that does not
+    parse; the message names where the value came from (see kv/settings.py)."""

@@ -14,7 +14,14 @@ import struct
 from dataclasses import dataclass, fields
 
 MAGIC = b"KVTABLE\x00"
-VERSION = 1
+# The format version names the key kind: 1, UUID keys (records are canonical
+# data lines); 2, string keys (records are length-prefixed). Both share the
+# header, slots and metadata; only the record layout and the key rules differ.
+VERSION_UUID = 1
+VERSION_STRING = 2
+VERSION = VERSION_UUID  # what a UUID build writes
+VERSIONS = {VERSION_UUID: "uuid", VERSION_STRING: "string"}
+KIND_VERSION = {kind: version for version, kind in VERSIONS.items()}
 PAGE = 4096
 HEADER_SIZE = PAGE
 
@@ -33,9 +40,14 @@ MAX_RECORDS_SIZE = 1 << 40  # record offsets are 40 bits
 # slots a lookup may search never run past the array.
 WINDOW = 16
 EMPTY_TAIL_HASH = 0xFFFFFFFF
-# Record: the canonical data line, key (36 bytes), one space, value, newline.
+# Record (version 1): the canonical data line, key (36 bytes), one space, value, newline.
 KEY_LEN = 36
 VALUE_AT = KEY_LEN + 1
+# Record (version 2): u16 key length, the key's UTF-8 bytes, the value bytes
+# (no separator, no terminator: the slot's ref carries the record length).
+KEY_LEN_PREFIX = struct.Struct("<H")
+MAX_STRING_KEY = 1024  # bytes of UTF-8
+MAX_STRING_RECORD = LEN_MASK  # 2 + key + value
 MAX_META_SIZE = 1 << 20
 
 HEADER = struct.Struct(
@@ -85,7 +97,7 @@ class Header:
         return HEADER.pack(*(getattr(self, f.name) for f in fields(self)))
 
     @classmethod
-    def unpack(cls, buf) -> "Header":
+    def unpack(cls, buf) -> Header:
         return cls(*HEADER.unpack_from(buf, 0))
 
 

@@ -7,36 +7,22 @@ hand: KV_TABLE=table.kvt gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app(
 import os
 import shutil
 
+from kv.settings import BIND, KEEPALIVE, LOG_LEVEL, WORKERS, available_cpus  # noqa: F401 (available_cpus: kept importable here)
 
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, and in a container its
-    cgroup v2 CPU quota (cpu.max), not the host's core count."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
+# bind, workers, keepalive and loglevel: the KV_* variable, else kv's default
+# (both declared in kv/settings.py). A copy of this file may set them; `kv
+# serve`'s flags and KV_* variables still take precedence over the file.
 worker_class = "kv.worker.KVWorker"  # uvicorn: uvloop event loop, httptools parser (see kv/worker.py)
-bind = [os.environ.get("KV_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("KV_WORKERS", 0)) or available_cpus()
+bind = [BIND.value()]
+workers = WORKERS.value()
 preload_app = False  # every worker maps the table itself, after fork
-keepalive = 5  # seconds an idle keep-alive connection stays open
+keepalive = KEEPALIVE.value()  # seconds an idle keep-alive connection stays open
 timeout = 30  # a worker silent this long is killed and replaced
-graceful_timeout = 15  # on reload or stop, in-flight requests get this long
+graceful_timeout = 15  # on reload or stop, in-flight requests get this long; keepalive must stay below it (kv/worker.py)
 backlog = 2048
 accesslog = None  # per-request logs cost more than the lookup; use /metrics
 errorlog = "-"
-loglevel = os.environ.get("KV_LOG_LEVEL", "info")
+loglevel = LOG_LEVEL.value()
 proc_name = "kv"
 control_socket_disable = True  # reload and stop go through signals (systemd, kv reload)
 # uvicorn parses HTTP (httptools) itself; these bound what it accepts is done in

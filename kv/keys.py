@@ -41,7 +41,9 @@ def canonical_key(key: str | bytes) -> bytes:
     elif n == 32:
         digits = low
     else:
-        raise InvalidKey(f"key {_show(raw)} is {n} characters long; expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)")
+        raise InvalidKey(
+            f"key {_show(raw)} is {n} characters long; expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)"
+        )
     rest = digits.translate(None, _HEX_DIGITS)  # what is left once hex digits are deleted (C speed)
     if rest:
         raise InvalidKey(f"key {_show(raw)} has a character that is not a hex digit: {chr(rest[0])!r}")
@@ -60,3 +62,58 @@ def shard_of(key: bytes, shard_count: int) -> int:
     if shard_count <= 1:
         return 0
     return int(key[:2], 16) >> (8 - (shard_count.bit_length() - 1))
+
+
+# -- string keys (format version 2) ------------------------------------------------------
+
+MAX_STRING_KEY = 1024  # bytes of UTF-8; kv.format.MAX_STRING_KEY
+
+
+def string_key(key: str | bytes) -> bytes:
+    """The UTF-8 bytes of a string key, or InvalidKey naming the fault.
+
+    A string key is a non-empty UTF-8 string of at most 1,024 bytes. Keys
+    compare byte-exact: no case folding, no Unicode normalisation.
+    """
+    if isinstance(key, str):
+        try:
+            raw = key.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidKey(
+                f"key {_show_text(key)} is not valid Unicode ({e.reason} at character {e.start + 1}); a key is a UTF-8 string"
+            ) from None
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidKey(f"key {_show(raw)} is not valid UTF-8 (byte {e.start + 1}); a key is a UTF-8 string") from None
+    else:
+        raise InvalidKey(f"key must be str or bytes, not {type(key).__name__}")
+    if not raw:
+        raise InvalidKey("key is empty; a key is 1 to 1,024 bytes of UTF-8")
+    if len(raw) > MAX_STRING_KEY:
+        raise InvalidKey(f"key {_show(raw)} is {len(raw):,} bytes of UTF-8; the limit is {MAX_STRING_KEY:,}")
+    return raw
+
+
+def _show_text(text: str) -> str:
+    return repr(text[:80].encode("utf-8", "backslashreplace").decode("utf-8")) + ("..." if len(text) > 80 else "")
+
+
+def string_shard_of(key: bytes, shard_count: int) -> int:
+    """The shard of a string key: the low log2(shard_count) bits of its
+    xxh3_64 hash (never characters of the key, which are not uniform; not the
+    top bits either, which choose the key's home slot inside the shard)."""
+    if shard_count <= 1:
+        return 0
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(key) & (shard_count - 1)
+
+
+# A string-key shard server answers a key of another shard 421 with the header
+# `X-Accel-Redirect: SHARD_REDIRECT` (index = the key's shard): the nginx front
+# of a string-key deployment (kv/deploy.py) follows it internally to that
+# shard's upstream, since nginx cannot compute string_shard_of itself.
+SHARD_REDIRECT = "/_kv_shard/{index}"

@@ -36,18 +36,18 @@ TABLE_BYTES = Gauge("kv_table_file_bytes", "Size of the served table file", ["ge
 WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["generation"], multiprocess_mode="livesum")
 
 OUTCOMES = ("hit", "miss", "invalid")
-FAST_ROUTE = "/v1/keys/{key}"
 _MIDPOINTS = [b / 2 for b in LATENCY_BUCKETS[:1]] + [
     (a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])
 ] + [LATENCY_BUCKETS[-1]]
 
 
 class Counts:
-    """Per-process tallies the hot path adds to; flushed into prometheus_client."""
+    """Per-process tallies the hot path adds to; flushed into prometheus_client.
+    `fast_route` labels the fast path's hits (kv/http/routes.py: KEY.path)."""
 
-    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "last_flush")
+    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "fast_route", "last_flush")
 
-    def __init__(self):
+    def __init__(self, fast_route: str):
         self.requests: dict[tuple[str, int], int] = {}
         self.lookups = [0, 0, 0]  # hit, miss, invalid
         self.batches: list[int] = []
@@ -55,6 +55,7 @@ class Counts:
         # Fast-path hits: latency bucket counts only (their sum is estimated
         # from bucket midpoints; a hit takes microseconds).
         self.fast = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.fast_route = fast_route
         self.last_flush = time.monotonic()
 
     def request(self, route: str, status: int, seconds: float) -> None:
@@ -90,8 +91,8 @@ class Counts:
             for i in range(len(fast)):  # in place: the fast path holds this list
                 fast[i] = 0
             fast = counts
-            REQUESTS.labels(FAST_ROUTE, "200").inc(n)
-            child = LATENCY.labels(FAST_ROUTE)
+            REQUESTS.labels(self.fast_route, "200").inc(n)
+            child = LATENCY.labels(self.fast_route)
             for i, c in enumerate(fast):
                 if c:
                     child._buckets[i].inc(c)

@@ -26,18 +26,19 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DataFormatError, TableCorrupt
+from .errors import KVError, TableCorrupt
+from .options import BuildOptions
+from .report import plural
 
-DEFAULT_KEEP = 3  # generations kept besides `current`
+DEFAULT_KEEP = 3  # generations kept besides `current` (kv publish --keep)
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
 
 
-class PublishError(Exception):
+class PublishError(KVError):
     """A publish, rollback or reload that was refused; the message says why."""
 
 
@@ -145,9 +146,11 @@ def _copy_in(source: Path, dest: Path) -> None:
 # -- publish, rollback ------------------------------------------------------------------------
 
 
-def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print, **build_options) -> str:
-    """Build (for a data file) or copy (for a table) into ROOT/generations,
-    verify it completely, switch ROOT/current to it; return its generation.
+def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print,
+            options: BuildOptions | None = None) -> str:
+    """Build (for a data file, with `options`, default the defaults) or copy
+    (for a table) into ROOT/generations, verify it completely, switch
+    ROOT/current to it; return its generation.
 
     Raises PublishError (corrupt table, bad root), DataFormatError (bad data
     file) or OSError; in every such case `current` is left as it was and no
@@ -170,10 +173,8 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
                 _copy_in(source, incoming)
                 log(f"copied {source} ({incoming.stat().st_size:,} bytes)")
             else:
-                from .build import build_table
-
-                report = build_table(source, incoming, **build_options)
-                log(f"built {report.records:,} records from {source} in {report.seconds:.2f} s")
+                report = _build(source, incoming, options or BuildOptions())
+                log(f"built {plural(report.records, 'record')} from {source} in {report.seconds:.2f} s")
             t0 = time.perf_counter()
             try:
                 generation = _verify(incoming)
@@ -202,6 +203,12 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
         log(f"current -> {generation}" + (f" (was {current})" if current else ""))
         _prune(root, history, keep, log)
         return generation
+
+
+def _build(data: Path, out: Path, options: BuildOptions):
+    from .build import build_table
+
+    return build_table(data, out, options)
 
 
 def _still_good(path: Path, log) -> bool:
@@ -317,8 +324,6 @@ def reload(root: str | None = None, pid_file: str | None = None, log=print, wait
     finish their in-flight requests and exit. With wait > 0, wait (at most
     that many seconds) until none of the old workers is left."""
     if root is not None and os.path.lexists(Path(root) / "current"):
-        from .serve import table_problem
-
         problem = table_problem(str(Path(root) / "current"))
         if problem:  # the server would refuse it too; say so here, signal nothing
             raise PublishError(f"not reloading: {problem}; `kv rollback --root {root}` points current back")
@@ -343,86 +348,14 @@ def reload(root: str | None = None, pid_file: str | None = None, log=print, wait
     return pid
 
 
-# -- CLI --------------------------------------------------------------------------------------
+def table_problem(path: str) -> str | None:
+    """Why the table at `path` cannot be served (O(1): header checks only), or
+    None. `kv reload` and the server's SIGHUP handler both ask before a reload."""
+    from .table import open_table
 
-
-def _logger(command: str):
-    return lambda m: print(f"kv {command}: {m}", file=sys.stderr)
-
-
-def _keep_count(text: str) -> int:
-    import argparse
-
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1: rollback needs the previous generation")
-    return n
-
-
-def _add_reload_options(p, with_flag: bool) -> None:
-    if with_flag:
-        p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
-    p.add_argument("--pid-file", help="the server's pid file (default: ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid)")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                   help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)")
-
-
-def add_publish_arguments(p):
-    p.add_argument("source", metavar="DATA_OR_TABLE", help="data file to build, or a table (.kvt) to copy in")
-    p.add_argument("--root", required=True, metavar="DIR", help="publish root (what `kv serve --root` serves)")
-    p.add_argument("--keep", type=_keep_count, default=DEFAULT_KEEP, metavar="N",
-                   help=f"generations to keep besides the current one (default {DEFAULT_KEEP}, at least 1)")
-    p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
-    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
-    p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
-    _add_reload_options(p, with_flag=True)
-    p.epilog = "Prints the published generation on stdout, one line per step on stderr. Example: kv publish new.data --root /var/lib/kv --reload"
-
-
-def run_publish(args) -> int:
-    log = _logger("publish")
-    t0 = time.perf_counter()
     try:
-        gen = publish(args.source, args.root, keep=args.keep, log=log, skip_invalid=args.skip_invalid,
-                      on_duplicate=args.on_duplicate, strip_cr=args.strip_cr)
-        if args.reload:
-            reload(args.root, args.pid_file, log=log, wait=args.wait)
-    except (PublishError, DataFormatError, OSError) as e:
-        log(f"failed: {e}")
-        return 1
-    print(gen)
-    log(f"done in {time.perf_counter() - t0:.2f} s")
-    return 0
-
-
-def add_rollback_arguments(p):
-    p.add_argument("--root", required=True, metavar="DIR", help="publish root")
-    _add_reload_options(p, with_flag=True)
-
-
-def run_rollback(args) -> int:
-    log = _logger("rollback")
-    try:
-        gen = rollback(args.root, log=log)
-        if args.reload:
-            reload(args.root, args.pid_file, log=log, wait=args.wait)
-    except (PublishError, OSError) as e:
-        log(f"failed: {e}")
-        return 1
-    print(gen)
-    return 0
-
-
-def add_reload_arguments(p):
-    p.add_argument("--root", metavar="DIR", help="publish root (its kv.pid is one place the pid file is looked for)")
-    _add_reload_options(p, with_flag=False)
-
-
-def run_reload(args) -> int:
-    log = _logger("reload")
-    try:
-        reload(args.root, args.pid_file, log=log, wait=args.wait)
-    except (PublishError, OSError) as e:
-        log(f"failed: {e}")
-        return 1
-    return 0
+        open_table(path).close()
+    except (OSError, TableCorrupt) as e:
+        target = os.path.realpath(path)
+        return str(e) + (f" ({path} points at {target})" if target != os.path.abspath(path) else "")
+    return None

@@ -1,12 +1,18 @@
-"""`kv serve PATH | --root DIR`: serve a table with gunicorn and uvicorn workers.
+"""Serve a table with gunicorn and uvicorn workers (`kv serve`, whose
+arguments are in kv/commands/serve.py).
 
 PATH is a data file or a table. Given a data file, the table is built next to
-it (DATA.kvt), or into --table-dir (env KV_TABLE_DIR) when the data lives
-somewhere read-only such as a container's volume, unless one is there whose
-recorded source (name, size, mtime) and build options match, so a restart does
-not rebuild. `--root DIR` serves
-DIR/current, the generation `kv publish` switched to; SIGHUP (systemctl reload)
-starts fresh workers on whatever `current` then points to.
+it (DATA.kvt), or in --table-dir (KV_TABLE_DIR) when the data is read-only,
+unless one built from this same file (recorded name, size, mtime) is there:
+given no build option, that table is served as it was built; given build
+options, it is served when it was built with them, rebuilt otherwise. `--root DIR` serves DIR/current, the generation `kv publish`
+switched to; SIGHUP (systemctl reload) starts fresh workers on whatever
+`current` then points to.
+
+Settings (kv/settings.py) come from the flag, else the `KV_*` variable, else
+the gunicorn configuration file, else kv's default. The listening socket is
+bound before gunicorn starts, in one attempt: a busy port is one line and
+exit 1, and "serving ... on ..." is printed only once the socket listens.
 
 This process becomes the gunicorn master (pid file, signals, as usual); each
 worker maps the table itself, read-only.
@@ -14,54 +20,36 @@ worker maps the table itself, read-only.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
-from .errors import DataFormatError, TableCorrupt
-from .gunicorn_conf import available_cpus
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
+from . import settings
+from .errors import DataFormatError, KVError, SettingError, TableCorrupt
+from .options import BuildOptions
+from .publish import table_problem  # noqa: F401 (also importable from here, as before)
+from .settings import Resolved
 
-def add_arguments(p):
-    p.add_argument("path", nargs="?", metavar="PATH", help="data file or table (.kvt) to serve")
-    p.add_argument("--root", metavar="DIR", help="serve DIR/current (see kv publish) instead of PATH")
-    p.add_argument("--bind", default=os.environ.get("KV_BIND", "127.0.0.1:8000"), metavar="HOST:PORT",
-                   help="address to listen on (default 127.0.0.1:8000; env KV_BIND)")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("KV_WORKERS", 0)) or available_cpus(),
-                   help="worker processes (default: the CPUs this process may use, affinity and cgroup quota "
-                        "counted; env KV_WORKERS)")
-    p.add_argument("--keepalive", type=int, default=int(os.environ.get("KV_KEEPALIVE", 5)), metavar="SECONDS",
-                   help="close a connection idle this long, or whose request head is not complete this long "
-                        "after its first byte (default 5; env KV_KEEPALIVE)")
-    p.add_argument("--max-batch", type=int, default=int(os.environ.get("KV_MAX_BATCH", 1000)),
-                   help="most keys in one batch request (default 1000)")
-    p.add_argument("--pid-file", default=os.environ.get("KV_PID_FILE"),
-                   help="write the master pid here (default: $RUNTIME_DIRECTORY/kv.pid under systemd, else ROOT/kv.pid with --root)")
-    p.add_argument("--log-level", default=os.environ.get("KV_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
-    p.add_argument("--config", default=os.environ.get("KV_GUNICORN_CONFIG") or default_config(), metavar="FILE",
-                   help="gunicorn configuration file (default: deploy/gunicorn.conf.py of this checkout when present, "
-                        "else the packaged kv/gunicorn_conf.py; env KV_GUNICORN_CONFIG). --bind, --workers, "
-                        "--keepalive, --log-level and --pid-file override it")
-    p.add_argument("--table-dir", default=os.environ.get("KV_TABLE_DIR") or None, metavar="DIR",
-                   help="when building: write the table built from a data file into DIR (created if missing) instead of "
-                        "beside the data file, e.g. when the data is on a read-only volume (env KV_TABLE_DIR)")
-    p.add_argument("--skip-invalid", action="store_true", help="when building: skip malformed lines (reported)")
-    p.add_argument("--on-duplicate", choices=["error", "first", "last"], default="error", help="when building: duplicate key policy")
-    p.add_argument("--strip-cr", action="store_true", help="when building: remove the CR of CR LF line endings")
+default_config = settings.checkout_gunicorn_config  # the --config default (kept importable from here)
+PACKAGED_CONFIG = "kv/gunicorn_conf.py"  # what runs when there is no config file
 
 
-def default_config() -> str | None:
-    """deploy/gunicorn.conf.py beside the package in a checkout (an editable
-    install), so editing it changes what `kv serve` runs; None (the packaged
-    kv/gunicorn_conf.py) in an installed kv."""
-    path = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
-    return str(path) if path.is_file() else None
+class ServeError(KVError):
+    """`kv serve` cannot start; the message says why in one line."""
 
 
-def fail(message: str) -> int:
+def _say(message: str) -> None:
     print(f"kv serve: {message}", file=sys.stderr)
-    return 1
+
+
+# -- which table ------------------------------------------------------------------------------
 
 
 def is_table(path: Path) -> bool:
@@ -71,94 +59,102 @@ def is_table(path: Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def table_for_data(data: Path, options: dict, table_dir: str | None = None) -> Path:
-    """The table for a data file (beside it, or in `table_dir`): reuse a matching one, else build it."""
-    from .build import build_options, build_table, default_table_path
+def _build(data: Path, out: Path, options: BuildOptions):
+    from .build import build_table
+
+    return build_table(data, out, options)
+
+
+def _in_words(options: BuildOptions) -> str:
+    flags = options.flags()
+    return " ".join(flags) if flags else "default options"
+
+
+def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str], None] = _say,
+                   table_dir: str | None = None) -> Path:
+    """The table for a data file: the one next to it (or in `table_dir`) when it
+    was built from this same file and (when `options` is given: some build flag
+    was) with these options; else a fresh build, with `options` or the defaults."""
+    from .build import default_table_path
     from .table import open_table
 
+    data = Path(data)
+    if options is not None:
+        options = options.for_data(data)  # --format auto: from the file name
     table = default_table_path(data)
     if table_dir:
         os.makedirs(table_dir, exist_ok=True)
         table = Path(table_dir) / table.name
     st = data.stat()
-    wanted = build_options(**options)
     if table.exists():
         try:
             with open_table(table) as t:
-                src, opts = t.meta.get("source", {}), t.meta.get("options", {})
-                same_source = (src.get("name"), src.get("size"), src.get("mtime_ns")) == (data.name, st.st_size, st.st_mtime_ns)
-                if same_source and opts == wanted:
-                    print(f"kv serve: reusing {table} (built from this {data.name}, same options)", file=sys.stderr)
-                    return table
-                why = "the data file changed since it was built" if not same_source else f"it was built with other options ({opts})"
-                print(f"kv serve: rebuilding {table}: {why}", file=sys.stderr)
-        except (TableCorrupt, OSError) as e:
-            print(f"kv serve: rebuilding {table}: {e}", file=sys.stderr)
-    report = build_table(data, table, **options)
+                src, recorded = t.meta.get("source", {}), t.meta.get("options", {})
+            built = BuildOptions.from_recorded(recorded)
+            if (src.get("name"), src.get("size"), src.get("mtime_ns")) != (data.name, st.st_size, st.st_mtime_ns):
+                log(f"rebuilding {table}: the data file changed since it was built")
+            elif options is None:
+                log(f"reusing {table}, built from this {data.name} with {_in_words(built)} "
+                    f"(give build options to build it otherwise)")
+                return table
+            elif options == built:
+                log(f"reusing {table} (built from this {data.name}, same options)")
+                return table
+            else:
+                log(f"rebuilding {table}: it was built with other options: {', '.join(options.differences(recorded))}. "
+                    f"To serve it as built, give no build option; to rebuild keeping its options, "
+                    f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options)}))}")
+        except (TableCorrupt, OSError, ValueError) as e:  # ValueError: options recorded that no kv accepts
+            log(f"rebuilding {table}: {e}")
+    report = _build(data, table, options or BuildOptions())
     print(report.summary(), file=sys.stderr)
     return table
 
 
-def resolve(args) -> Path:
-    if args.root:
-        if args.path:
+def _changed(options: BuildOptions) -> dict:
+    """The options that are not defaults (what the user asked for)."""
+    default = BuildOptions().recorded()
+    return {k: v for k, v in options.recorded().items() if default[k] != v}
+
+
+def resolve_table(path: str | None, root: str | None, options: BuildOptions | None, table_dir: str | None = None) -> Path:
+    if root:
+        if path:
             raise ValueError("give PATH or --root, not both")
-        current = Path(args.root) / "current"
+        current = Path(root) / "current"
         if not current.exists():
-            raise FileNotFoundError(f"{current} does not exist; publish a table first: kv publish DATA --root {args.root}")
+            raise FileNotFoundError(f"{current} does not exist; publish a table first: kv publish DATA --root {root}")
         return current
-    if not args.path:
+    if not path:
         raise ValueError("nothing to serve: give a data file, a table, or --root DIR")
-    path = Path(args.path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; to serve a publish root use --root {path}")
-    if is_table(path):
-        return path
-    options = {"skip_invalid": args.skip_invalid, "on_duplicate": args.on_duplicate, "strip_cr": args.strip_cr}
-    return table_for_data(path, options, getattr(args, "table_dir", None))
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory; to serve a publish root use --root {p}")
+    if is_table(p):
+        if options is not None:
+            _say(f"build options ignored: {p} is a table, served as it was built")
+        return p
+    return table_for_data(p, options, table_dir=table_dir)
 
 
-def run(args) -> int:
+def describe_table(path: str | None, root: str | None, options: BuildOptions | None,
+                   table_dir: str | None = None) -> tuple[Path, str]:
+    """The table to serve and a description; ServeError when it cannot be served."""
     from .table import open_table
 
     try:
-        table = resolve(args)
+        table = resolve_table(path, root, options, table_dir)
         with open_table(table) as t:  # refuse to start on a table no worker could serve
-            desc = f"{t.path} ({len(t):,} records, generation {t.generation})"
+            return table, f"{t.path} ({len(t):,} records, generation {t.generation})"
     except (FileNotFoundError, PermissionError, IsADirectoryError, TableCorrupt, DataFormatError, ValueError) as e:
-        return fail(f"cannot serve: {e}")
+        raise ServeError(f"cannot serve: {e}") from None
     except OSError as e:
-        return fail(f"cannot serve {e.filename or ''}: {e.strerror or e}")
-    if args.workers < 1:
-        return fail("--workers must be at least 1")
-    if args.keepalive < 1:
-        return fail("--keepalive must be at least 1 second")
+        raise ServeError(f"cannot serve {e.filename or ''}: {e.strerror or e}") from None
 
-    env = os.environ
-    env["KV_TABLE"] = str(Path(table).absolute())
-    env["KV_MAX_BATCH"] = str(args.max_batch)
-    env["KV_LOG_LEVEL"] = args.log_level
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
-        base = env.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
-        d = tempfile.mkdtemp(prefix="kv-metrics-", dir=base)
-        env["PROMETHEUS_MULTIPROC_DIR"] = d
-        env["KV_OWN_METRICS_DIR"] = d
-    pid_file = args.pid_file
-    if not pid_file and env.get("RUNTIME_DIRECTORY"):
-        pid_file = os.path.join(env["RUNTIME_DIRECTORY"].split(":")[0], "kv.pid")
-    if not pid_file and args.root and os.access(args.root, os.W_OK):
-        pid_file = os.path.join(args.root, "kv.pid")
 
-    try:
-        settings = gunicorn_settings(args.config)
-    except Exception as e:  # noqa: BLE001 - the user's file: any error in it is theirs to see, in one line
-        return fail(f"--config {args.config}: {type(e).__name__}: {e}")
-    _raise_open_file_limit()
-    print(f"kv serve: serving {desc} on http://{args.bind} with {args.workers} worker(s)", file=sys.stderr)
-    GunicornServer(args.bind, args.workers, args.log_level, pid_file, args.keepalive, settings).run()
-    return 0
+# -- which settings ---------------------------------------------------------------------------
 
 
 def gunicorn_settings(config: str | None) -> dict:
@@ -175,6 +171,91 @@ def gunicorn_settings(config: str | None) -> dict:
     return runpy.run_path(config)
 
 
+def server_settings(given: dict[str, Any]) -> tuple[dict[str, Resolved], dict]:
+    """Each of kv serve's settings (flag `given`, else KV_*, else the config
+    file, else the default) and the config file's names. A bad KV_* value is a
+    SettingError naming it; an error in the config file is a ServeError."""
+    for s in settings.SERVER_SETTINGS:  # a bad KV_* value is named before the file (which reads them too) runs
+        s.from_env()
+    config = settings.resolve(settings.CONFIG, given.get("config"))
+    try:
+        file = gunicorn_settings(config.value)
+    except Exception as e:  # noqa: BLE001 - the user's file: any error in it is theirs to see, in one line
+        raise ServeError(f"--config {config.value}: {type(e).__name__}: {e}") from None
+    name = config.value or PACKAGED_CONFIG
+    out = {"config": config}
+    try:
+        for s in settings.SERVER_SETTINGS:
+            if s is not settings.CONFIG:
+                out[s.name] = settings.resolve(s, given.get(s.name), file, name)
+    except SettingError as e:  # flags and KV_* were checked already: a value the file sets
+        raise ServeError(str(e)) from None
+    return out, file
+
+
+def check_keepalive(keepalive: Resolved, graceful_timeout: float, config_name: str) -> None:
+    """A stopping or reloading worker keeps idle connections open up to
+    `keepalive` seconds to drain them without resets (kv/worker.py); gunicorn
+    kills it at `graceful_timeout`. keepalive must stay below it, or the drain
+    is cut short: refused, not silently adjusted."""
+    if keepalive.value >= graceful_timeout:
+        raise ServeError(
+            f"{keepalive.describe(settings.KEEPALIVE)} is not below graceful_timeout ({graceful_timeout:g} s, "
+            f"{config_name}): a stopping worker drains idle connections for up to keepalive seconds and is killed "
+            f"at graceful_timeout; use a smaller --keepalive, or raise graceful_timeout in a --config file")
+
+
+def default_pid_file(root: str | None) -> str | None:
+    env = os.environ
+    if env.get("RUNTIME_DIRECTORY"):
+        return os.path.join(env["RUNTIME_DIRECTORY"].split(":")[0], "kv.pid")
+    if root and os.access(root, os.W_OK):
+        return os.path.join(root, "kv.pid")
+    return None
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def serve(path: str | None, root: str | None, options: BuildOptions | None, given: dict[str, Any]) -> None:
+    """Serve until stopped. ServeError (one line) when it cannot start;
+    SettingError for a bad KV_* value."""
+    resolved, file = server_settings(given)
+    config_name = resolved["config"].value or PACKAGED_CONFIG
+    graceful = file.get("graceful_timeout", 30)  # 30: gunicorn's own default
+    check_keepalive(resolved["keepalive"], graceful, config_name)
+    table, desc = describe_table(path, root, options, resolved["table_dir"].value)
+
+    env = os.environ
+    env["KV_TABLE"] = str(Path(table).absolute())
+    env[settings.MAX_BATCH.env] = str(resolved["max_batch"].value)  # the workers read these two
+    env[settings.LOG_LEVEL.env] = resolved["log_level"].value
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        base = env.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+        d = tempfile.mkdtemp(prefix="kv-metrics-", dir=base)
+        env["PROMETHEUS_MULTIPROC_DIR"] = d
+        env["KV_OWN_METRICS_DIR"] = d
+
+    overrides = {
+        "bind": resolved["bind"].value if isinstance(resolved["bind"].value, list) else [resolved["bind"].value],
+        "workers": resolved["workers"].value,
+        "keepalive": resolved["keepalive"].value,
+        "loglevel": resolved["log_level"].value,
+    }
+    pid_file = resolved["pid_file"].value or default_pid_file(root)
+    if pid_file:
+        overrides["pidfile"] = pid_file
+    _raise_open_file_limit()
+    server = GunicornServer(file, overrides, announce=lambda where, workers: _say(
+        f"serving {desc} on {where} with {workers} worker(s)"))
+    try:
+        server.run()
+    except ServeError:
+        if env.get("KV_OWN_METRICS_DIR"):  # gunicorn's on_exit hook, which removes it, never ran
+            shutil.rmtree(env["KV_OWN_METRICS_DIR"], ignore_errors=True)
+        raise
+
+
 def _raise_open_file_limit() -> None:
     """Each connection is a file descriptor: lift the soft limit to the hard one
     (systemd's LimitNOFILE sets both), so 1,000 idle clients don't exhaust 1,024."""
@@ -185,26 +266,65 @@ def _raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _gunicorn_base():
-    from gunicorn.app.base import BaseApplication
+def listen(cfg, log) -> list:
+    """Bind and listen on each configured address, once, before gunicorn
+    starts; an address in use is a ServeError. [] when the sockets come from
+    elsewhere (systemd's LISTEN_FDS, a re-exec's GUNICORN_FD, fd:// binds) or
+    SO_REUSEPORT lets several servers share them: gunicorn then does as usual.
 
-    return BaseApplication
+    gunicorn itself retries a busy address 5 times, 1 s apart, logging each
+    failure, before it exits; and it prints "Listening at" only after that."""
+    from gunicorn import sock
+
+    if os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD") or cfg.reuse_port:
+        return []
+    if any(isinstance(addr, int) for addr in cfg.address):
+        return []
+    listeners = []
+    try:
+        for addr in cfg.address:
+            # sock._sock_type: TCPSocket, TCP6Socket or UnixSocket for an address (gunicorn 20 to 27).
+            listeners.append(sock._sock_type(addr)(addr, cfg, log))
+    except OSError as e:
+        for lnr in listeners:
+            lnr.close()
+        where = addr if isinstance(addr, str) else ":".join(map(str, addr))
+        hint = " (another server is listening there; choose another with --bind or KV_BIND)" if e.errno == errno.EADDRINUSE else ""
+        raise ServeError(f"cannot listen on {where}: {e.strerror or e}{hint}") from None
+    return listeners
 
 
-class GunicornServer(_gunicorn_base()):
-    """gunicorn with kv's settings (a gunicorn config file, by default
-    deploy/gunicorn.conf.py or kv/gunicorn_conf.py), in this process."""
+class KVArbiter(Arbiter):
+    announce: Callable[[str, int], None] | None = None
 
-    def __init__(self, bind: str, workers: int, log_level: str, pid_file: str | None, keepalive: int = 5,
-                 settings: dict | None = None):
-        self.overrides = {"bind": [bind], "workers": workers, "loglevel": log_level, "keepalive": keepalive}
-        if pid_file:
-            self.overrides["pidfile"] = pid_file
-        self.settings = gunicorn_settings(None) if settings is None else settings
+    def start(self):
+        super().start()  # binds (here: adopts the sockets of listen()), writes the pid file, runs when_ready
+        if self.announce:
+            self.announce(",".join(str(lnr) for lnr in self.LISTENERS), self.num_workers)
+
+    def handle_hup(self):
+        # A new worker that cannot open the table fails to boot, and
+        # gunicorn then stops the whole server: check the table first
+        # and keep serving the open one if the new one is bad.
+        problem = table_problem(os.environ["KV_TABLE"])
+        if problem:
+            self.log.error("reload refused, still serving the table the workers have open: %s", problem)
+            return
+        super().handle_hup()
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn with kv's settings, in this process: the config file's names
+    (`file`), then `overrides` (kv serve's resolved settings) on top."""
+
+    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None):
+        self.file = file
+        self.overrides = overrides
+        self.announce = announce
         super().__init__()
 
     def load_config(self):
-        for name, value in self.settings.items():
+        for name, value in self.file.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
         for name, value in self.overrides.items():
@@ -216,33 +336,12 @@ class GunicornServer(_gunicorn_base()):
         return create_app()
 
     def run(self):
-        from gunicorn.arbiter import Arbiter
-
-        class KVArbiter(Arbiter):
-            def handle_hup(self):
-                # A new worker that cannot open the table fails to boot, and
-                # gunicorn then stops the whole server: check the table first
-                # and keep serving the open one if the new one is bad.
-                problem = table_problem(os.environ["KV_TABLE"])
-                if problem:
-                    self.log.error("reload refused, still serving the table the workers have open: %s", problem)
-                    return
-                super().handle_hup()
-
+        arbiter = KVArbiter(self)
+        arbiter.announce = self.announce
+        arbiter.LISTENERS = listen(self.cfg, arbiter.log)
         try:
-            KVArbiter(self).run()
+            arbiter.run()
         except RuntimeError as e:
             print(f"\nError: {e}\n", file=sys.stderr)
             sys.exit(1)
 
-
-def table_problem(path: str) -> str | None:
-    """Why the table at `path` cannot be served (O(1): header checks only), or None."""
-    from .table import open_table
-
-    try:
-        open_table(path).close()
-    except (OSError, TableCorrupt) as e:
-        target = os.path.realpath(path)
-        return str(e) + (f" ({path} points at {target})" if target != os.path.abspath(path) else "")
-    return None

@@ -23,7 +23,7 @@ import xxhash
 
 from . import format as fmt
 from .errors import InvalidKey, TableCorrupt
-from .keys import canonical_key
+from .keys import canonical_key, string_key
 from .speedups import native
 
 _xxh3 = xxhash.xxh3_64_intdigest
@@ -59,7 +59,9 @@ class Table:
             if not stat.S_ISREG(st.st_mode):
                 raise TableCorrupt(f"{self.path}: not a regular file")
             if st.st_size < fmt.HEADER_SIZE:
-                raise TableCorrupt(f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table")
+                raise TableCorrupt(
+                    f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table"
+                )
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
@@ -73,6 +75,7 @@ class Table:
             self._mm.madvise(mmap.MADV_RANDOM)
         except (AttributeError, OSError):
             pass
+        self.key_kind = fmt.VERSIONS[h.version]  # "uuid" or "string"
         self.generation = fmt.generation_id(h.content_checksum)
         self.mtime_ns = st.st_mtime_ns
         self.inode = (st.st_dev, st.st_ino)
@@ -84,13 +87,23 @@ class Table:
         """`get`: the C lookup when kv._speedups is built (same algorithm and
         checks as `_probe`, about 4x faster), else the Python closure below."""
         c = native()
-        if c is not None:
+        if c is not None and (self.key_kind == "uuid" or hasattr(c, "KIND_STRING")):
             h = self.header
             self.implementation = "c"
-            return c.Lookup(self._mm, h.home_slots, h.slots_offset, h.max_displacement, h.records_offset,
-                            h.records_size, self._get_slow, self._corrupt)
+            kind = c.KIND_STRING if self.key_kind == "string" else 0
+            args = (
+                self._mm,
+                h.home_slots,
+                h.slots_offset,
+                h.max_displacement,
+                h.records_offset,
+                h.records_size,
+                self._get_slow,
+                self._corrupt,
+            )
+            return c.Lookup(*args, kind) if kind else c.Lookup(*args)
         self.implementation = "python"
-        return self._make_python_get()
+        return self._make_python_get() if self.key_kind == "uuid" else self._make_python_get_str()
 
     def _make_python_get(self):
         """Build `get` as a closure over locals: each attribute or global
@@ -143,12 +156,66 @@ class Table:
 
         return get
 
+    def _make_python_get_str(self):
+        """`get` for string keys (format version 2): the same single `find`
+        over the key's slot window, repeated past slots that share its 32-bit
+        hash; a record is `u16 key length, key, value`."""
+        mm = self._mm
+        find = mm.find
+        h = self.header
+        home_slots = h.home_slots
+        slots = h.slots_offset
+        span = (h.max_displacement + 1) * fmt.SLOT_SIZE
+        rec_lo = h.records_offset
+        rec_hi = h.records_offset + h.records_size
+        tail = fmt.SLOT_TAIL.unpack_from
+        xxh3 = _xxh3
+        slow = self._get_slow
+        corrupt = self._corrupt
+
+        def get(key):
+            """Value bytes for `key`, or None if absent. Raises InvalidKey for
+            an empty, overlong or non-UTF-8 key, TableCorrupt when damaged."""
+            try:
+                kb = key.encode() if key.__class__ is str else key
+                n = len(kb)
+                h32 = xxh3(kb) >> 32
+            except (TypeError, UnicodeError):
+                return slow(key)  # raises InvalidKey
+            if not 0 < n <= 1024:
+                return slow(key)
+            a = slots + (((h32 * home_slots) >> 32) << 4)
+            stop = a + span
+            needle = h32.to_bytes(4, "little")
+            i = find(needle, a, stop)
+            while i >= 0:
+                if not i & 15:
+                    check, ref = tail(mm, i + 4)
+                    off = ref >> 24
+                    end = off + (ref & 0xFFFFFF)
+                    if not (rec_lo <= off and off + 2 <= end <= rec_hi):
+                        if ref:
+                            corrupt(off)
+                    elif mm[off] | mm[off + 1] << 8 == n and mm[off + 2 : off + 2 + n] == kb:
+                        rec = mm[off:end]
+                        if xxh3(rec) & 0xFFFFFFFF == check and n + 2 <= len(rec):
+                            return rec[n + 2 :]
+                        corrupt(off)
+                i = find(needle, i + 1, stop)
+            if key.__class__ is bytes and not kb.isascii():
+                return slow(key)  # raises InvalidKey for bytes that are not UTF-8
+            return None
+
+        return get
+
     def _corrupt(self, off: int):
         raise TableCorrupt(f"{self.path}: record at offset {off} is out of bounds or fails its checksum; run `kv verify`")
 
     def _get_slow(self, key):
         """Full lookup: validate and canonicalise the key, then probe each slot
         a key with its hash may occupy, stopping at a larger hash."""
+        if self.key_kind == "string":
+            return self._probe_str(string_key(key))
         return self._probe(canonical_key(key))
 
     def _probe(self, kb: bytes):
@@ -171,9 +238,46 @@ class Table:
                 return mm[off + fmt.VALUE_AT : end]
         return None
 
+    def _probe_str(self, kb: bytes):
+        h = self.header
+        mm = self._mm
+        h32 = _xxh3(kb) >> 32
+        p = fmt.home_slot(h32, h.home_slots)
+        for i in range(p, p + h.max_displacement + 1):
+            sh, check, ref = fmt.SLOT.unpack_from(mm, h.slots_offset + i * fmt.SLOT_SIZE)
+            if sh > h32:
+                return None
+            if sh < h32 or ref == 0:
+                continue
+            key, value = self._record(check, ref)
+            if key == kb:
+                return value
+        return None
+
+    def _record(self, check: int, ref: int) -> tuple[bytes, bytes]:
+        """The (key, value) of the record a slot points at, bounds- and checksum-checked."""
+        h = self.header
+        mm = self._mm
+        off = ref >> fmt.LEN_BITS
+        end = off + (ref & fmt.LEN_MASK)
+        if not (h.records_offset <= off and end <= h.records_offset + h.records_size) or _xxh3(mm[off:end]) & 0xFFFFFFFF != check:
+            self._corrupt(off)
+        if self.key_kind == "uuid":
+            if end - off < fmt.VALUE_AT:
+                self._corrupt(off)
+            return mm[off : off + fmt.KEY_LEN], mm[off + fmt.VALUE_AT : end]
+        n = mm[off] | mm[off + 1] << 8 if end - off >= 2 else -1
+        if not 0 < n <= fmt.MAX_STRING_KEY or off + 2 + n > end:
+            self._corrupt(off)
+        return mm[off + 2 : off + 2 + n], mm[off + 2 + n : end]
+
+    def validate_key(self, key) -> bytes:
+        """The key as this table stores it (canonical UUID, or UTF-8 bytes); raises InvalidKey."""
+        return string_key(key) if self.key_kind == "string" else canonical_key(key)
+
     def get_canonical(self, key) -> tuple[bytes, bytes | None]:
         """(canonical key, value or None); raises InvalidKey. For batch answers."""
-        kb = canonical_key(key)
+        kb = self.validate_key(key)
         return kb, self.get(kb)
 
     # -- mapping protocol --------------------------------------------------------
@@ -197,16 +301,10 @@ class Table:
         """(key, value) pairs in slot order, each record checked."""
         h = self.header
         mm = self._mm
-        rec_lo, rec_hi = h.records_offset, h.records_offset + h.records_size
         for i in range(h.slot_count):
             _, check, ref = fmt.SLOT.unpack_from(mm, h.slots_offset + i * fmt.SLOT_SIZE)
-            if ref == 0:
-                continue
-            off = ref >> fmt.LEN_BITS
-            end = off + (ref & fmt.LEN_MASK)
-            if not (rec_lo <= off and end <= rec_hi) or _xxh3(mm[off:end]) & 0xFFFFFFFF != check:
-                self._corrupt(off)
-            yield mm[off : off + fmt.KEY_LEN], mm[off + fmt.VALUE_AT : end]
+            if ref:
+                yield self._record(check, ref)
 
     # -- metadata and health -------------------------------------------------------
 
@@ -277,7 +375,7 @@ class Table:
         count = 0
         for key, _ in self.items():
             if self.get(key) is None:  # the lookup that serves: C when built
-                raise TableCorrupt(f"{self.path}: key {key.decode('ascii', 'replace')} is stored but not found by lookup")
+                raise TableCorrupt(f"{self.path}: key {key.decode('utf-8', 'replace')!r} is stored but not found by lookup")
             count += 1
         if count != h.record_count:
             raise TableCorrupt(f"{self.path}: {count} records readable, header says {h.record_count}")
@@ -296,7 +394,7 @@ class Table:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Table({str(self.path)!r}, records={len(self)}, generation={self.generation})"
+        return f"Table({str(self.path)!r}, keys={self.key_kind}, records={len(self)}, generation={self.generation})"
 
 
 def _closed(key):
@@ -308,8 +406,11 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     if raw[:8] != fmt.MAGIC:
         raise TableCorrupt(f"{path}: not a kv table (bad magic {raw[:8]!r}); build one with `kv build DATA`")
     h = fmt.Header.unpack(raw)
-    if h.version != fmt.VERSION:
-        raise TableCorrupt(f"{path}: table format version {h.version}, this kv reads version {fmt.VERSION}; rebuild it")
+    if h.version not in fmt.VERSIONS:
+        known = " and ".join(f"{v} ({kind} keys)" for v, kind in fmt.VERSIONS.items())
+        raise TableCorrupt(
+            f"{path}: table format version {h.version}, this kv reads versions {known}; upgrade kv, or rebuild the table with this one"
+        )
     if _xxh3(raw[: fmt.HEADER_CHECKSUM_AT]) != h.header_checksum:
         raise TableCorrupt(f"{path}: header checksum mismatch; the file is damaged")
     if h.file_size != size:
@@ -349,6 +450,8 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
         raise TableCorrupt(f"{path}: metadata is not valid JSON ({str(e)[:200]})") from None
     if not isinstance(meta, dict):
         raise TableCorrupt(f"{path}: metadata is not a JSON object")
+    if meta.get("format", h.version) != h.version:
+        raise TableCorrupt(f"{path}: header says format version {h.version}, the metadata {meta.get('format')!r}; the file is damaged")
     return meta
 
 

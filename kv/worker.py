@@ -10,7 +10,8 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    not to reuse it), and one that stays silent is closed when its ordinary
    keep-alive timeout would close it anyway, exactly the close a client faces
    on any idle connection. A worker therefore exits at most `keepalive`
-   seconds after a reload, well inside `graceful_timeout`.
+   seconds after a reload, inside `graceful_timeout`: `kv serve` refuses a
+   keepalive that is not below graceful_timeout (kv.serve.check_keepalive).
 
 2. Silent and slow clients are closed. uvicorn times out a connection only
    after a response; one that connects and never sends a request, or sends a
@@ -21,7 +22,14 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    request head at the last sweep and still has not completed it: a head must
    be complete within one to two `keepalive` periods of its first byte.
 
-Both rules stay off the per-request path (no method of the protocol that runs
+3. One close per listening socket. uvicorn-worker (0.4) hands uvicorn
+   gunicorn's socket wrappers; uvloop closes a server's socket itself, then
+   calls the wrapper's close(), which closes the same descriptor again and
+   logs "Error while closing socket [Errno 9] Bad file descriptor" at every
+   worker stop (and a descriptor closed twice could, in between, have been
+   reused). Handed the plain socket objects, uvloop detaches them instead.
+
+The first two rules stay off the per-request path (no method of the protocol that runs
 for every request is overridden): the drain adds `Connection: close` to the
 worker's default response headers, and the head check is the periodic sweep.
 """
@@ -94,3 +102,8 @@ class KVWorker(UvicornWorker):
     # coroutine layer on every request (about 0.5 us of the 13 us uvicorn
     # spends on a request, measured in process).
     CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none", "server_header": False, "proxy_headers": False}
+
+    async def _serve(self) -> None:
+        # Rule 3 above: uvicorn gets the sockets, not gunicorn's wrappers (uvicorn-worker 0.4, uvloop 0.23).
+        self.sockets = [getattr(s, "sock", s) for s in self.sockets]
+        await super()._serve()

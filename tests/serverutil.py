@@ -18,11 +18,11 @@ KV = str(Path(sys.executable).parent / "kv")
 
 
 @contextlib.contextmanager
-def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0):
+def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0, log_level: str = "warning"):
     """Run `kv serve ARGS --workers N` until the block ends; yields (url, proc).
     The whole process group is terminated at the end, even on failure."""
     port = free_port()
-    cmd = [KV, "serve", *map(str, args), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    cmd = [KV, "serve", *map(str, args), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", log_level]
     full_env = dict(os.environ, **(env or {}))
     if "PROMETHEUS_MULTIPROC_DIR" not in (env or {}):
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # kv serve makes its own

@@ -1,14 +1,19 @@
 """The HTTP API's behaviour, in process (FastAPI TestClient over the full app,
 fast path included)."""
 
+import asyncio
+import json
+import time
 import uuid
 
 import pytest
+from conftest import write_records
 from fastapi.testclient import TestClient
 
-from conftest import write_records
 from kv.app import create_app
 from kv.build import build_table
+from kv.http.fastpath import MAX_PATH
+from kv.http.throttle import RENDER_BURST, RENDER_SECONDS
 
 HIT = "3479d894-3271-4935-88cf-a06f3cbb80a5"
 NUMBER = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
@@ -26,11 +31,16 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def table(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
     data = write_records(d / "api.data", RECORDS)
     build_table(data, d / "api.kvt")
-    return create_app(d / "api.kvt", max_batch=10)
+    return d / "api.kvt"
+
+
+@pytest.fixture(scope="module")
+def app(table):
+    return create_app(table, max_batch=10)
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +248,8 @@ def test_oversized_header_names_on_a_hit_are_431(client):
 
 
 def test_oversized_query_string_on_a_hit_is_414_and_a_small_one_is_ignored(client):
-    r = client.get(f"/v1/keys/{HIT}?pad=" + "q" * 3000)
-    assert r.status_code == 414 and "limit is 2048" in r.json()["detail"]
+    r = client.get(f"/v1/keys/{HIT}?pad=" + "q" * MAX_PATH)
+    assert r.status_code == 414 and f"limit is {MAX_PATH}" in r.json()["detail"]
     r = client.get(f"/v1/keys/{HIT}?x=1")
     assert r.status_code == 200 and r.content == b"this is a value"
 
@@ -274,7 +284,7 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
     and the connection closed, instead of holding a worker's slot forever."""
     import asyncio
 
-    from kv.app import FastPath
+    from kv.http.fastpath import FastPath
 
     slow_app = FastPath(app.api, app.state, max_body=64 * 1024, body_seconds=0.3)
     sent = []
@@ -291,7 +301,7 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
         messages.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/batch", "raw_path": b"/v1/batch", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "headers": [(b"host", b"test"), (b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555), "root_path": ""}
     asyncio.run(asyncio.wait_for(slow_app(scope, receive, send), 5))
     start = messages[0]
@@ -322,3 +332,154 @@ def test_table_corrupted_under_a_running_worker_gives_503_and_not_ready(tmp_path
         assert r.status_code == 503 and b"this is a value" not in r.content
         ready = c.get("/readyz")
         assert ready.status_code == 503 and ready.json()["detail"]
+
+
+# -- HTTP rules --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("POST", f"/v1/keys/{HIT}", "GET, HEAD"),
+    ("DELETE", f"/v1/keys/{HIT}", "GET, HEAD"),
+    ("DELETE", "/v1/stats", "GET, HEAD"),
+    ("POST", "/healthz", "GET, HEAD"),
+    ("GET", "/v1/batch", "POST"),
+])
+def test_405_allow_lists_every_method_of_the_route_head_wherever_get(client, method, path, allow):
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/v1/stats", "/healthz", "/readyz", "/metrics", "/docs"])
+def test_get_routes_answer_head_with_the_get_headers_and_no_body(client, path):
+    got = client.get(path)
+    r = client.head(path)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-type"] == got.headers["content-type"]
+
+
+def test_head_routes_stay_out_of_the_schema_unless_documented(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/v1/keys/{key}"]) == {"get", "head"}
+    assert set(paths["/v1/stats"]) == {"get"}
+
+
+@pytest.mark.parametrize("accept", ["application/JSON", "Application/Json", "APPLICATION/JSON, */*;q=0.5"])
+def test_json_media_type_is_case_insensitive(client, accept):
+    r = client.get(f"/v1/keys/{NUMBER}", headers={"Accept": accept})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"key": NUMBER, "value": "1234"}
+
+
+@pytest.mark.parametrize("key", ["\\ud800", "\\udfff-tail", "3479d894-3271-4935-88cf-a06f3cbb80a5\\udc00"])
+def test_batch_with_an_unencodable_key_is_a_400_with_a_valid_json_body(client, key):
+    """A lone surrogate is valid JSON in a request but no UTF-8 can encode
+    it: the problem that echoes it escapes it (never a 500)."""
+    r = client.post("/v1/batch", content=b'{"keys": ["%s"]}' % key.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    body = json.loads(r.content.decode("utf-8"))
+    assert body["status"] == 400 and body["invalid"][0]["key"] == json.loads(f'"{key}"')
+
+
+def test_batch_with_an_unencodable_key_is_a_400_in_fastapi_too(app):
+    with TestClient(app.api) as c:
+        r = c.post("/v1/batch", content=b'{"keys": ["\\ud800"]}')
+    assert r.status_code == 400 and json.loads(r.content)["invalid"][0]["key"] == "\ud800"
+
+
+def test_414_states_the_length_of_the_whole_request_target(client):
+    target = f"/v1/keys/{HIT}?pad=" + "q" * MAX_PATH
+    r = client.get(target)
+    assert r.status_code == 414
+    assert r.json()["detail"] == f"request target is {len(target)} bytes; the limit is {MAX_PATH}"
+
+
+def test_a_trailing_slash_is_a_404_problem_not_a_redirect_to_the_clients_host(client):
+    r = client.get("/v1/stats/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404
+    assert "location" not in r.headers
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def _asgi(app, method: str, path: str, headers: list, receive, http_version: str = "1.1") -> list[dict]:
+    messages: list[dict] = []
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": http_version, "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
+    return messages
+
+
+def test_a_client_that_disconnects_mid_body_is_counted_499_never_500(table):
+    """Half a batch body, then the client is gone: nothing to answer, and the
+    request is counted under status 499 (client closed request)."""
+    app = create_app(table)  # its own counters, which no flush task empties
+    chunks = [{"type": "http.request", "body": b'{"keys": ["', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return chunks.pop(0)
+
+    messages = _asgi(app, "POST", "/v1/batch", [(b"host", b"t"), (b"content-type", b"application/json")], receive)
+    assert messages == []
+    assert app.state.counts.requests == {("/v1/batch", 499): 1}
+
+
+async def _no_body():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+@pytest.mark.parametrize("path", [f"/v1/keys/{HIT}", "/healthz", "/v1/stats"])
+def test_an_http11_request_without_host_is_a_400_problem(app, path):
+    messages = _asgi(app, "GET", path, [(b"accept", b"*/*")], _no_body)
+    assert messages[0]["status"] == 400
+    assert (b"content-type", b"application/problem+json") in messages[0]["headers"]
+    assert b"Host" in messages[1]["body"]
+
+
+def test_an_http10_request_without_host_is_answered(app):
+    messages = _asgi(app, "GET", f"/v1/keys/{HIT}", [], _no_body, http_version="1.0")
+    assert messages[0]["status"] == 200 and messages[1]["body"] == b"this is a value"
+
+
+def test_a_hit_whose_host_header_is_not_first_is_answered_in_full(app):
+    before = sum(app.state.counts.fast)
+    messages = _asgi(app, "GET", f"/v1/keys/{HIT}", [(b"accept", b"*/*"), (b"host", b"t")], _no_body)
+    assert messages[0]["status"] == 200 and messages[1]["body"] == b"this is a value"
+    assert sum(app.state.counts.fast) == before  # the checked path answered it
+
+
+# -- /v1/stats and /metrics at a bounded rate --------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/stats", "/metrics"])
+def test_a_flood_of_stats_or_metrics_renders_at_a_bounded_rate_and_catches_up(table, path):
+    """Each answer counts a request, so every rendering differs from the last:
+    the distinct bodies are the renderings. A flood gets RENDER_BURST fresh
+    ones, then at most one per RENDER_SECONDS; a call RENDER_SECONDS later
+    sees the flood's requests."""
+    with TestClient(create_app(table)) as c:
+        t0 = time.monotonic()
+        bodies = [c.get(path).content for _ in range(RENDER_BURST + 40)]
+        elapsed = time.monotonic() - t0
+        renderings = len(set(bodies))
+        assert RENDER_BURST <= renderings <= RENDER_BURST + 1 + elapsed / RENDER_SECONDS
+        time.sleep(RENDER_SECONDS)
+        assert c.get(path).content not in bodies
+
+
+def test_stats_lag_at_most_the_render_window(table):
+    with TestClient(create_app(table)) as c:
+        for _ in range(RENDER_BURST + 5):  # spend the burst
+            c.get("/v1/stats")
+        hits = c.get("/v1/stats").json()["hits"]
+        assert c.get(f"/v1/keys/{HIT}").status_code == 200
+        deadline = time.monotonic() + RENDER_SECONDS + 0.5
+        while c.get("/v1/stats").json()["hits"] == hits:
+            assert time.monotonic() < deadline, "stats still without the hit after the render window"
+            time.sleep(0.05)

@@ -20,10 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
+import dockerutil
 import httpx
 import pytest
-
-import dockerutil
 from conftest import free_port, read_records, write_records
 from serverutil import running_server
 

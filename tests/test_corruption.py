@@ -152,7 +152,15 @@ def test_a_directory_or_fifo_is_refused_without_waiting(tmp_path):
 
 def test_other_version_is_refused_with_its_number(table, tmp_path):
     path, _ = table
-    with pytest.raises(kv.TableCorrupt, match="version 2"):
+    with pytest.raises(kv.TableCorrupt, match="version 7"):
+        kv.open_table(damaged(tmp_path, path, lambda raw: reseal(raw, version=7)))
+
+
+def test_a_uuid_table_relabelled_as_string_keys_is_refused(table, tmp_path):
+    """Version 2 is known, but the metadata still says format 1: the header
+    and the metadata must agree on the record layout."""
+    path, _ = table
+    with pytest.raises(kv.TableCorrupt, match="header says format version 2, the metadata 1"):
         kv.open_table(damaged(tmp_path, path, lambda raw: reseal(raw, version=2)))
 
 

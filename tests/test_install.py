@@ -29,6 +29,23 @@ def staged(tmp_path_factory):
     return dest, r.stdout
 
 
+def staged_kv(dest, *args) -> list[str]:
+    """The staged kv, run by the staged venv's python: its #! line names the
+    final PREFIX, where nothing is installed during the test."""
+    venv = dest / PREFIX.lstrip("/") / "venv"
+    return [str(venv / "bin/python"), str(venv / "bin/kv"), *args]
+
+
+def test_a_staged_venv_names_only_the_final_prefix(staged):
+    dest, out = staged
+    venv = dest / PREFIX.lstrip("/") / "venv"
+    assert (venv / "bin/kv").read_text().splitlines()[0].startswith(f"#!{PREFIX}/venv/bin/python")
+    for f in (venv / "bin").iterdir():
+        if f.is_file() and not f.is_symlink():
+            assert str(dest) not in f.read_bytes().decode("latin-1"), f
+    assert "relocatable" in out
+
+
 def test_install_stages_venv_units_docs_and_data_dir(staged):
     dest, out = staged
     unit = (dest / "etc/systemd/system/kv.service").read_text()
@@ -36,7 +53,7 @@ def test_install_stages_venv_units_docs_and_data_dir(staged):
     assert f"ReadOnlyPaths={DATA}" in unit and "/opt/kv/" not in unit and "/var/lib/kv" not in unit
     assert (dest / "etc/systemd/system/kv.socket").exists()
     kv_bin = dest / PREFIX.lstrip("/") / "venv/bin/kv"
-    assert subprocess.run([str(kv_bin), "--version"], capture_output=True, text=True).stdout.startswith("kv ")
+    assert subprocess.run(staged_kv(dest, "--version"), capture_output=True, text=True).stdout.startswith("kv ")
     if shutil.which("cc") or shutil.which("gcc"):  # the C speedups compile at install time
         py = dest / PREFIX.lstrip("/") / "venv/bin/python"
         impl = subprocess.run([str(py), "-c", "import kv.speedups as s; print(s.implementation())"],
@@ -50,11 +67,10 @@ def test_install_stages_venv_units_docs_and_data_dir(staged):
 
 def test_the_installed_kv_publishes_into_the_staged_data_dir(staged, tmp_path):
     dest, _ = staged
-    kv_bin = dest / PREFIX.lstrip("/") / "venv/bin/kv"
     data = tmp_path / "a.data"
     data.write_bytes(b"3479d894-3271-4935-88cf-a06f3cbb80a5 this is a value\n")
     root = dest / DATA.lstrip("/")
-    r = subprocess.run([str(kv_bin), "publish", str(data), "--root", str(root)], capture_output=True, text=True)
+    r = subprocess.run(staged_kv(dest, "publish", str(data), "--root", str(root)), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (root / "current").resolve().parent == root / "generations"
 

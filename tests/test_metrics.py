@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import time
 import uuid
 
@@ -70,3 +71,18 @@ def test_counts_add_up_across_workers_and_survive_a_killed_worker(gen_table, tmp
         names = sorted(p.name for p in metrics_dir.iterdir())
         assert not [n for n in names if f"_{victim}.db" in n], names
         assert "counter_retired.db" in names and "histogram_retired.db" in names
+
+
+def test_a_client_gone_mid_body_is_counted_499_not_500(gen_table, tmp_path):
+    """A batch whose client closes the connection halfway through the body:
+    no response can go out, and /metrics counts it under status 499."""
+    table, _ = gen_table
+    with running_server(table, workers=1, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"keys\": [")
+            time.sleep(0.2)  # the worker is reading the body
+        gone, text = wait_for(url, "kv_requests_total", 1, route="/v1/batch", status="499")
+        assert gone == 1
+        assert metric(text, "kv_requests_total", route="/v1/batch", status="500") == 0

@@ -395,3 +395,27 @@ def test_reload_refuses_a_current_table_that_cannot_open_and_signals_nothing(tmp
     r = run_kv("reload", "--root", root, "--wait", "0")
     assert r.returncode == 1
     assert "not reloading" in r.stderr and "bad.kvt" in r.stderr and "kv rollback" in r.stderr
+
+
+def test_publish_takes_the_build_options_of_kv_build(tmp_path):
+    data, records = data_file(tmp_path / "a.data")
+    with open(data, "ab") as f:
+        f.write(b"not a record\n")
+    root = tmp_path / "root"
+    r = run_kv("publish", data, "--root", root)
+    assert r.returncode == 1 and "not a record" in r.stderr
+    r = run_kv("publish", data, "--root", root, "--skip-invalid", "--load-factor", "0.5")
+    assert r.returncode == 0, r.stderr
+    with kv.open_table(root / "current") as t:
+        assert t.meta["options"]["skip_invalid"] is True and t.meta["options"]["load_factor"] == 0.5
+        assert all(t.get(k) == v for k, v in records)
+
+
+def test_reload_finds_the_pid_file_from_kv_pid_file(tmp_path):
+    pid_file = tmp_path / "elsewhere.pid"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file.write_text(str(dead.pid))
+    env = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"} | {"KV_PID_FILE": str(pid_file)}
+    r = subprocess.run([KV, "reload", "--wait", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and f"{pid_file} names process {dead.pid}, which is not running" in r.stderr

@@ -3,6 +3,7 @@
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,33 @@ def test_both_workers_answer(server):
     seen = {fresh_get(f"{url}/v1/keys/{uuid.uuid4()}").headers["x-kv-worker"] for _ in range(40)}
     assert seen == {str(p) for p in worker_pids(proc.pid)}
     assert len(seen) == 2
+
+
+def raw_request(url: str, request: bytes) -> bytes:
+    """Send bytes as they are (no client adds a Host), read the response to EOF."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_an_http11_request_without_host_is_a_400_from_the_real_server(server):
+    url, _, records = server
+    key = records[0][0]
+    out = raw_request(url, f"GET /v1/keys/{key} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert b"application/problem+json" in out and b"Host header" in out
+    out = raw_request(url, f"GET /v1/keys/{key} HTTP/1.0\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\n" + records[0][1])
+
+
+def test_a_trailing_slash_gets_no_redirect_to_the_host_the_client_named(server):
+    url, _, _ = server
+    r = httpx.get(f"{url}/v1/stats/", headers={"Host": "evil.example"})
+    assert r.status_code == 404 and "location" not in r.headers
 
 
 def settled_stats(url: str, hits_expected: int, timeout: float = 3.0) -> dict:

@@ -1,42 +1,49 @@
-"""kv get KEY [KEY ...]: one key prints its raw value; several use one batch
-request and print `key<TAB>value` lines. Exit 0 all found, 1 some missing,
-2 bad usage or malformed key, 3 server unreachable (refused, dropped, or no
-answer within --timeout)."""
+"""kv get KEY [KEY ...]: look keys up on a server."""
 
-import argparse
-import os
+from __future__ import annotations
+
 import sys
 
+from .. import settings
 from ..errors import InvalidKey
+from .exits import Exit
+
+EXITS = {
+    Exit.OK: "every key found",
+    Exit.MISSING: "a key not found",
+    Exit.USAGE: "bad usage or malformed key",
+    Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
+}
+EXAMPLE = ("kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; "
+           "kv get -- -KEY (a key starting with '-')")
+
+OUTPUT = """\
+output: one KEY prints its value's raw bytes, with no newline added (so
+`kv get KEY > file` holds exactly the value), except on a terminal, where a
+newline ends it. Several KEYs are one batch request and print one
+`KEY<TAB>value` line each, in the order given; a key not found is named on
+stderr. In those lines a key's backslash, TAB, newline and carriage return
+print as \\\\, \\t, \\n and \\r, so each line splits at its first TAB; values
+print as they are (a value holding a newline spans lines: ask for it alone).
+Keys are any strings (quote them for the shell); the client percent-encodes
+them in the URL."""
 
 
-def server_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a server URL: it must start with http:// or https://")
-    return text
+def escape_key(key: str) -> str:
+    """A key as `kv get` prints it before a TAB: backslash, TAB, LF, CR escaped."""
+    return key.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def seconds(text: str) -> float:
-    from ..client import positive_seconds
-
-    try:
-        return positive_seconds(text, "--timeout")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_url_argument(p):
+def add_client_arguments(p) -> None:
     """--url and --timeout: where the server is and how long to wait for it."""
-    p.add_argument("--url", type=server_url, default=os.environ.get("KV_URL", "http://127.0.0.1:8000"),
-                   help="server URL (default http://127.0.0.1:8000, or KV_URL)")
-    p.add_argument("--timeout", type=seconds, metavar="SECONDS", default=os.environ.get("KV_TIMEOUT", "5"),
-                   help="seconds to wait for the server to accept and to answer (default 5, or KV_TIMEOUT); "
-                        "a server silent that long counts as unreachable (exit 3)")
+    settings.URL.add_to(p)
+    settings.TIMEOUT.add_to(p)
 
 
-def add_arguments(p):
-    p.add_argument("keys", nargs="+", metavar="KEY", help="UUID key(s)")
-    add_url_argument(p)
+def add_arguments(p) -> None:
+    p.add_argument("keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'")
+    add_client_arguments(p)
+    p.description = f"{p.description}\n\n{OUTPUT}"
 
 
 def run(args) -> int:
@@ -49,24 +56,24 @@ def run(args) -> int:
                 value = c.get(args.keys[0])
                 if value is None:
                     print(f"kv get: {args.keys[0]}: not found", file=sys.stderr)
-                    return 1
+                    return Exit.MISSING
                 out.write(value + (b"\n" if out.isatty() else b""))
-                return 0
+                return Exit.OK
             found = c.get_many(args.keys)
     except InvalidKey as e:
         print(f"kv get: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except ServerUnreachable as e:
         print(f"kv get: {e}", file=sys.stderr)
-        return 3
+        return Exit.UNREACHABLE
     except ServerError as e:
         print(f"kv get: server error {e}", file=sys.stderr)
-        return 3 if e.status >= 500 else 2
+        return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
     missing = 0
     for k in args.keys:
         if k in found:
-            out.write(k.encode() + b"\t" + found[k] + b"\n")
+            out.write(escape_key(k).encode() + b"\t" + found[k] + b"\n")
         else:
             missing += 1
             print(f"kv get: {k}: not found", file=sys.stderr)
-    return 1 if missing else 0
+    return Exit.MISSING if missing else Exit.OK

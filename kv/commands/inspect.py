@@ -4,6 +4,9 @@ import json
 import sys
 
 from ..errors import TableCorrupt
+from .exits import Exit
+
+EXITS = {Exit.OK: "printed", Exit.FAILED: "the table is missing, unreadable or corrupt", Exit.USAGE: "bad usage"}
 
 
 def add_arguments(p):
@@ -18,6 +21,7 @@ def describe(t) -> dict:
         "path": str(t.path),
         "generation": t.generation,
         "format_version": h.version,
+        "key_kind": t.key_kind,
         "records": s.records,
         "value_bytes": s.value_bytes,
         "file_bytes": s.file_bytes,

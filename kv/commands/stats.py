@@ -1,13 +1,18 @@
 """kv stats: the server's statistics, summed over its workers."""
 
+from __future__ import annotations
+
 import json
 import sys
 
-from .get import add_url_argument
+from .exits import Exit
+from .get import add_client_arguments
+
+EXITS = {Exit.OK: "printed", Exit.USAGE: "bad usage", Exit.UNREACHABLE: "server unreachable or answering with an error"}
 
 
-def add_arguments(p):
-    add_url_argument(p)
+def add_arguments(p) -> None:
+    add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -19,10 +24,10 @@ def run(args) -> int:
             s = c.stats()
     except (ServerUnreachable, ServerError) as e:
         print(f"kv stats: {e}", file=sys.stderr)
-        return 3
+        return Exit.UNREACHABLE
     if args.json:
         print(json.dumps(s, indent=2))
-        return 0
+        return Exit.OK
     width = max(map(len, s), default=0)
     for k, v in s.items():
         if isinstance(v, dict):
@@ -30,4 +35,4 @@ def run(args) -> int:
         elif isinstance(v, int) and k not in ("pid", "worker"):  # counts get separators, ids do not
             v = f"{v:,}"
         print(f"{k:<{width}}  {v}")
-    return 0
+    return Exit.OK

@@ -2,8 +2,12 @@
 
 import sys
 import time
+from pathlib import Path
 
 from ..errors import TableCorrupt
+from .exits import Exit
+
+EXITS = {Exit.OK: "every table is sound", Exit.FAILED: "a table is corrupt, missing or unreadable", Exit.USAGE: "bad usage"}
 
 
 def add_arguments(p):
@@ -20,10 +24,17 @@ def run(args) -> int:
             with open_table(path) as t:
                 t.verify()
                 print(f"{path}: ok, {len(t):,} records, generation {t.generation}, checked in {time.perf_counter() - t0:.2f} s")
-        except TableCorrupt as e:
-            print(f"{path}: CORRUPT: {e}", file=sys.stderr)
+        except TableCorrupt as e:  # its message starts with the file's name already
+            print(f"{path}: CORRUPT: {_without_path(str(e), path)}", file=sys.stderr)
             status = 1
         except OSError as e:  # missing or unreadable: not a verdict on its contents
             print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
             status = 1
     return status
+
+
+def _without_path(message: str, path: str) -> str:
+    for prefix in (f"{path}: ", f"{Path(path)}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message

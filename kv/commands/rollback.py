@@ -1,0 +1,31 @@
+"""kv rollback --root DIR: point ROOT/current back at the previous generation."""
+
+from __future__ import annotations
+
+from .. import settings
+from .exits import Exit
+from .reload import add_reload_options, logger
+
+EXITS = {Exit.OK: "rolled back (the generation is printed on stdout)", Exit.FAILED: "refused or failed; current is unchanged",
+         Exit.USAGE: "bad usage"}
+EXAMPLE = "kv rollback --root /var/lib/kv --reload"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--root", required=True, metavar="DIR", help="publish root")
+    add_reload_options(p, with_flag=True)
+
+
+def run(args) -> int:
+    from ..publish import PublishError, reload, rollback
+
+    log = logger("rollback")
+    try:
+        gen = rollback(args.root, log=log)
+        if args.reload:
+            reload(args.root, settings.PID_FILE.value(args.pid_file), log=log, wait=args.wait)
+    except (PublishError, OSError) as e:
+        log(f"failed: {e}")
+        return Exit.FAILED
+    print(gen)
+    return Exit.OK

@@ -1,0 +1,135 @@
+"""The ASGI app of one worker: the FastAPI app built from the route table
+(kv/http/routes.py), behind the fast path (kv/http/fastpath.py).
+
+Create it with `create_app(table_path)`; `kv serve` sets KV_TABLE for the
+gunicorn workers, each of which maps the table itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import metrics, settings
+from ..table import open_table
+from . import openapi
+from .fastpath import FastPath
+from .handlers import STATIC_PATH
+from .problems import problem
+from .routes import ROUTES, Route, allow
+from .state import State
+
+log = logging.getLogger("kv")
+
+
+def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | None = None):
+    """The ASGI app for one worker: maps the table (KV_TABLE by default).
+    It is FastPath's closure, carrying `.state`, `.api` and `.fast_path`."""
+    path = table_path or os.environ.get("KV_TABLE")
+    if not path:
+        raise RuntimeError("no table: pass create_app(path) or set KV_TABLE")
+    table = open_table(path)
+    max_batch = max_batch or settings.MAX_BATCH.value()  # KV_MAX_BATCH, which kv serve sets; else the default
+    state = State(table, max_batch)
+    api = build_api(state)
+    fast_path = FastPath(api, state, max_body=max(64 * 1024, max_batch * 128))
+    app = fast_path.asgi
+    app.state = state
+    app.api = api
+    app.fast_path = fast_path
+    return app
+
+
+def build_api(state: State) -> FastAPI:
+    """The documented API: every route of the table, the documentation's
+    static files, problem responses for every error."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        metrics.set_table_gauges(state.table)
+        task = asyncio.get_running_loop().create_task(_flush_forever(state.counts))
+        try:
+            yield
+        finally:
+            task.cancel()
+            state.counts.flush()
+
+    # The schema is served by a route of the table (openapi_url=None); no
+    # trailing-slash redirects: their Location would name the client's Host.
+    api = FastAPI(title=openapi.TITLE, version=openapi.VERSION, description=openapi.DESCRIPTION, openapi_url=None,
+                  docs_url=None, redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    static = resources.files("fastapi_offline").joinpath("static")
+    api.mount(STATIC_PATH, StaticFiles(directory=str(static)), name="static-docs")
+    for route in ROUTES:
+        for method in route.served:
+            doc = dict(route.doc(state, method)) if method in route.methods else {"include_in_schema": False}
+            api.add_api_route(route.path, endpoint(route, state, doc.pop("params", ())), methods=[method],
+                              name=route.handler.__name__, **doc)
+    api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(RequestValidationError, invalid_request)
+    api.add_exception_handler(Exception, unexpected)
+    return api
+
+
+def endpoint(route: Route, state: State, params=()):
+    """FastAPI's endpoint for a route: calls route.handler(state, request).
+    Its signature declares the documented path parameters, so that FastAPI
+    puts them in the schema; the handler reads them from the request."""
+    handler = route.handler
+    if inspect.iscoroutinefunction(handler):
+        async def call(request: Request, **_params):
+            return await handler(state, request)
+    else:
+        async def call(request: Request, **_params):
+            return handler(state, request)
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)
+    call.__signature__ = inspect.Signature([request, *params])
+    call.__name__ = handler.__name__
+    return call
+
+
+async def _flush_forever(counts: metrics.Counts) -> None:
+    while True:
+        await asyncio.sleep(metrics.FLUSH_SECONDS)
+        try:
+            counts.flush()
+        except Exception:  # a full disk must not kill the worker
+            log.exception("flushing metrics failed")
+
+
+# -- errors as problem responses ---------------------------------------------------------
+
+
+async def http_error(request: Request, exc: StarletteHTTPException):
+    titles = {404: "Not found", 405: "Method not allowed"}
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 404:
+        detail = f"no route {request.url.path[:200]!r}; see /docs for the API"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path[:200]}"
+        methods = allow(request.url.path)
+        if methods:  # every method the route serves (Starlette names only the first partial match's)
+            headers = {**(headers or {}), "Allow": methods}
+    return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, headers=headers)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError):
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return problem(400, "Bad request", f"{first.get('msg', 'invalid request')} at {where}" if where else "invalid request")
+
+
+async def unexpected(request: Request, exc: Exception):  # never expected; still an answer, not a dropped connection
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "Internal error", f"{type(exc).__name__}; see the server log")

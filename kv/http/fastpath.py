@@ -1,0 +1,264 @@
+"""The ASGI front of a worker: a lean fast path for the one request that
+matters most, a plain hit on GET /v1/keys/{key}, and the size limits no layer
+below sets for uvicorn.
+
+FastAPI's routing, validation and response classes cost more than the table
+lookup itself, so `FastPath` answers plain hits directly: one prefix check, a
+scan of a handful of headers, `Table.get` on the raw path bytes (for a string
+table percent-decoded first, only when they hold a "%"), one precomputed
+header list, two `send` calls. Everything else (misses, malformed keys, JSON,
+HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
+which enforces the limits, then sends every request whose RAW path starts
+with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
+where a key's "%2F" would become a path separator) and the rest to FastAPI.
+The handler produces the same bytes for a hit (tests/test_fastpath.py proves
+it).
+
+The checked path refuses, each with a problem response:
+- a request target (path and query) over MAX_PATH bytes: 414;
+- headers over MAX_HEADERS bytes or MAX_HEADER_FIELDS lines: 431;
+- an HTTP/1.1 request without a Host header: 400 (RFC 9112, 3.2);
+- a body over `max_body` bytes, declared or sent: 413;
+- a body that takes longer than `body_seconds` to arrive: 408.
+
+Every request it sees is counted by route label and status. A client that
+disconnects before its request body has arrived got no response at all: it
+is counted with status DISCONNECTED, 499 (nginx's "client closed request"),
+never as a 5xx, which would be the server's fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from bisect import bisect_left
+from typing import Any, Callable
+from urllib.parse import unquote_to_bytes
+
+from starlette.responses import Response
+from xxhash import xxh3_64_intdigest
+
+from .. import metrics
+from ..errors import InvalidKey, TableCorrupt
+from ..keys import MAX_STRING_KEY
+from .handlers import batch_from_body, key_from_scope
+from .negotiation import content_type
+from .problems import problem
+from .routes import BATCH, KEY, KEY_PREFIX, label
+from .state import State
+
+log = logging.getLogger("kv")
+
+# Bytes of request target, path and query: the longest legal key (a string key
+# of MAX_STRING_KEY bytes) fully percent-encoded after the prefix, with room
+# for a short query. A UUID key URL is under 50.
+MAX_PATH = 4096
+assert MAX_PATH >= len(KEY_PREFIX) + 3 * MAX_STRING_KEY
+MAX_HEADERS = 16384  # bytes of all header names and values
+MAX_HEADER_FIELDS = 100  # header lines (gunicorn's and nginx-era default)
+# The fast path checks only count and value length, which bound the total the same way.
+FAST_MAX_HEADERS = 16
+FAST_MAX_FIELD = MAX_HEADERS // FAST_MAX_HEADERS  # name + value: 16 of them stay within MAX_HEADERS
+BODY_SECONDS = 10.0  # the whole request body must arrive within this (a 1000-key batch is 40 KB)
+BODY_METHODS = ("POST", "PUT", "PATCH")
+DISCONNECTED = 499  # the status label of a request whose client left before its body arrived
+
+ASGIApp = Callable[..., Any]
+
+
+class FastPath:
+    """Pure ASGI front: answers plain GET hits itself, passes all else to `api`."""
+
+    def __init__(self, api: ASGIApp, state: State, max_body: int, body_seconds: float = BODY_SECONDS):
+        self.api = api
+        self.state = state
+        self.max_body = max_body
+        self.body_seconds = body_seconds
+
+        # The closure itself is the ASGI app create_app hands to uvicorn: calling
+        # an instance would add a coroutine layer per request (0.3 us).
+        self.asgi = self._make_call()
+
+    def _make_call(self) -> ASGIApp:
+        """The hot path, as a closure over locals (no attribute lookups)."""
+        api = self.api
+        slow = self._slow
+        state = self.state
+        get = state.table.get
+        # String keys arrive percent-encoded; one that has no "%" is its own
+        # bytes. UUID keys are never decoded here (a plain UUID has no "%"; an
+        # encoded one misses and the checked path decodes it).
+        decode = state.table.key_kind == "string"
+        unquote = unquote_to_bytes
+        if state.shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
+            own, table_get = state.shard[0], get
+            if decode:
+                mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
+
+                def get(kb: bytes) -> bytes | None:
+                    return table_get(kb) if xxh3(kb) & mask == own else None
+            else:
+                shift = 8 - (state.shard[1].bit_length() - 1)
+
+                def get(kb: bytes) -> bytes | None:
+                    try:
+                        return table_get(kb) if int(kb[:2], 16) >> shift == own else None
+                    except ValueError:
+                        return None
+        prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
+        lookups = state.counts.lookups
+        fast = state.counts.fast
+        etag, generation = state.hit_headers
+        as_text = (b"content-type", b"text/plain; charset=utf-8")
+        clock = time.perf_counter
+        buckets = metrics.LATENCY_BUCKETS
+        first = buckets[0]
+        where = bisect_left
+
+        async def call(scope, receive, send):
+            if scope["type"] != "http":
+                return await api(scope, receive, send)
+            t0 = clock()
+            raw = scope["raw_path"]
+            if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"]:
+                headers = scope["headers"]
+                for name, value in headers:
+                    # Conditional, JSON (any case: RFC 9110 media types are
+                    # case-insensitive) and oversized requests take the full
+                    # path, which checks every limit (431, 414) and says why.
+                    if name == b"if-none-match" or (name == b"accept" and b"json" in value.lower()) or len(name) + len(value) > FAST_MAX_FIELD:
+                        break
+                else:
+                    # Host comes first from every client and proxy we know
+                    # (curl, httpx, wrk, browsers, nginx); a request whose
+                    # first header is not Host, perhaps missing it (a 400),
+                    # takes the checked path.
+                    if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
+                        return await slow(scope, receive, send, t0)
+                    key = raw[cut:]
+                    try:
+                        value = get(unquote(key) if decode and b"%" in key else key)
+                    except (InvalidKey, TableCorrupt):
+                        value = None  # FastAPI says why
+                    if value is not None:
+                        await send({"type": "http.response.start", "status": 200, "headers": [
+                            etag, generation, (b"content-length", b"%d" % len(value)),
+                            as_text if value.isascii() else (b"content-type", content_type(value).encode()),
+                        ]})
+                        await send({"type": "http.response.body", "body": value})
+                        lookups[0] += 1
+                        took = clock() - t0
+                        fast[0 if took <= first else where(buckets, took)] += 1  # nearly always the first bucket
+                        return
+            await slow(scope, receive, send, t0)
+
+        return call
+
+    async def __call__(self, scope, receive, send) -> None:  # for direct use; create_app returns self.asgi
+        await self.asgi(scope, receive, send)
+
+    async def _slow(self, scope, receive, send, t0: float) -> None:
+        route = label(scope["raw_path"], scope["path"])
+        status = [500]
+
+        async def send_counted(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                return await refusal(scope, receive, send_counted)
+            if route == KEY.path:
+                # Keys route on the raw path: "%2F" is a slash inside the key,
+                # which FastAPI, routing on the decoded path, would split on.
+                if scope["method"] in BODY_METHODS:
+                    body = await self._read_body(receive)  # bounded, and drained before the answer
+                    if body is None:
+                        status[0] = DISCONNECTED
+                        return
+                try:
+                    if scope["method"] in KEY.served:
+                        resp = key_from_scope(self.state, scope)
+                    else:  # as FastAPI's 405 (kv/http/app.py http_error)
+                        resp = problem(405, "Method not allowed", f"{scope['method']} is not allowed on {scope['path'][:200]}",
+                                       headers={"Allow": ", ".join(KEY.served)})
+                except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+                    log.exception("unexpected error on %s %s", scope["method"], KEY.path)
+                    resp = problem(500, "Internal error", "see the server log")
+                return await resp(scope, receive, send_counted)
+            if scope["method"] in BODY_METHODS:
+                # Read the body here, bounded, whatever the framing (chunked
+                # bodies have no Content-Length), then hand it on.
+                body = await self._read_body(receive)
+                if body is None:
+                    status[0] = DISCONNECTED
+                    return
+                if isinstance(body, Response):
+                    return await body(scope, receive, send_counted)
+                if route == BATCH.path and scope["method"] == "POST":
+                    # Straight to the handler: FastAPI's routing and request
+                    # objects cost more than looking up 100 keys.
+                    try:
+                        resp = batch_from_body(self.state, body)
+                    except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+                        log.exception("unexpected error on POST %s", BATCH.path)
+                        resp = problem(500, "Internal error", "see the server log")
+                    return await resp(scope, receive, send_counted)
+                receive = _replay(body, receive)
+            await self.api(scope, receive, send_counted)
+        finally:
+            self.state.counts.request(route, status[0], time.perf_counter() - t0)
+
+    def refusal(self, scope) -> Response | None:
+        """The problem response for a request over a limit or without a Host; None when it is fine."""
+        query = scope.get("query_string", b"")
+        target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)  # path, "?", query
+        if target > MAX_PATH:
+            return problem(414, "URI too long", f"request target is {target} bytes; the limit is {MAX_PATH}")
+        headers = scope["headers"]
+        if sum(len(n) + len(v) for n, v in headers) > MAX_HEADERS:
+            return problem(431, "Request header fields too large", f"headers exceed {MAX_HEADERS} bytes")
+        if len(headers) > MAX_HEADER_FIELDS:
+            return problem(431, "Request header fields too large",
+                           f"{len(headers)} header fields; the limit is {MAX_HEADER_FIELDS}")
+        if scope.get("http_version") == "1.1" and not any(name == b"host" for name, _ in headers):
+            return problem(400, "Bad request", "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)")
+        for name, value in headers:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+                return problem(413, "Request body too large",
+                               f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {self.max_body} bytes")
+        return None
+
+    async def _read_body(self, receive) -> bytes | Response | None:
+        """The whole request body; or the problem response when it is too large
+        or too slow; or None when the client disconnected first."""
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.body_seconds):  # a trickled body must not hold a slot forever
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    if len(body) > self.max_body:
+                        return problem(413, "Request body too large", f"the body exceeds {self.max_body} bytes")
+                    if not message.get("more_body", False):
+                        return bytes(body)
+        except TimeoutError:
+            return problem(408, "Request timeout", f"the request body took longer than {self.body_seconds:g} s to arrive",
+                           headers={"connection": "close"})
+
+
+def _replay(body: bytes, receive):
+    sent = [False]
+
+    async def replayed():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -1,0 +1,261 @@
+"""Every setting of kv, declared once: name, command-line flag, `KV_*`
+environment variable, parser, default and help (like Datasette's SETTINGS).
+
+`kv serve`, `kv get`/`kv stats`, `kv reload`, the client and the gunicorn
+configuration (kv/gunicorn_conf.py) all read their values from here; nothing
+else names a `KV_*` variable's default. A value is taken from, in order:
+
+    1. the command-line flag, when given
+    2. the `KV_*` environment variable, when set (and not empty)
+    3. for `kv serve`, the gunicorn configuration file (`--config`), when it sets it
+    4. the default below
+
+A value that does not parse is a SettingError whose message names where it
+came from (`KV_TIMEOUT must be ...`, `--timeout: must be ...`), never another
+source. `python -m kv.settings` prints the table of settings.
+
+This module imports nothing outside the standard library: the light CLI
+commands (`kv get`, `kv --help`) import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import SettingError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# -- parsers: text -> value, ValueError("must be ..., not 'text'") -------------------------------
+
+
+def address(text: str) -> str:
+    """HOST:PORT, unix:PATH or fd://N (what gunicorn's bind takes)."""
+    if text.startswith(("unix:", "fd://")):
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:8000), not {text!r}")
+    return text
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"must be a whole number, at least 1, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:  # also refuses nan
+        raise ValueError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
+def log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return text.lower()
+
+
+def server_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"must be a server URL starting with http:// or https://, not {text!r}")
+    return text.rstrip("/")
+
+
+def file_path(text: str) -> str:
+    if not text:
+        raise ValueError("must be a file name, not empty")
+    return text
+
+
+# -- computed defaults --------------------------------------------------------------------------
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, and in a container its
+    cgroup v2 CPU quota (cpu.max), not the host's core count."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def checkout_gunicorn_config() -> str | None:
+    """deploy/gunicorn.conf.py beside the package in a checkout (an editable
+    install), so editing it changes what `kv serve` runs; None (the packaged
+    kv/gunicorn_conf.py) in an installed kv."""
+    p = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+    return str(p) if p.is_file() else None
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any  # the value, or a function of no arguments that computes it
+    help: str
+    shown_default: str = ""  # how --help shows the default, when not str(default)
+    metavar: str | None = None
+    gunicorn: str | None = None  # the gunicorn setting it is; a --config file may set it
+
+    def default_value(self) -> Any:
+        return self.default() if callable(self.default) else self.default
+
+    def parse_from(self, text: str, source: str) -> Any:
+        """`text` parsed; a SettingError naming `source` (a flag, env var or file) otherwise."""
+        try:
+            return self.parse(text)
+        except ValueError as e:
+            raise SettingError(f"{source} {e}") from None
+
+    def from_env(self, environ: Mapping[str, str] | None = None) -> Any:
+        """The environment's value, or None when the variable is unset or empty."""
+        text = (os.environ if environ is None else environ).get(self.env, "")
+        return None if text == "" else self.parse_from(text, self.env)
+
+    def value(self, given: Any = None, environ: Mapping[str, str] | None = None) -> Any:
+        """`given` (a flag's value; None: not given), else the environment's, else the default."""
+        if given is not None:
+            return given
+        from_env = self.from_env(environ)
+        return self.default_value() if from_env is None else from_env
+
+    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None, **kw: Any) -> None:
+        """Declare the flag. Its default is None so that "not given" is visible:
+        resolve with `value()` (or `resolve()`) after parsing."""
+        shown = self.shown_default or ("none" if self.default is None else str(self.default))
+        parser.add_argument(
+            self.flag, dest=self.name, type=_argparse_type(self.parse), default=None, metavar=self.metavar,
+            help=f"{help or self.help} (default: {shown}; env {self.env})", **kw,
+        )
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in some messages
+    return convert
+
+
+BIND = Setting("bind", "--bind", "KV_BIND", address, "127.0.0.1:8000",
+               "address to listen on", metavar="HOST:PORT", gunicorn="bind")
+WORKERS = Setting("workers", "--workers", "KV_WORKERS", positive_int, available_cpus,
+                  "worker processes", shown_default="the CPUs this process may use, affinity and cgroup quota counted",
+                  metavar="N", gunicorn="workers")
+KEEPALIVE = Setting("keepalive", "--keepalive", "KV_KEEPALIVE", positive_int, 5,
+                    "close a connection idle this long, or whose request head is not complete this long after its "
+                    "first byte; must be below gunicorn's graceful_timeout (kv serve refuses it otherwise)",
+                    metavar="SECONDS", gunicorn="keepalive")
+MAX_BATCH = Setting("max_batch", "--max-batch", "KV_MAX_BATCH", positive_int, 1000,
+                    "most keys in one batch request", metavar="N")
+PID_FILE = Setting("pid_file", "--pid-file", "KV_PID_FILE", file_path, None,
+                   "write the master pid here", shown_default="$RUNTIME_DIRECTORY/kv.pid under systemd, "
+                   "else ROOT/kv.pid with --root", metavar="FILE", gunicorn="pidfile")
+LOG_LEVEL = Setting("log_level", "--log-level", "KV_LOG_LEVEL", log_level, "info",
+                    f"gunicorn's log level: {', '.join(LOG_LEVELS)}", metavar="LEVEL", gunicorn="loglevel")
+CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout_gunicorn_config,
+                 "gunicorn configuration file; the flags and KV_* variables above override what it sets",
+                 shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
+                 "kv/gunicorn_conf.py", metavar="FILE")
+TABLE_DIR = Setting("table_dir", "--table-dir", "KV_TABLE_DIR", file_path, None,
+                    "when PATH is a data file: build its table in DIR (created when missing) instead of beside the "
+                    "data, e.g. when the data is on a read-only volume", shown_default="beside the data file",
+                    metavar="DIR")
+URL = Setting("url", "--url", "KV_URL", server_url, f"http://{BIND.default}", "server URL", metavar="URL")  # kv serve's default address
+TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
+                  "seconds to wait for the server to accept and to answer; a server silent that long "
+                  "counts as unreachable", shown_default="5", metavar="SECONDS")
+
+SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, URL, TIMEOUT)
+BY_NAME = {s.name: s for s in SETTINGS}
+SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR)  # kv serve's
+CLIENT_SETTINGS = (URL, TIMEOUT)  # kv get, kv stats, kv.Client
+
+
+# -- kv serve: flag, environment, config file, default -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    value: Any
+    source: str  # "--workers", "KV_WORKERS", the config file's path, or "default"
+
+    def describe(self, setting: Setting) -> str:
+        """E.g. "--keepalive 20", "KV_KEEPALIVE=20", "keepalive = 20 in FILE", "the default --keepalive 5"."""
+        if self.source == setting.flag:
+            return f"{setting.flag} {self.value}"
+        if self.source == setting.env:
+            return f"{setting.env}={self.value}"
+        if self.source == "default":
+            return f"the default {setting.flag} {self.value}"
+        return f"{setting.gunicorn} = {self.value!r} in {self.source}"
+
+
+def resolve(setting: Setting, given: Any, config: Mapping[str, Any] | None = None, config_name: str = "",
+            environ: Mapping[str, str] | None = None) -> Resolved:
+    """The value of `setting` and where it came from: the flag's `given`
+    value, else the environment, else the gunicorn config file's setting
+    (`config`, the names the file defines), else the default."""
+    if given is not None:
+        return Resolved(given, setting.flag)
+    from_env = setting.from_env(environ)
+    if from_env is not None:
+        return Resolved(from_env, setting.env)
+    default = setting.default_value()
+    if config is not None and setting.gunicorn and config.get(setting.gunicorn) is not None:
+        value = config[setting.gunicorn]
+        source = f"{config_name}: {setting.gunicorn}"
+        if setting.gunicorn == "bind":
+            value = [setting.parse_from(str(v), source) for v in ([value] if isinstance(value, str) else value)]
+            default = [default]
+        else:
+            value = setting.parse_from(str(value), source)
+        # kv/gunicorn_conf.py sets every kv setting to its default (the
+        # environment was looked at above): a file that only imports it sets nothing.
+        if value != default:
+            return Resolved(value, config_name)
+    return Resolved(default, "default")
+
+
+def table() -> str:
+    """The settings as a Markdown table (for the documentation)."""
+    rows = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        shown = s.shown_default or ("none" if s.default is None else str(s.default))
+        rows.append(f"| {s.name} | `{s.flag}` | `{s.env}` | {shown} | {s.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
