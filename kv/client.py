@@ -52,18 +52,51 @@ def key_path(key: str) -> str:
     return f"/v1/keys/{encoded}"
 
 
+def _security(token, cacert, cert, key) -> dict:
+    """httpx arguments for a read token and TLS (each argument, else its KV_* variable)."""
+    import ssl
+
+    token, cacert, cert, key = (settings.BY_NAME[n].value(v) for n, v in
+                                (("token", token), ("cacert", cacert), ("cert", cert), ("key", key)))
+    out: dict = {}
+    if token:
+        out["headers"] = {"authorization": f"Bearer {token}"}
+    if cacert or cert:
+        from .errors import SettingError
+
+        step = f"--cacert {cacert}"
+        try:
+            ctx = ssl.create_default_context(cafile=cacert)
+            step = f"--cert {cert}" + (f" --key {key}" if key else "")
+            if cert:
+                ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise SettingError(f"{step}: {getattr(e, 'reason', None) or getattr(e, 'strerror', None) or e}") from None
+        out["verify"] = ctx
+    return out
+
+
+def _ssl_reason(e: Exception) -> str:
+    text = str(e)
+    return text[text.find("certificate verify failed"):].split(" (_ssl")[0].rstrip(")") if "verify failed" in text else text
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
-                 batch_limit: int = DEFAULT_BATCH_LIMIT):
+                 batch_limit: int = DEFAULT_BATCH_LIMIT, token: str | None = None, cacert: str | None = None,
+                 cert: str | None = None, key: str | None = None):
         """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
         to KV_TIMEOUT, then 5 (kv/settings.py). A bad KV_URL or KV_TIMEOUT is a
-        SettingError (a ValueError) naming the variable."""
+        SettingError (a ValueError) naming the variable. `token` (KV_TOKEN) is
+        sent as `Authorization: Bearer`; `cacert` (KV_CACERT) verifies an
+        https:// server; `cert` and `key` (KV_CERT, KV_KEY) are a client certificate."""
         self.url = (url or settings.URL.value()).rstrip("/")
         self.timeout = settings.TIMEOUT.value(timeout)
         self.retries = retries
         self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
         self.http = httpx.Client(base_url=self.url, timeout=self.timeout,
-                                 limits=httpx.Limits(max_keepalive_connections=1))
+                                 limits=httpx.Limits(max_keepalive_connections=1),
+                                 **_security(token, cacert, cert, key))
         self._shards: dict | None = None  # None: not read yet; {}: not sharded
         self.last_generation: str | None = None
 
@@ -73,6 +106,9 @@ class Client:
                 r = self.http.request(method, path, **kw)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                    raise ServerUnreachable(f"the TLS certificate of {self.url} does not verify ({_ssl_reason(e)}); "
+                                            "give its CA with --cacert / KV_CACERT") from None
                 if attempt == self.retries:
                     raise ServerUnreachable(f"no kv server at {self.url} ({e}); start one with `kv serve DATA` or set --url / KV_URL") from None
             except httpx.TimeoutException as e:  # connected, but no answer (read, write or pool timeout)

@@ -25,9 +25,12 @@ from pathlib import Path
 from string import Template
 
 from .keys import SHARD_REDIRECT
+from .settings import NGINX_BURST, NGINX_RATE
 from .shard import check_shard_count, key_range
 
 KEY_KINDS = ("uuid", "string")
+DEFAULT_RATE = NGINX_RATE  # per-client limit_req of the front (kv/settings.py says why)
+DEFAULT_BURST = NGINX_BURST
 
 
 def shard_map(shards: int, upstreams: dict[int, list[str]], keys: str = "uuid") -> dict:
@@ -66,12 +69,20 @@ def render_nginx(
     max_body: str = "256k",
     connect_timeout: str = "1s",
     read_timeout: str = "5s",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    rate: int = DEFAULT_RATE,
+    burst: int = DEFAULT_BURST,
     command: str = "kv deploy nginx",
     keys: str = "uuid",
 ) -> str:
     check_shard_count(shards)
     if keys not in KEY_KINDS:
         raise ValueError(f"--keys {keys!r}: expected one of {', '.join(KEY_KINDS)}")
+    if bool(certfile) != bool(keyfile):
+        raise ValueError("TLS needs both --certfile and --keyfile")
+    if rate < 0 or burst < 0:
+        raise ValueError("--rate and --burst must be 0 or more")
     missing = [i for i in range(shards) if not upstreams.get(i)]
     if missing:
         raise ValueError(f"no --upstream for shard(s) {', '.join(map(str, missing))}")
@@ -101,6 +112,13 @@ def render_nginx(
         **routing,
         shard_entries="\n".join(f"    {i} kv_shard_{i};" for i in range(shards)),
         listen=listen,
+        listen_line=f"{listen} ssl" if certfile else listen,
+        tls=(f"    # TLS ends here; the shards behind are on a private network or loopback.\n"
+             f"    ssl_certificate {certfile};\n    ssl_certificate_key {keyfile};\n"
+             f"    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:kv_tls:10m;\n") if certfile else "",
+        rate_doc=f"{rate} requests/s per client address, bursts of {burst}" if rate else "off: --rate 0",
+        limit_zone=f"limit_req_zone $binary_remote_addr zone=kv_per_client:10m rate={rate}r/s;" if rate else "",
+        limit_req=f"limit_req zone=kv_per_client burst={burst} nodelay;" if rate else "# limit_req off (--rate 0)",
         max_body=max_body,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
@@ -177,7 +195,8 @@ def parse_upstreams(specs: list[str]) -> dict[int, list[str]]:
 
 
 def command_line(shards: int, upstreams: dict[int, list[str]], *, listen: str = "127.0.0.1:8080", max_fails: int = 1,
-                 fail_timeout: str = "5s", output: str = "-", keys: str = "uuid") -> str:
+                 fail_timeout: str = "5s", output: str = "-", keys: str = "uuid", certfile: str | None = None,
+                 keyfile: str | None = None, rate: int = DEFAULT_RATE, burst: int = DEFAULT_BURST) -> str:
     """The `kv deploy nginx` command that renders this front (written into the
     file's header so that running it again regenerates the file)."""
     parts = ["kv deploy nginx", f"--shards {shards}"]
@@ -190,6 +209,12 @@ def command_line(shards: int, upstreams: dict[int, list[str]], *, listen: str = 
         parts.append(f"--max-fails {max_fails}")
     if fail_timeout != "5s":
         parts.append(f"--fail-timeout {fail_timeout}")
+    if certfile:
+        parts.append(f"--certfile {certfile} --keyfile {keyfile}")
+    if rate != DEFAULT_RATE:
+        parts.append(f"--rate {rate}")
+    if burst != DEFAULT_BURST:
+        parts.append(f"--burst {burst}")
     if output != "-":
         parts.append(f"-o {output}")
     return " ".join(parts)

@@ -45,11 +45,13 @@ class Stats:
 class Table:
     """A read-only table. `get(key)` returns the value bytes or None."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, fd: int | None = None):
+        """`fd`: an open descriptor of the file to map instead of opening `path`
+        (which then only names it); it is duplicated, not taken."""
         self.path = Path(path)
         try:
             # O_NONBLOCK: opening a FIFO by mistake must not wait for a writer.
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.dup(fd) if fd is not None else os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise FileNotFoundError(f"table {self.path} does not exist") from None
         except PermissionError:
@@ -455,7 +457,8 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
     return meta
 
 
-def open_table(path: str | os.PathLike) -> Table:
-    """Map the table at `path` read-only. Raises TableCorrupt for a truncated,
-    foreign, damaged or other-version file, FileNotFoundError if missing."""
-    return Table(path)
+def open_table(path: str | os.PathLike, fd: int | None = None) -> Table:
+    """Map the table at `path` (or the open descriptor `fd` of it) read-only.
+    Raises TableCorrupt for a truncated, foreign, damaged or other-version
+    file, FileNotFoundError if missing."""
+    return Table(path, fd)

@@ -35,9 +35,14 @@ def escape_key(key: str) -> str:
 
 
 def add_client_arguments(p) -> None:
-    """--url and --timeout: where the server is and how long to wait for it."""
-    settings.URL.add_to(p)
-    settings.TIMEOUT.add_to(p)
+    """--url, --timeout, --token, --cacert, --cert, --key: where the server is,
+    how long to wait for it, and how to prove who the client is."""
+    for s in settings.CLIENT_SETTINGS:
+        s.add_to(p)
+
+
+def client_kwargs(args) -> dict:
+    return {"timeout": args.timeout, "token": args.token, "cacert": args.cacert, "cert": args.cert, "key": args.key}
 
 
 def add_arguments(p) -> None:
@@ -51,7 +56,7 @@ def run(args) -> int:
 
     out = sys.stdout.buffer
     try:
-        with Client(args.url, timeout=args.timeout) as c:
+        with Client(args.url, **client_kwargs(args)) as c:
             if len(args.keys) == 1:
                 value = c.get(args.keys[0])
                 if value is None:

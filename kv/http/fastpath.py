@@ -19,7 +19,9 @@ The checked path refuses, each with a problem response:
 - headers over MAX_HEADERS bytes or MAX_HEADER_FIELDS lines: 431;
 - an HTTP/1.1 request without a Host header: 400 (RFC 9112, 3.2);
 - a body over `max_body` bytes, declared or sent: 413;
-- a body that takes longer than `body_seconds` to arrive: 408.
+- a body that takes longer than `body_seconds` to arrive: 408;
+- with read tokens, a request without an accepted one: 401/403 (kv/http/auth.py,
+  which the fast path's header loop also asks).
 
 Every request it sees is counted by route label and status. A client that
 disconnects before its request body has arrived got no response at all: it
@@ -115,6 +117,7 @@ class FastPath:
         buckets = metrics.LATENCY_BUCKETS
         first = buckets[0]
         where = bisect_left
+        allows = state.guard.allows  # read tokens (kv/http/auth.py); None: none needed
 
         async def call(scope, receive, send):
             if scope["type"] != "http":
@@ -123,12 +126,15 @@ class FastPath:
             raw = scope["raw_path"]
             if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"]:
                 headers = scope["headers"]
+                bearer = None
                 for name, value in headers:
                     # Conditional, JSON (any case: RFC 9110 media types are
                     # case-insensitive) and oversized requests take the full
                     # path, which checks every limit (431, 414) and says why.
                     if name == b"if-none-match" or (name == b"accept" and b"json" in value.lower()) or len(name) + len(value) > FAST_MAX_FIELD:
                         break
+                    if name == b"authorization":
+                        bearer = value
                 else:
                     # Host comes first from every client and proxy we know
                     # (curl, httpx, wrk, browsers, nginx); a request whose
@@ -136,6 +142,8 @@ class FastPath:
                     # takes the checked path.
                     if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
                         return await slow(scope, receive, send, t0)
+                    if allows is not None and not allows(bearer):
+                        return await slow(scope, receive, send, t0)  # 401 or 403, said there
                     key = raw[cut:]
                     try:
                         value = get(unquote(key) if decode and b"%" in key else key)
@@ -168,9 +176,9 @@ class FastPath:
             await send(message)
 
         try:
-            refusal = self.refusal(scope)
+            refusal = self.refusal(scope) or self.state.guard.refusal(scope)
             if refusal is not None:
-                return await refusal(scope, receive, send_counted)
+                return await _closing_if_body(scope, refusal)(scope, receive, send_counted)
             if route == KEY.path:
                 # Keys route on the raw path: "%2F" is a slash inside the key,
                 # which FastAPI, routing on the decoded path, would split on.
@@ -197,7 +205,7 @@ class FastPath:
                     status[0] = DISCONNECTED
                     return
                 if isinstance(body, Response):
-                    return await body(scope, receive, send_counted)
+                    return await _closing_if_body(scope, body)(scope, receive, send_counted)
                 if route == BATCH.path and scope["method"] == "POST":
                     # Straight to the handler: FastAPI's routing and request
                     # objects cost more than looking up 100 keys.
@@ -250,6 +258,21 @@ class FastPath:
         except TimeoutError:
             return problem(408, "Request timeout", f"the request body took longer than {self.body_seconds:g} s to arrive",
                            headers={"connection": "close"})
+
+
+def _closing_if_body(scope, response: Response) -> Response:
+    """A refusal answered before the request body was read says `Connection:
+    close` (and uvicorn then closes): on a kept connection the unread body, or
+    the body a client sends after `Expect: 100-continue` anyway, would be
+    parsed as the next request, and the client's real next request lost in it."""
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            response.headers["connection"] = "close"
+            from ..worker import close_lingering_after  # under gunicorn: close without a reset (kv/worker.py)
+
+            close_lingering_after(scope)
+            break
+    return response
 
 
 def _replay(body: bytes, receive):
