@@ -195,6 +195,10 @@ CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout
                  "gunicorn configuration file; the flags and KV_* variables above override what it sets",
                  shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
                  "kv/gunicorn_conf.py", metavar="FILE")
+TABLE_DIR = Setting("table_dir", "--table-dir", "KV_TABLE_DIR", file_path, None,
+                    "when PATH is a data file: build its table in DIR (created when missing) instead of beside the "
+                    "data, e.g. when the data is on a read-only volume", shown_default="beside the data file",
+                    metavar="DIR")
 URL = Setting("url", "--url", "KV_URL", server_url, f"http://{BIND.default}", "server URL", metavar="URL")  # kv serve's default address
 TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
                   "seconds to wait for the server to accept and to answer; a server silent that long "
@@ -224,10 +228,10 @@ CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
 KEY = Setting("key", "--key", "KV_KEY", file_path, None,
               "the private key of --cert, when not in the same file", metavar="FILE")
 
-SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, CERTFILE, KEYFILE,
+SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, CERTFILE, KEYFILE,
                                  CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
 BY_NAME = {s.name: s for s in SETTINGS}
-SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG,
+SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR,
                    CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND)  # kv serve's
 CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
 
