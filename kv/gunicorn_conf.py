@@ -9,7 +9,14 @@ import shutil
 import ssl
 
 from kv.settings import (  # noqa: F401 (available_cpus: kept importable here)
-    BIND, CA_CERTS, CERTFILE, KEEPALIVE, KEYFILE, LOG_LEVEL, WORKERS, available_cpus,
+    BIND,
+    CA_CERTS,
+    CERTFILE,
+    KEEPALIVE,
+    KEYFILE,
+    LOG_LEVEL,
+    WORKERS,
+    available_cpus,
 )
 
 # bind, workers, keepalive and loglevel: the KV_* variable, else kv's default

@@ -14,8 +14,7 @@ EXITS = {
     Exit.USAGE: "bad usage or malformed key",
     Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
 }
-EXAMPLE = ("kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; "
-           "kv get -- -KEY (a key starting with '-')")
+EXAMPLE = "kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; kv get -- -KEY (a key starting with '-')"
 
 OUTPUT = """\
 output: one KEY prints its value's raw bytes, with no newline added (so
@@ -46,7 +45,9 @@ def client_kwargs(args) -> dict:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'")
+    p.add_argument(
+        "keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'"
+    )
     add_client_arguments(p)
     p.description = f"{p.description}\n\n{OUTPUT}"
 

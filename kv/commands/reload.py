@@ -7,8 +7,11 @@ import sys
 from .. import settings
 from .exits import Exit
 
-EXITS = {Exit.OK: "reloaded", Exit.FAILED: "refused or failed (no pid file, server not running, bad current table)",
-         Exit.USAGE: "bad usage"}
+EXITS = {
+    Exit.OK: "reloaded",
+    Exit.FAILED: "refused or failed (no pid file, server not running, bad current table)",
+    Exit.USAGE: "bad usage",
+}
 EXAMPLE = "kv reload --root /var/lib/kv"
 
 
@@ -16,10 +19,18 @@ def add_reload_options(p, with_flag: bool) -> None:
     """--pid-file and --wait (and --reload, for publish and rollback)."""
     if with_flag:
         p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
-    settings.PID_FILE.add_to(p, help="the server's pid file; when neither is given, the first that exists of "
-                                     "ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                   help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)")
+    settings.PID_FILE.add_to(
+        p,
+        help="the server's pid file; when neither is given, the first that exists of "
+        "ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)",
+    )
 
 
 def logger(command: str):

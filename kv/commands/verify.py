@@ -36,5 +36,5 @@ def run(args) -> int:
 def _without_path(message: str, path: str) -> str:
     for prefix in (f"{path}: ", f"{Path(path)}: "):
         if message.startswith(prefix):
-            return message[len(prefix):]
+            return message[len(prefix) :]
     return message
