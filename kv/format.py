@@ -11,8 +11,8 @@ boundaries; the metadata follows the slots unpadded.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import mmap
