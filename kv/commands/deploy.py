@@ -27,7 +27,7 @@ The file's first line names the command that rendered it: run that command
 again (from the repository root) to regenerate it."""
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..settings import NGINX_BURST as DEFAULT_BURST
     from ..settings import NGINX_RATE as DEFAULT_RATE
 
@@ -76,7 +76,7 @@ def add_arguments(p) -> None:
     n.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"file to write ('-' for stdout; default {DEFAULT_OUTPUT})")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..deploy import command_line, parse_upstreams, render_nginx, write_config
 
     try:

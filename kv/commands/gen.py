@@ -1,5 +1,8 @@
 """kv gen N -o FILE [--seed S]"""
 
+from __future__ import annotations
+
+import argparse
 import os
 import sys
 import time
@@ -11,7 +14,7 @@ EXITS = {Exit.OK: "written", Exit.FAILED: "cannot write the file", Exit.USAGE: "
 EXAMPLE = "kv gen 10000 --seed 42 -o example.data"
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("count", type=int, metavar="N", help="number of records")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="data file to write ('-' for stdout)")
     p.add_argument("--seed", type=int, default=0, help="random seed, zero or more; the same seed gives the same file (default 0)")
@@ -24,7 +27,7 @@ def add_arguments(p):
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..gen import generate_file
 
     if args.count < 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Any
 
 from .. import settings
 from ..errors import InvalidKey
@@ -33,18 +35,18 @@ def escape_key(key: str) -> str:
     return key.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def add_client_arguments(p) -> None:
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
     """--url, --timeout, --token, --cacert, --cert, --key: where the server is,
     how long to wait for it, and how to prove who the client is."""
     for s in settings.CLIENT_SETTINGS:
         s.add_to(p)
 
 
-def client_kwargs(args) -> dict:
+def client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"timeout": args.timeout, "token": args.token, "cacert": args.cacert, "cert": args.cert, "key": args.key}
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'"
     )
@@ -52,7 +54,7 @@ def add_arguments(p) -> None:
     p.description = f"{p.description}\n\n{OUTPUT}"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..client import Client, ServerError, ServerUnreachable
 
     out = sys.stdout.buffer

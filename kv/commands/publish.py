@@ -29,7 +29,7 @@ def _keep_count(text: str) -> int:
     return n
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="DATA_OR_TABLE", help="data file to build, or a table (.kvt) to copy in")
     p.add_argument("--root", required=True, metavar="DIR", help="publish root (what `kv serve --root` serves)")
     p.add_argument(
@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     add_reload_options(p, with_flag=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..errors import DataFormatError
     from ..publish import PublishError, publish, reload
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 
 from .. import settings
 from .exits import Exit
@@ -15,7 +17,7 @@ EXITS = {
 EXAMPLE = "kv reload --root /var/lib/kv"
 
 
-def add_reload_options(p, with_flag: bool) -> None:
+def add_reload_options(p: argparse.ArgumentParser, with_flag: bool) -> None:
     """--pid-file and --wait (and --reload, for publish and rollback)."""
     if with_flag:
         p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
@@ -33,16 +35,16 @@ def add_reload_options(p, with_flag: bool) -> None:
     )
 
 
-def logger(command: str):
+def logger(command: str) -> Callable[[str], None]:
     return lambda m: print(f"kv {command}: {m}", file=sys.stderr)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR", help="publish root (its kv.pid is one place the pid file is looked for)")
     add_reload_options(p, with_flag=False)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..publish import PublishError, reload
 
     log = logger("reload")
