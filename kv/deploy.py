@@ -137,11 +137,15 @@ def _uuid_routing(shards: int, bits: int) -> dict[str, str]:
         shard = byte >> (8 - bits) if bits else 0
         entries.append(f"    {byte:02x} kv_shard_{shard};")  # nginx map strings ignore case
     return {
-        "routing_comment": f"# Keys route by their first two hex digits: shard i of {shards} holds the keys\n"
-        f"# whose first byte's leading {bits} bits equal i (see docs/OPERATIONS.md, Scale-out).",
-        "key_maps": "# First two hex digits of the key (either case) -> that shard's upstream.\n"
-        "map $kv_prefix $kv_upstream {\n"
-        "    default kv_shard_0;  # not a key: any shard answers 400 with the reason\n" + "\n".join(entries) + "\n}",
+        "routing_comment": (
+            f"# Keys route by their first two hex digits: shard i of {shards} holds the keys\n"
+            f"# whose first byte's leading {bits} bits equal i (see docs/OPERATIONS.md, Scale-out)."
+        ),
+        "key_maps": (
+            "# First two hex digits of the key (either case) -> that shard's upstream.\n"
+            "map $kv_prefix $kv_upstream {\n"
+            "    default kv_shard_0;  # not a key: any shard answers 400 with the reason\n" + "\n".join(entries) + "\n}"
+        ),
         "key_locations": '    location ~ "^/v1/keys/(?<kv_prefix>[0-9a-fA-F]{2})" {\n        proxy_pass http://$kv_upstream;\n    }',
     }
 
