@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
+# The formatter would dedent the example lines, which --help shows as they are.
+# fmt: off
 """Draw the benchmark plots from docs/bench/*.json into docs/img/*.png.
 
-python loadtest/plots.py
-python loadtest/plots.py --http /tmp/h.json --engine /tmp/e.json --img /tmp/img   # other runs' output
+    python loadtest/plots.py
+    python loadtest/plots.py --http /tmp/h.json --engine /tmp/e.json --img /tmp/img   # other runs' output
 """
+# fmt: on
 
 from __future__ import annotations
 
