@@ -114,22 +114,25 @@ def test_if_none_match_with_other_etag_gives_the_value(client):
     assert r.status_code == 200 and r.content == b"this is a value"
 
 
-@pytest.mark.parametrize("header", ['W/ETAG', '"0000000000000000", ETAG', '*'])
+@pytest.mark.parametrize("header", ["W/ETAG", '"0000000000000000", ETAG', "*"])
 def test_if_none_match_weak_listed_or_star_gives_304(client, header):
     etag = client.get(f"/v1/keys/{HIT}").headers["etag"]
     r = client.get(f"/v1/keys/{HIT}", headers={"If-None-Match": header.replace("ETAG", etag)})
     assert r.status_code == 304
 
 
-@pytest.mark.parametrize("accept,json_expected", [
-    ("application/json", True),
-    ("application/json, */*;q=0.5", True),
-    ("text/plain;q=0.5, application/json", True),
-    ("application/json;q=0", False),
-    ("*/*;q=0.8, application/json;q=0.1", False),
-    ("text/html,application/xhtml+xml,*/*;q=0.8", False),
-    ("application/jsonx", False),
-])
+@pytest.mark.parametrize(
+    "accept,json_expected",
+    [
+        ("application/json", True),
+        ("application/json, */*;q=0.5", True),
+        ("text/plain;q=0.5, application/json", True),
+        ("application/json;q=0", False),
+        ("*/*;q=0.8, application/json;q=0.1", False),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+        ("application/jsonx", False),
+    ],
+)
 def test_json_only_when_accept_ranks_it_first(client, accept, json_expected):
     r = client.get(f"/v1/keys/{HIT}", headers={"Accept": accept})
     assert r.status_code == 200
@@ -147,8 +150,17 @@ def test_absent_key_is_404_problem(client):
     assert body["status"] == 404 and ABSENT in body["detail"]
 
 
-@pytest.mark.parametrize("bad", ["nope", "3479d894-3271-4935-88cf-a06f3cbb80a", "3479d894-3271-4935-88cf-a06f3cbb80aZ",
-                                 "3479d894_3271_4935_88cf_a06f3cbb80a5", "caf\u00e9", "x" * 300])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nope",
+        "3479d894-3271-4935-88cf-a06f3cbb80a",
+        "3479d894-3271-4935-88cf-a06f3cbb80aZ",
+        "3479d894_3271_4935_88cf_a06f3cbb80a5",
+        "caf\u00e9",
+        "x" * 300,
+    ],
+)
 def test_malformed_key_is_400_problem_saying_why(client, bad):
     r = client.get(f"/v1/keys/{bad}")
     assert r.status_code == 400
@@ -161,8 +173,11 @@ def test_batch_returns_values_and_missing(client, app):
     r = client.post("/v1/batch", json={"keys": [HIT, ABSENT, NUMBER.upper()]})
     assert r.status_code == 200
     body = r.json()
-    assert body == {"generation": app.state.table.generation, "values": {HIT: "this is a value", NUMBER.upper(): "1234"},
-                    "missing": [ABSENT]}
+    assert body == {
+        "generation": app.state.table.generation,
+        "values": {HIT: "this is a value", NUMBER.upper(): "1234"},
+        "missing": [ABSENT],
+    }
 
 
 def test_batch_non_utf8_values_come_base64(client):
@@ -270,7 +285,9 @@ def test_docs_work_offline(client):
 def test_openapi_documents_the_contract(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/keys/{key}", "/v1/batch", "/v1/stats", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
-    assert spec["paths"]["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["keys"]["maxItems"] == 10
+    assert (
+        spec["paths"]["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["keys"]["maxItems"] == 10
+    )
 
 
 def test_metrics_exposition(client):
@@ -300,9 +317,19 @@ def test_a_request_body_that_trickles_past_the_deadline_is_408(app):
     async def send(message):
         messages.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/batch", "raw_path": b"/v1/batch", "query_string": b"",
-             "headers": [(b"host", b"test"), (b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/batch",
+        "raw_path": b"/v1/batch",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5555),
+        "root_path": "",
+    }
     asyncio.run(asyncio.wait_for(slow_app(scope, receive, send), 5))
     start = messages[0]
     assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
@@ -337,13 +364,16 @@ def test_table_corrupted_under_a_running_worker_gives_503_and_not_ready(tmp_path
 # -- HTTP rules --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,path,allow", [
-    ("POST", f"/v1/keys/{HIT}", "GET, HEAD"),
-    ("DELETE", f"/v1/keys/{HIT}", "GET, HEAD"),
-    ("DELETE", "/v1/stats", "GET, HEAD"),
-    ("POST", "/healthz", "GET, HEAD"),
-    ("GET", "/v1/batch", "POST"),
-])
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("POST", f"/v1/keys/{HIT}", "GET, HEAD"),
+        ("DELETE", f"/v1/keys/{HIT}", "GET, HEAD"),
+        ("DELETE", "/v1/stats", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("GET", "/v1/batch", "POST"),
+    ],
+)
 def test_405_allow_lists_every_method_of_the_route_head_wherever_get(client, method, path, allow):
     r = client.request(method, path)
     assert r.status_code == 405
@@ -409,9 +439,20 @@ def _asgi(app, method: str, path: str, headers: list, receive, http_version: str
     async def send(message):
         messages.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": http_version, "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": http_version,
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
     return messages
 

@@ -6,11 +6,11 @@ import shutil
 import uuid
 
 import pytest
+from conftest import write_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kv
-from conftest import write_records
 from kv.build import MAX_LINE, BuildOptions, build_table
 from kv.format import MAX_VALUE_LEN
 
@@ -39,7 +39,7 @@ MALFORMED = [
     pytest.param(K1[:-1].encode() + b"g value", "not a hex digit", id="non-hex"),
     pytest.param(K1[:-1].encode() + b"\xc3 value", "not a hex digit", id="non-ascii"),
     pytest.param(K1.replace("-", "_").encode() + b" value", "expected '-'", id="underscores"),
-    pytest.param(("3479d89-43271-4935-88cf-a06f3cbb80a5 value").encode(), "expected '-'", id="hyphen-moved"),
+    pytest.param((b"3479d89-43271-4935-88cf-a06f3cbb80a5 value"), "expected '-'", id="hyphen-moved"),
     pytest.param(K1.replace("-", "").encode() + b" value", "32 characters long", id="32-hex"),
     pytest.param(b" " + K1.encode() + b" value", "0 characters long", id="leading-space"),
 ]
@@ -287,14 +287,22 @@ def model(lines: list[bytes], skip_invalid, on_duplicate, cr):
     cr=st.sampled_from(["error", "strip", "keep"]),
     block_size=st.sampled_from([16, 64, 1000, 4 << 20]),
 )
-def test_builder_follows_the_input_rules_for_any_file(tmp_path_factory, lines, crs, final_newline, skip_invalid, on_duplicate, cr, block_size):
-    lines = [line + b"\r" if c else line for line, c in zip(lines, crs + [False] * len(lines))]
+def test_builder_follows_the_input_rules_for_any_file(
+    tmp_path_factory, lines, crs, final_newline, skip_invalid, on_duplicate, cr, block_size
+):
+    lines = [line + b"\r" if c else line for line, c in zip(lines, crs + [False] * len(lines), strict=False)]
     content = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     if lines and not final_newline and lines[-1] == b"":
         lines = lines[:-1]  # no bytes after the last newline: no last line
     d = tmp_path_factory.mktemp("rules")
     want = model(lines, skip_invalid, on_duplicate, cr)
-    options = dict(skip_invalid=skip_invalid, on_duplicate=on_duplicate, strip_cr=cr == "strip", keep_cr=cr == "keep", block_size=block_size)
+    options = {
+        "skip_invalid": skip_invalid,
+        "on_duplicate": on_duplicate,
+        "strip_cr": cr == "strip",
+        "keep_cr": cr == "keep",
+        "block_size": block_size,
+    }
     if want[0] == "error":
         with pytest.raises(kv.DataFormatError, match=rf"in.data:{want[1]}: "):
             build(d, content, **options)
@@ -303,7 +311,7 @@ def test_builder_follows_the_input_rules_for_any_file(tmp_path_factory, lines, c
     _, table, skipped, dups, stripped = want
     report, t = build(d, content, **options)
     with t:
-        assert dict((k.decode(), v) for k, v in t.items()) == table
+        assert {k.decode(): v for k, v in t.items()} == table
         assert all(t.get(k) == v for k, v in table.items())
         assert (report.records, report.skipped, report.duplicates, report.cr_stripped) == (len(table), skipped, dups, stripped)
         assert report.lines == len(lines) == report.records + report.skipped + report.duplicates
@@ -317,15 +325,17 @@ def messy(tmp_path_factory):
     for i in range(600):
         k = str(uuid.UUID(int=i * 31337 + 5, version=4))
         kind = i % 7
-        lines.append({
-            0: f"{k} plain {i}".encode(),
-            1: f"{k.upper()} upper {i}".encode(),
-            2: f"{k} crlf {i}\r".encode(),
-            3: b"bad line %d" % i,
-            4: f"{K1} dup {i}".encode(),
-            5: f"{k} ".encode(),
-            6: f"{k} \xff\xfe non-utf8 {i}".encode("latin-1"),
-        }[kind])
+        lines.append(
+            {
+                0: f"{k} plain {i}".encode(),
+                1: f"{k.upper()} upper {i}".encode(),
+                2: f"{k} crlf {i}\r".encode(),
+                3: b"bad line %d" % i,
+                4: f"{K1} dup {i}".encode(),
+                5: f"{k} ".encode(),
+                6: f"{k} \xff\xfe non-utf8 {i}".encode("latin-1"),
+            }[kind]
+        )
     data = d / "messy.data"
     data.write_bytes(b"\n".join(lines))
     return data
@@ -383,11 +393,11 @@ def test_default_output_name_replaces_the_suffix(tmp_path):
 
 
 BAD_OPTIONS = [
-    (dict(on_duplicate="newest"), "--on-duplicate"),
-    (dict(load_factor=0.99), "--load-factor"),
-    (dict(load_factor=0.05), "--load-factor"),
-    (dict(load_factor=float("nan")), "--load-factor"),
-    (dict(strip_cr=True, keep_cr=True), "exclude"),
+    ({"on_duplicate": "newest"}, "--on-duplicate"),
+    ({"load_factor": 0.99}, "--load-factor"),
+    ({"load_factor": 0.05}, "--load-factor"),
+    ({"load_factor": float("nan")}, "--load-factor"),
+    ({"strip_cr": True, "keep_cr": True}, "exclude"),
 ]
 
 

@@ -5,9 +5,9 @@ reuse check."""
 import uuid
 
 import pytest
+from conftest import write_records
 
 import kv
-from conftest import write_records
 from kv.build import build_table
 from kv.cli import main
 from kv.options import BuildOptions
@@ -31,8 +31,7 @@ def test_publish_builds_with_the_options_it_is_given(data, tmp_path):
 
 
 def test_kv_publish_flags_are_the_build_flags(data, tmp_path, capsys):
-    code = main(["publish", str(data), "--root", str(tmp_path / "root"), "--on-duplicate", "first", "--strip-cr",
-                 "--load-factor", "0.6"])
+    code = main(["publish", str(data), "--root", str(tmp_path / "root"), "--on-duplicate", "first", "--strip-cr", "--load-factor", "0.6"])
     assert code == 0, capsys.readouterr().err
     with kv.open_table(tmp_path / "root" / "current") as t:
         assert t.meta["options"] == BuildOptions(on_duplicate="first", strip_cr=True, load_factor=0.6).recorded()

@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 import xxhash
+from conftest import ROOT, write_records
+from serverutil import KV
 
 import kv
-from conftest import ROOT, write_records
 from kv import format as fmt
 from kv.cli import main
 from kv.options import BuildOptions
-from serverutil import KV
 
 K1, K2 = str(uuid.UUID(int=11, version=4)), str(uuid.UUID(int=12, version=4))
 
@@ -69,10 +69,13 @@ def test_gen_refuses_a_negative_count(kv_cli, tmp_path):
     assert code == 2 and "zero or more" in err and not (tmp_path / "g.data").exists()
 
 
-@pytest.mark.parametrize("args,code,said", [
-    (("--seed", "-1"), 2, "--seed must be zero or more"),
-    (("-o", "/nonexistent/dir/g.data"), 1, "cannot write /nonexistent/dir/g.data"),
-])
+@pytest.mark.parametrize(
+    "args,code,said",
+    [
+        (("--seed", "-1"), 2, "--seed must be zero or more"),
+        (("-o", "/nonexistent/dir/g.data"), 1, "cannot write /nonexistent/dir/g.data"),
+    ],
+)
 def test_gen_errors_say_what_is_wrong(kv_cli, args, code, said):
     got, _, err = kv_cli("gen", 10, *(("-o", "-") if "-o" not in args else ()), *args)
     assert got == code and said in err
@@ -179,8 +182,13 @@ def test_build_errors_exit_1_with_the_reason(kv_cli, tmp_path, case):
 def test_kv_and_build_table_py_make_the_same_table(gen_data, tmp_path):
     data, _ = gen_data
     r1 = subprocess.run([KV, "build", str(data), "-o", str(tmp_path / "a.kvt")], capture_output=True, text=True, timeout=120)
-    r2 = subprocess.run([sys.executable, str(ROOT / "build_table.py"), str(data), "-o", str(tmp_path / "b.kvt")],
-                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r2 = subprocess.run(
+        [sys.executable, str(ROOT / "build_table.py"), str(data), "-o", str(tmp_path / "b.kvt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r1.returncode == r2.returncode == 0, r1.stderr + r2.stderr
     assert "records" in r1.stderr and "table bytes" in r2.stderr
     assert (tmp_path / "a.kvt").read_bytes() == (tmp_path / "b.kvt").read_bytes()
@@ -205,7 +213,9 @@ def corrupt_copies(src, tmp_path):
     resealed = bytearray(raw)
     resealed[h.slots_offset : h.slots_offset + 4] = b"\xff\xff\xff\xff"
     hh = dataclasses.replace(h, content_checksum=xxhash.xxh3_64_intdigest(bytes(resealed[fmt.HEADER_SIZE :]))).pack()
-    resealed[: fmt.HEADER.size] = hh[: fmt.HEADER_CHECKSUM_AT] + xxhash.xxh3_64_intdigest(hh[: fmt.HEADER_CHECKSUM_AT]).to_bytes(8, "little")
+    resealed[: fmt.HEADER.size] = hh[: fmt.HEADER_CHECKSUM_AT] + xxhash.xxh3_64_intdigest(hh[: fmt.HEADER_CHECKSUM_AT]).to_bytes(
+        8, "little"
+    )
     paths = {}
     for name, content in (("flipped", flipped), ("truncated", truncated), ("structure", resealed)):
         paths[name] = tmp_path / f"{name}.kvt"

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from serverutil import KV
 
 from kv.client import Client, ServerError, ServerUnreachable
-from serverutil import KV
 
 K1, K2, K3 = (str(uuid.UUID(int=i, version=4)) for i in (1, 2, 3))
 
@@ -171,7 +171,7 @@ def test_a_413_without_a_limit_halves_the_batch():
         sizes.append(len(keys))
         if len(keys) > 3:
             return httpx.Response(413, text="<html>413 Request Entity Too Large</html>")
-        return httpx.Response(200, json={"values": {k: "v" for k in keys}, "missing": []})
+        return httpx.Response(200, json={"values": dict.fromkeys(keys, "v"), "missing": []})
 
     keys = [str(uuid.UUID(int=i, version=4)) for i in range(10)]
     with mock_client(handler) as c:
@@ -188,6 +188,7 @@ def test_a_413_for_a_single_key_is_a_server_error():
 def test_a_421_from_a_lone_shard_server_says_to_use_the_front():
     """Pointed at one shard's server, not the front: its batch answers 421
     and it has no shard map (404), so there is nothing to split by."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/shards":
             return httpx.Response(404, json={"detail": "Not Found"})

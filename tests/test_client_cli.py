@@ -5,11 +5,11 @@ import subprocess
 import uuid
 
 import pytest
+from conftest import free_port
+from serverutil import KV, running_server
 
 import kv
-from conftest import free_port
 from kv.client import Client, ServerUnreachable
-from serverutil import KV, running_server
 
 
 @pytest.fixture(scope="module")

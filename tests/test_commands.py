@@ -11,11 +11,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, free_port
+from serverutil import KV
+
 from kv.cli import COMMANDS, main, make_parser
 from kv.commands.exits import Exit
-from serverutil import KV
 
 HEAVY = ("numpy", "gunicorn", "fastapi", "starlette", "uvicorn")
 KEY = "3479d894-3271-4935-88cf-a06f3cbb80a5"
@@ -50,8 +50,10 @@ def test_exit_statuses_are_one_enum():
 # -- light commands --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["get", "--help"], ["stats", "--help"], ["serve", "--help"],
-                                  ["get", KEY, "--url", "URL"], ["stats", "--url", "URL"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["get", "--help"], ["stats", "--help"], ["serve", "--help"], ["get", KEY, "--url", "URL"], ["stats", "--url", "URL"]],
+)
 def test_client_commands_and_help_import_no_server_or_numpy_package(argv):
     argv = [a.replace("URL", f"http://127.0.0.1:{free_port()}") for a in argv]
     code = (
@@ -158,7 +160,7 @@ def test_deploy_nginx_help_example_is_a_command_that_runs(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["deploy", "nginx", "--help"])
     out = capsys.readouterr().out
-    lines = out[out.index("  kv deploy nginx"):].split("\n\n")[0]
+    lines = out[out.index("  kv deploy nginx") :].split("\n\n")[0]
     assert "  kv deploy nginx --shards 2 \\\n      --upstream 0=127.0.0.1:8001,127.0.0.1:8002 \\\n" in lines
     argv = shlex.split(lines.replace("\\\n", " "))
     assert argv[:3] == ["kv", "deploy", "nginx"]
@@ -178,9 +180,16 @@ def test_deploy_nginx_conf_is_what_the_command_in_its_header_renders(capsys):
 
     args = make_parser().parse_args(argv[1:])
     ups = parse_upstreams(args.upstream)
-    rendered = render_nginx(args.shards, ups, listen=args.listen, max_fails=args.max_fails, fail_timeout=args.fail_timeout,
-                            command=command_line(args.shards, ups, listen=args.listen, max_fails=args.max_fails,
-                                                 fail_timeout=args.fail_timeout, output=args.output))
+    rendered = render_nginx(
+        args.shards,
+        ups,
+        listen=args.listen,
+        max_fails=args.max_fails,
+        fail_timeout=args.fail_timeout,
+        command=command_line(
+            args.shards, ups, listen=args.listen, max_fails=args.max_fails, fail_timeout=args.fail_timeout, output=args.output
+        ),
+    )
     assert rendered == shipped, "deploy/nginx/kv.conf is stale: run the command in its first line from the repository root"
 
 
@@ -200,8 +209,22 @@ def test_a_bad_kv_url_is_named(monkeypatch):
 
 
 def test_deploy_nginx_for_string_keys_redirects_instead_of_mapping_prefixes(capsys):
-    code = main(["deploy", "nginx", "--keys", "string", "--shards", "2", "--upstream", "0=127.0.0.1:8001",
-                 "--upstream", "1=127.0.0.1:8002", "-o", "-"])
+    code = main(
+        [
+            "deploy",
+            "nginx",
+            "--keys",
+            "string",
+            "--shards",
+            "2",
+            "--upstream",
+            "0=127.0.0.1:8001",
+            "--upstream",
+            "1=127.0.0.1:8002",
+            "-o",
+            "-",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "rendered by `kv deploy nginx --shards 2 --keys string " in out
     assert "map $kv_prefix" not in out and "upstream kv_any" in out

@@ -89,8 +89,23 @@ def served(images, data_dir):
     docker, (d, records) = images, data_dir
     port = free_port()
     name = docker.name("served")
-    docker.run("run", "-d", "--name", name, "--label", docker.label, "--network", docker.network(), *HARDENED,
-               "-p", f"127.0.0.1:{port}:8000", "-v", f"{d}:/data:ro", dockerutil.IMAGE, "/data/mixed.data")
+    docker.run(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        docker.label,
+        "--network",
+        docker.network(),
+        *HARDENED,
+        "-p",
+        f"127.0.0.1:{port}:8000",
+        "-v",
+        f"{d}:/data:ro",
+        dockerutil.IMAGE,
+        "/data/mixed.data",
+    )
     url = f"http://127.0.0.1:{port}"
     docker.wait_ready(name, url)
     return {"name": name, "url": url, "records": records, "dir": d}
@@ -155,8 +170,7 @@ def test_image_serves_a_mounted_data_file_byte_exact(served):
 @container
 def test_misses_and_malformed_keys_answer_as_without_a_container(served, tmp_path):
     write_records(tmp_path / "mixed.data", served["records"])
-    paths = ["/v1/keys/00000000-0000-4000-8000-000000000000", "/v1/keys/not-a-key",
-             "/v1/keys/" + served["records"][0][0][:-1]]
+    paths = ["/v1/keys/00000000-0000-4000-8000-000000000000", "/v1/keys/not-a-key", "/v1/keys/" + served["records"][0][0][:-1]]
     with running_server(tmp_path / "mixed.data", workers=1) as (url, _):
         for path in paths:
             outside = httpx.get(url + path)
@@ -216,8 +230,16 @@ def test_server_logs_go_to_stdout(served, images):
 
 @container
 def test_runtime_image_holds_no_compiler_but_the_c_speedups(images):
-    probe = images.run("run", "--rm", "--entrypoint", "sh", dockerutil.IMAGE, "-c",
-                       "command -v gcc cc x86_64-linux-gnu-gcc; ls /usr/bin | grep -E 'gcc|^cc$'", check=False)
+    probe = images.run(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        dockerutil.IMAGE,
+        "-c",
+        "command -v gcc cc x86_64-linux-gnu-gcc; ls /usr/bin | grep -E 'gcc|^cc$'",
+        check=False,
+    )
     assert probe.stdout.strip() == b""
     images.run("run", "--rm", "--entrypoint", "python", dockerutil.IMAGE, "-c", "import kv._speedups")
 
@@ -235,9 +257,27 @@ def test_a_table_file_with_flags_and_kv_env_passed_through(images, data_dir, tmp
     readable_dir(tables)
     port = free_port()
     name = images.name("flags")
-    images.run("run", "-d", "--name", name, "--label", images.label, *HARDENED, "-p", f"127.0.0.1:{port}:8000",
-               "-e", "KV_WORKERS=1", "-v", f"{tables}:/data:ro", dockerutil.IMAGE,
-               "/data/mixed.kvt", "--max-batch", "5", "--log-level", "warning")
+    images.run(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        images.label,
+        *HARDENED,
+        "-p",
+        f"127.0.0.1:{port}:8000",
+        "-e",
+        "KV_WORKERS=1",
+        "-v",
+        f"{tables}:/data:ro",
+        dockerutil.IMAGE,
+        "/data/mixed.kvt",
+        "--max-batch",
+        "5",
+        "--log-level",
+        "warning",
+    )
     url = f"http://127.0.0.1:{port}"
     images.wait_ready(name, url)
     k, v = records[1]
@@ -286,9 +326,26 @@ def generations(tmp_path):
 
 def publish(docker, volume: str, data_dir: Path, data: str, *args: str, opts=(), check: bool = True):
     """`kv publish /data/DATA --root /var/lib/kv ARGS` in a container of its own, hardened like the server."""
-    return docker.run("run", "--rm", "--label", docker.label, *HARDENED, *opts, "-v", f"{volume}:/var/lib/kv",
-                      "-v", f"{data_dir}:/data:ro", dockerutil.IMAGE, "publish", f"/data/{data}", "--root", "/var/lib/kv",
-                      *args, check=check, timeout=120)
+    return docker.run(
+        "run",
+        "--rm",
+        "--label",
+        docker.label,
+        *HARDENED,
+        *opts,
+        "-v",
+        f"{volume}:/var/lib/kv",
+        "-v",
+        f"{data_dir}:/data:ro",
+        dockerutil.IMAGE,
+        "publish",
+        f"/data/{data}",
+        "--root",
+        "/var/lib/kv",
+        *args,
+        check=check,
+        timeout=120,
+    )
 
 
 def root_server(docker, volume: str, what: str) -> tuple[str, str]:
@@ -353,8 +410,7 @@ def test_reload_from_a_container_with_its_own_pid_namespace_is_refused_before_pu
     refused = publish(images, volume, d, "b.data", "--reload", check=False)
     assert refused.returncode == 2
     assert b"--pid container:SERVER" in refused.stderr and b"docker kill -s HUP" in refused.stderr
-    current = images.out("run", "--rm", "-v", f"{volume}:/var/lib/kv", "--entrypoint", "readlink", dockerutil.IMAGE,
-                         "/var/lib/kv/current")
+    current = images.out("run", "--rm", "-v", f"{volume}:/var/lib/kv", "--entrypoint", "readlink", dockerutil.IMAGE, "/var/lib/kv/current")
     assert first in current
 
 
@@ -372,8 +428,9 @@ def cluster(images, tmp_path_factory):
     readable_dir(d)
     port = free_port()
     project = f"kvtest{docker.token}"
-    env = dict(docker.env, KV_TABLES=str(d), KV_WORKERS="1", KV_FRONT=f"127.0.0.1:{port}", COMPOSE_PROJECT_NAME=project,
-               KV_HEALTH_INTERVAL="1s")
+    env = dict(
+        docker.env, KV_TABLES=str(d), KV_WORKERS="1", KV_FRONT=f"127.0.0.1:{port}", COMPOSE_PROJECT_NAME=project, KV_HEALTH_INTERVAL="1s"
+    )
     compose = [*dockerutil.compose_command(docker), "-f", str(ROOT / "deploy" / "compose.yaml"), "-p", project]
 
     def run(*args, check=True):
@@ -441,8 +498,7 @@ def test_the_compose_front_is_what_kv_deploy_nginx_renders():
     conf = ROOT / "deploy" / "docker" / "kv-nginx.conf"
     command = conf.read_text().splitlines()[0].split("`")[1]
     args = command.split()[3:]  # after "kv deploy nginx"
-    out = subprocess.run([KV, "deploy", "nginx", *args[: args.index("-o")], "-o", "-"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([KV, "deploy", "nginx", *args[: args.index("-o")], "-o", "-"], check=True, capture_output=True, text=True).stdout
     assert out.splitlines()[1:] == conf.read_text().splitlines()[1:]
 
 

@@ -13,12 +13,12 @@ import uuid
 
 import pytest
 import xxhash
+from conftest import write_records
+from serverutil import KV
 
 import kv
-from conftest import write_records
 from kv import format as fmt
 from kv.build import build_table
-from serverutil import KV
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -112,7 +112,7 @@ def test_truncation_anywhere_is_refused_at_open(table, tmp_path):
     rnd = random.Random(1)
     cuts = sorted(set(range(0, size, 4096)) | {rnd.randrange(size) for _ in range(40)} | {size - 1, fmt.HEADER.size - 1})
     for cut in cuts:
-        p = damaged(tmp_path, path, lambda raw: raw.__delitem__(slice(cut, None)))
+        p = damaged(tmp_path, path, lambda raw, cut=cut: raw.__delitem__(slice(cut, None)))
         with pytest.raises(kv.TableCorrupt):
             kv.open_table(p)
         p.unlink()
@@ -145,8 +145,9 @@ def test_a_directory_or_fifo_is_refused_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "dir").mkdir()
     code = "import kv, sys\nfor p in sys.argv[1:]:\n    try: kv.open_table(p)\n    except kv.TableCorrupt as e: print(e)\n"
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fifo"), str(tmp_path / "dir")],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "fifo"), str(tmp_path / "dir")], capture_output=True, text=True, timeout=30
+    )
     assert r.stdout.count("not a regular file") == 2, r.stderr
 
 
@@ -165,22 +166,22 @@ def test_a_uuid_table_relabelled_as_string_keys_is_refused(table, tmp_path):
 
 
 IMPOSSIBLE_HEADERS = {
-    "file size": lambda h: dict(file_size=h.file_size - 1),
-    "header size": lambda h: dict(header_size=8192),
-    "records before header": lambda h: dict(records_offset=0),
-    "records past the file": lambda h: dict(records_size=h.file_size),
-    "slots misaligned": lambda h: dict(slots_offset=h.slots_offset + 16),
-    "slots overlap records": lambda h: dict(slots_offset=h.records_offset),
-    "slots past the file": lambda h: dict(slot_count=h.slot_count * 4),
-    "no home slots": lambda h: dict(home_slots=0),
-    "home slots beyond slots": lambda h: dict(home_slots=h.slot_count),
-    "displacement beyond slots": lambda h: dict(max_displacement=h.slot_count),
-    "displacement huge": lambda h: dict(max_displacement=(1 << 64) - 1),
-    "more records than slots": lambda h: dict(record_count=h.slot_count + 1),
-    "metadata past the file": lambda h: dict(meta_size=h.meta_size + 1),
-    "records misaligned": lambda h: dict(records_offset=h.records_offset + 16, records_size=h.records_size - 16),
-    "shard index": lambda h: dict(shard_index=1, shard_count=1),
-    "no shards": lambda h: dict(shard_count=0),
+    "file size": lambda h: {"file_size": h.file_size - 1},
+    "header size": lambda h: {"header_size": 8192},
+    "records before header": lambda h: {"records_offset": 0},
+    "records past the file": lambda h: {"records_size": h.file_size},
+    "slots misaligned": lambda h: {"slots_offset": h.slots_offset + 16},
+    "slots overlap records": lambda h: {"slots_offset": h.records_offset},
+    "slots past the file": lambda h: {"slot_count": h.slot_count * 4},
+    "no home slots": lambda h: {"home_slots": 0},
+    "home slots beyond slots": lambda h: {"home_slots": h.slot_count},
+    "displacement beyond slots": lambda h: {"max_displacement": h.slot_count},
+    "displacement huge": lambda h: {"max_displacement": (1 << 64) - 1},
+    "more records than slots": lambda h: {"record_count": h.slot_count + 1},
+    "metadata past the file": lambda h: {"meta_size": h.meta_size + 1},
+    "records misaligned": lambda h: {"records_offset": h.records_offset + 16, "records_size": h.records_size - 16},
+    "shard index": lambda h: {"shard_index": 1, "shard_count": 1},
+    "no shards": lambda h: {"shard_count": 0},
 }
 
 
@@ -234,7 +235,7 @@ def test_random_flips_in_a_larger_table_never_give_a_wrong_value(table, tmp_path
     for _ in range(100):
         lo, hi = rnd.choice(regions)
         at, bit = rnd.randrange(lo, hi), 1 << rnd.randrange(8)
-        p = damaged(tmp_path, path, lambda raw: raw.__setitem__(at, raw[at] ^ bit))
+        p = damaged(tmp_path, path, lambda raw, at=at, bit=bit: raw.__setitem__(at, raw[at] ^ bit))
         reads_nothing_wrong(p, records)
         p.unlink()
 
@@ -244,15 +245,23 @@ def test_garbage_record_offsets_raise_table_corrupt(table, tmp_path):
     raw0 = path.read_bytes()
     h = header_of(path)
     rnd = random.Random(4)
-    garbage = [h.file_size + 100, 1 << 39, (1 << 40) - 1, h.slots_offset, 0x10, h.records_offset + 1,
-               h.records_offset + h.records_size - 1, h.meta_offset]
+    garbage = [
+        h.file_size + 100,
+        1 << 39,
+        (1 << 40) - 1,
+        h.slots_offset,
+        0x10,
+        h.records_offset + 1,
+        h.records_offset + h.records_size - 1,
+        h.meta_offset,
+    ]
     for i in used_slots(raw0, h)[:40]:
         off = slot_ref(raw0, h, i)[2] >> fmt.LEN_BITS
         key = raw0[off : off + 36].decode()
         bad = rnd.choice(garbage)
         length = rnd.choice([1, 37, 100, fmt.LEN_MASK])
 
-        def edit(raw, i=i):
+        def edit(raw, i=i, bad=bad, length=length):
             at = h.slots_offset + 16 * i + 8
             raw[at : at + 8] = ((bad << fmt.LEN_BITS) | length).to_bytes(8, "little")
 
@@ -305,7 +314,7 @@ def test_a_slot_sending_a_keys_prefix_to_its_record_does_not_make_the_prefix_a_k
         h32 = _xxh3(prefix) >> 32
         home = fmt.home_slot(h32, h.home_slots)
 
-        def edit(raw):
+        def edit(raw, home=home, h32=h32):
             raw[h.slots_offset + 16 * home : h.slots_offset + 16 * home + 16] = fmt.SLOT.pack(h32, check, ref)
 
         with kv.open_table(damaged(tmp_path, path, edit)) as t:
@@ -333,8 +342,11 @@ def test_verify_detects_every_flipped_byte_in_slots_records_and_metadata(tiny, t
     positions = list(range(h.records_offset, records_end(original, h)))  # every record byte
     positions += list(range(h.slots_offset, h.slots_offset + 16 * h.slot_count))  # every slot byte
     positions += list(range(h.meta_offset, h.meta_offset + h.meta_size))  # all the metadata
-    padding = [*range(fmt.HEADER.size, fmt.HEADER_SIZE), *range(records_end(original, h), h.slots_offset),
-               *range(h.slots_offset + 16 * h.slot_count, h.meta_offset)]
+    padding = [
+        *range(fmt.HEADER.size, fmt.HEADER_SIZE),
+        *range(records_end(original, h), h.slots_offset),
+        *range(h.slots_offset + 16 * h.slot_count, h.meta_offset),
+    ]
     positions += rnd.sample(padding, 200)  # and some padding between regions
     for at in positions:
         raw = bytearray(original)
@@ -346,11 +358,12 @@ def test_verify_detects_every_flipped_byte_in_slots_records_and_metadata(tiny, t
 
 STRUCTURAL = {
     "unsorted slot hashes": lambda raw, h, used: raw.__setitem__(
-        slice(h.slots_offset + 16 * used[0], h.slots_offset + 16 * used[0] + 4), b"\xff\xff\xff\xff"),
+        slice(h.slots_offset + 16 * used[0], h.slots_offset + 16 * used[0] + 4), b"\xff\xff\xff\xff"
+    ),
     "a slot emptied": lambda raw, h, used: raw.__setitem__(
-        slice(h.slots_offset + 16 * used[3] + 8, h.slots_offset + 16 * used[3] + 16), bytes(8)),
-    "a record's key changed": lambda raw, h, used: raw.__setitem__(
-        slice(h.records_offset, h.records_offset + 8), b"00000000"),
+        slice(h.slots_offset + 16 * used[3] + 8, h.slots_offset + 16 * used[3] + 16), bytes(8)
+    ),
+    "a record's key changed": lambda raw, h, used: raw.__setitem__(slice(h.records_offset, h.records_offset + 8), b"00000000"),
 }
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ROOT
 from serverutil import running_server, worker_pids
 
@@ -85,8 +84,16 @@ def test_sigkill_a_worker_under_load(server):
             t.join()
     failed = [t for t, ok in events if not ok]
     after = [t for t, ok in events if t > replaced + 1.0]
-    record("sigkill_worker", {"requests": len(events), "failed": len(failed), "replaced_after_s": round(replaced - killed, 3),
-                              "requests_after_recovery": len(after), "clients": 8})
+    record(
+        "sigkill_worker",
+        {
+            "requests": len(events),
+            "failed": len(failed),
+            "replaced_after_s": round(replaced - killed, 3),
+            "requests_after_recovery": len(after),
+            "clients": 8,
+        },
+    )
     assert len(failed) <= 8, f"{len(failed)} failures: more than the requests in flight on the killed worker"
     assert all(t < replaced + 1.0 for t in failed), "failures after the worker was replaced"
 
@@ -121,7 +128,7 @@ def test_slow_idle_clients_do_not_hurt_normal_traffic(server):
                 closed += s.recv(1) == b""
             except (ConnectionResetError, BrokenPipeError):
                 closed += 1
-            except socket.timeout:
+            except TimeoutError:
                 pass
     finally:
         for s in idle:
@@ -157,9 +164,15 @@ def test_hostile_requests_get_4xx_never_500(server):
     cases = {
         "url_100k": b"GET /v1/keys/" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
         "headers_100k": b"GET /v1/keys/" + key.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 100_000 + b"\r\n\r\n",
-        "many_headers": b"GET /v1/keys/" + key.encode() + b" HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(2000)) + b"\r\n",
-        "body_10m": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n" + b"x" * 65536,
-        "batch_100k_keys": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(many) + many,
+        "many_headers": b"GET /v1/keys/"
+        + key.encode()
+        + b" HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(2000))
+        + b"\r\n",
+        "body_10m": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n"
+        + b"x" * 65536,
+        "batch_100k_keys": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(many)
+        + many,
         "invalid_json": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{not json",
         "cl_and_te": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/keys/x HTTP/1.1\r\nHost: x\r\n\r\n",
         "two_content_lengths": b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\n{}{}",
@@ -182,12 +195,31 @@ def test_hostile_requests_get_4xx_never_500(server):
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(server):
     url, _, _ = server
     st = Path(sys.executable).parent / "schemathesis"
-    r = subprocess.run([str(st), "run", f"{url}/openapi.json", "-n", "450", "--seed", "7", "--no-color",
-                        "-c", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                              "response_schema_conformance,response_headers_conformance"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{url}/openapi.json",
+            "-n",
+            "450",
+            "--seed",
+            "7",
+            "--no-color",
+            "-c",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     m = re.search(r"(\d+) generated, (\d+) passed", r.stdout)
-    record("schemathesis", {"generated": int(m.group(1)) if m else None, "returncode": r.returncode,
-                            "summary": r.stdout.strip().splitlines()[-1] if r.stdout else r.stderr[-300:]})
+    record(
+        "schemathesis",
+        {
+            "generated": int(m.group(1)) if m else None,
+            "returncode": r.returncode,
+            "summary": r.stdout.strip().splitlines()[-1] if r.stdout else r.stderr[-300:],
+        },
+    )
     assert r.returncode == 0, r.stdout[-4000:]
     assert m and int(m.group(1)) >= 1000 and m.group(1) == m.group(2), r.stdout[-2000:]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ROOT, free_port, read_records
-from kv.publish import publish
 from serverutil import KV, stop, wait_ready
 from unit_sandbox import service_settings
+
+from kv.publish import publish
 
 UNIT = ROOT / "deploy" / "kv.service"
 EXAMPLE = ROOT / "example.data"
@@ -66,8 +66,12 @@ class Service:
         self.notify_path = str(tmp_path / "notify.sock")
 
     def subst(self, text: str) -> str:
-        return (text.replace("/opt/kv/venv/bin/kv", KV).replace("/var/lib/kv", str(self.root))
-                .replace("/run/kv", str(self.run_dir)).replace("127.0.0.1:8000", f"127.0.0.1:{self.port}"))
+        return (
+            text.replace("/opt/kv/venv/bin/kv", KV)
+            .replace("/var/lib/kv", str(self.root))
+            .replace("/run/kv", str(self.run_dir))
+            .replace("127.0.0.1:8000", f"127.0.0.1:{self.port}")
+        )
 
     def argv(self) -> list[str]:
         (exec_start,) = unit_values("ExecStart")
@@ -91,8 +95,9 @@ class Service:
         notify.bind(self.notify_path)
         notify.settimeout(0.1)
         self.messages: list[str] = []
-        self.proc = subprocess.Popen([*(wrap or []), *self.argv()], env=self.env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        self.proc = subprocess.Popen(
+            [*(wrap or []), *self.argv()], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **popen
+        )
         self._notify = notify
         try:
             wait_ready(self.url, self.proc)
@@ -216,7 +221,7 @@ def test_socket_activation_uses_the_passed_socket(tmp_path, example):
     argv[argv.index("--bind") + 1] = f"127.0.0.1:{bind_port}"
     fd = listener.fileno()
     shim = ["bash", "-c", f'exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "bash"]
-    svc.argv = lambda: argv  # noqa: E731
+    svc.argv = lambda: argv
     try:
         with svc.running(wrap=shim, pass_fds=(fd,)):
             key, value = records[7]

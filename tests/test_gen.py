@@ -6,9 +6,9 @@ import uuid
 from collections import Counter
 
 import pytest
+from conftest import REFERENCE_DATA
 
 import kv
-from conftest import REFERENCE_DATA
 from kv.build import build_table
 from kv.gen import generate, generate_file
 

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port, write_records
-from kv import metrics
-from kv.publish import PublishError
-from kv.http.fastpath import MAX_HEADERS, MAX_PATH
-from kv.publish import generation_path, publish, read_history
-from kv.worker import HEAD_LIMIT
 from serverutil import KV, running_server, stop, wait_ready, worker_pids
+
+from kv import metrics
+from kv.http.fastpath import MAX_HEADERS, MAX_PATH
+from kv.publish import PublishError, generation_path, publish, read_history
+from kv.worker import HEAD_LIMIT
 
 
 def rss_kb(pid: int) -> int:
@@ -194,15 +193,18 @@ def test_sigkill_of_the_master_frees_the_port_and_a_new_server_starts(gen_table)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
-                                                  "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]
-                                                  for p in workers):
+        while time.monotonic() < deadline and any(
+            Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3] for p in workers
+        ):
             time.sleep(0.1)
         alive = [p for p in workers if Path(f"/proc/{p}").exists()]
         assert not alive or all(" Z " in Path(f"/proc/{p}/stat").read_text() for p in alive), "orphan workers still run"
-        again = subprocess.Popen([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                                  "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        again = subprocess.Popen(
+            [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_ready(url, again, 30)
         finally:
@@ -277,8 +279,9 @@ def test_a_request_sent_while_the_worker_was_stopped_is_answered(gen_table):
 def test_a_413_after_expect_100_continue_closes_the_connection(server):
     url = server[0]
     s = connect(url)
-    s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n")
+    s.sendall(
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+    )
     answer = read_all(s, 5)
     s.close()
     assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
@@ -287,8 +290,7 @@ def test_a_413_after_expect_100_continue_closes_the_connection(server):
 def test_the_request_after_a_refused_body_is_never_swallowed(server):
     url = server[0]
     s = connect(url)
-    s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
-              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     answer = read_all(s, 5)
     s.close()
     assert answer.startswith(b"HTTP/1.1 413")
@@ -363,11 +365,17 @@ def test_leftover_history_temporaries_are_removed_by_the_next_publish(tmp_path):
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_max_batch_below_one_is_refused(gen_table, value):
     table, _ = gen_table
-    r = subprocess.run([KV, "serve", str(table), "--bind", f"127.0.0.1:{free_port()}", "--max-batch", value],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{free_port()}", "--max-batch", value], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "--max-batch" in r.stderr and "at least 1" in r.stderr
-    r = subprocess.run([KV, "serve", str(table), "--bind", f"127.0.0.1:{free_port()}"], capture_output=True,
-                       text=True, timeout=60, env=dict(os.environ, KV_MAX_BATCH=value))
+    r = subprocess.run(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, KV_MAX_BATCH=value),
+    )
     assert r.returncode == 2 and "KV_MAX_BATCH" in r.stderr
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 INSTALL = ROOT / "deploy" / "install.sh"
@@ -17,8 +16,7 @@ PREFIX, DATA = "/opt/kvtest", "/srv/kvdata"
 
 
 def sh(script, *args, env=None):
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ, **(env or {})))
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +50,15 @@ def test_install_stages_venv_units_docs_and_data_dir(staged):
     assert f"ExecStart={PREFIX}/venv/bin/kv serve --root {DATA} " in unit
     assert f"ReadOnlyPaths={DATA}" in unit and "/opt/kv/" not in unit and "/var/lib/kv" not in unit
     assert (dest / "etc/systemd/system/kv.socket").exists()
-    kv_bin = dest / PREFIX.lstrip("/") / "venv/bin/kv"
     assert subprocess.run(staged_kv(dest, "--version"), capture_output=True, text=True).stdout.startswith("kv ")
     if shutil.which("cc") or shutil.which("gcc"):  # the C speedups compile at install time
         py = dest / PREFIX.lstrip("/") / "venv/bin/python"
-        impl = subprocess.run([str(py), "-c", "import kv.speedups as s; print(s.implementation())"],
-                              capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "KV_PURE_PYTHON"})
+        impl = subprocess.run(
+            [str(py), "-c", "import kv.speedups as s; print(s.implementation())"],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "KV_PURE_PYTHON"},
+        )
         assert impl.stdout.strip() == "c", impl.stderr
     assert (dest / PREFIX.lstrip("/") / "share/doc/kv/OPERATIONS.md").exists()
     data = dest / DATA.lstrip("/")
@@ -95,11 +96,14 @@ def test_uninstall_keeps_data_unless_purged(staged):
     assert r.returncode == 0 and not (dest / DATA.lstrip("/")).exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--prefix", "relative/path"], "absolute path"),
-    (["--bogus"], "unknown option"),
-    (["--python", "/nonexistent/python3"], "older than 3.11"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prefix", "relative/path"], "absolute path"),
+        (["--bogus"], "unknown option"),
+        (["--python", "/nonexistent/python3"], "older than 3.11"),
+    ],
+)
 def test_bad_options_are_refused_clearly(tmp_path, args, message):
     r = sh(INSTALL, "--destdir", str(tmp_path), *args)
     assert r.returncode != 0 and message in r.stderr

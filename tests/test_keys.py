@@ -24,16 +24,19 @@ def test_every_uuid_in_every_form_is_accepted(u):
     assert canonical_key(u.hex.upper()) == want
 
 
-@pytest.mark.parametrize("bad,why", [
-    ("", "0 characters long"),
-    ("3479d894", "8 characters long"),
-    (K + "0", "37 characters long"),
-    (K.replace("-", "_"), "expected '-'"),
-    (K[:-1] + "g", "not a hex digit"),
-    (K.replace("-", "")[:-1] + "z", "not a hex digit"),
-    ("3479d894-3271-4935-88cf-a06f3cbb80\u00e9", "non-ASCII"),
-    ("3479d89-43271-4935-88cf-a06f3cbb80a5", "expected '-'"),
-])
+@pytest.mark.parametrize(
+    "bad,why",
+    [
+        ("", "0 characters long"),
+        ("3479d894", "8 characters long"),
+        (K + "0", "37 characters long"),
+        (K.replace("-", "_"), "expected '-'"),
+        (K[:-1] + "g", "not a hex digit"),
+        (K.replace("-", "")[:-1] + "z", "not a hex digit"),
+        ("3479d894-3271-4935-88cf-a06f3cbb80\u00e9", "non-ASCII"),
+        ("3479d89-43271-4935-88cf-a06f3cbb80a5", "expected '-'"),
+    ],
+)
 def test_malformed_keys_raise_invalid_key_saying_why(bad, why):
     with pytest.raises(InvalidKey, match=why):
         canonical_key(bad)

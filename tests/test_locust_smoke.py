@@ -21,8 +21,12 @@ def stats(results) -> dict[str, dict]:
 def test_locust_smoke_run_passes_with_every_task(gen_data, tmp_path):
     data, _ = gen_data
     results = tmp_path / "results"
-    r = subprocess.run([*RUNNER, "--data", str(data), "--time", "8", "--users", "8", "--spawn-rate", "8",
-                        "--results", str(results)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*RUNNER, "--data", str(data), "--time", "8", "--users", "8", "--spawn-rate", "8", "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = stats(results)
     assert NAMES <= rows.keys(), rows.keys()
@@ -39,8 +43,12 @@ def test_locust_fails_when_values_are_wrong(gen_data, tmp_path):
     other = write_records(tmp_path / "other.data", [(k, v + b"!") for k, v in records])
     results = tmp_path / "results"
     with running_server(other, workers=1) as (url, _):
-        r = subprocess.run([*RUNNER, "--host", url, "--data", str(data), "--time", "3", "--users", "4",
-                            "--spawn-rate", "4", "--results", str(results)], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [*RUNNER, "--host", url, "--data", str(data), "--time", "3", "--users", "4", "--spawn-rate", "4", "--results", str(results)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert r.returncode != 0
     assert "failed requests" in r.stderr
     assert int(stats(results)["/v1/keys/[hit]"]["Failure Count"]) > 0

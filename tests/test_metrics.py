@@ -8,7 +8,6 @@ import time
 import uuid
 
 import httpx
-
 from serverutil import fresh_get, running_server, worker_pids
 
 
@@ -80,8 +79,7 @@ def test_a_client_gone_mid_body_is_counted_499_not_500(gen_table, tmp_path):
     with running_server(table, workers=1, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 1000\r\n\r\n{\"keys\": [")
+            s.sendall(b'POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"keys": [')
             time.sleep(0.2)  # the worker is reading the body
         gone, text = wait_for(url, "kv_requests_total", 1, route="/v1/batch", status="499")
         assert gone == 1

@@ -12,11 +12,11 @@ import time
 
 import httpx
 import pytest
-
 from conftest import free_port
-from kv.deploy import render_nginx
 from serverutil import running_server, tls_context
 from test_security import TOKEN, pki, token_file  # noqa: F401 (pki: the fixture)
+
+from kv.deploy import render_nginx
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
@@ -63,8 +63,13 @@ def test_nginx_terminates_tls_and_passes_the_token_to_the_shard(gen_table, pki, 
     tokens = token_file(tmp_path / "tokens", TOKEN)
     with running_server(table, "--read-token-file", tokens, workers=1) as (shard, _):
         front = free_port()
-        conf = render_nginx(1, {0: [shard.removeprefix("http://")]}, listen=f"127.0.0.1:{front}",
-                            certfile=str(pki / "server.pem"), keyfile=str(pki / "server.key"))
+        conf = render_nginx(
+            1,
+            {0: [shard.removeprefix("http://")]},
+            listen=f"127.0.0.1:{front}",
+            certfile=str(pki / "server.pem"),
+            keyfile=str(pki / "server.key"),
+        )
         url = f"https://127.0.0.1:{front}"
         verify = tls_context(pki / "ca.pem")
         with nginx_front(tmp_path, conf, url, verify), httpx.Client(base_url=url, verify=verify) as c:

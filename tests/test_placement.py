@@ -95,10 +95,26 @@ def test_value_bytes_are_the_record_lengths_less_key_and_space():
 
 
 def test_header_bytes_carry_their_own_checksum():
-    header = fmt.Header(magic=fmt.MAGIC, version=fmt.VERSION, header_size=fmt.HEADER_SIZE, record_count=1,
-                        value_bytes=2, home_slots=3, slot_count=20, max_displacement=0, records_offset=4096,
-                        records_size=4096, slots_offset=8192, meta_offset=8512, meta_size=10, file_size=8522,
-                        content_checksum=99, shard_index=0, shard_count=1, header_checksum=0)
+    header = fmt.Header(
+        magic=fmt.MAGIC,
+        version=fmt.VERSION,
+        header_size=fmt.HEADER_SIZE,
+        record_count=1,
+        value_bytes=2,
+        home_slots=3,
+        slot_count=20,
+        max_displacement=0,
+        records_offset=4096,
+        records_size=4096,
+        slots_offset=8192,
+        meta_offset=8512,
+        meta_size=10,
+        file_size=8522,
+        content_checksum=99,
+        shard_index=0,
+        shard_count=1,
+        header_checksum=0,
+    )
     packed = header_bytes(header)
     assert len(packed) == fmt.HEADER.size
     back = fmt.Header.unpack(packed)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serverutil import running_server, worker_pids
 
 KEEPALIVE = 2  # seconds: the slowloris and idle probes wait a few of these
@@ -131,9 +130,19 @@ def test_a_1_mib_url_is_414_and_closed(server):
 # -- paths ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [b"/v1/keys/%00", b"/v1/keys/a%00b", b"/v1/keys/..%2f..%2fetc%2fpasswd",
-                                  b"/v1/keys/..%2fstats", b"/..%2f..%2fetc/passwd", b"/docs/..%2f..%2fetc%2fpasswd",
-                                  b"/static/..%2f..%2f..%2fetc%2fpasswd", b"/v1/keys/%ff%fe"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/v1/keys/%00",
+        b"/v1/keys/a%00b",
+        b"/v1/keys/..%2f..%2fetc%2fpasswd",
+        b"/v1/keys/..%2fstats",
+        b"/..%2f..%2fetc/passwd",
+        b"/docs/..%2f..%2fetc%2fpasswd",
+        b"/static/..%2f..%2f..%2fetc%2fpasswd",
+        b"/v1/keys/%ff%fe",
+    ],
+)
 def test_nul_and_dot_dot_in_paths_are_4xx(server, path):
     out = exchange(server["port"], head(path))
     assert refused(server, out) and b"root:" not in out
@@ -167,23 +176,30 @@ def test_expect_100_continue_with_a_small_body_is_answered(server):
     k = server["records"][0][0]
     body = json.dumps({"keys": [k]}).encode()
     with socket.create_connection(("127.0.0.1", server["port"]), timeout=5) as s:
-        s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
         assert s.recv(4096).startswith(b"HTTP/1.1 100")
         s.sendall(body)
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def test_a_10_mb_body_is_413_and_closed(server):
-    out = exchange(server["port"], b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                   b"Content-Length: 10485760\r\n\r\n" + b"x" * (1 << 20))
+    out = exchange(
+        server["port"],
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n" + b"x" * (1 << 20),
+    )
     assert refused(server, out) == [413] and b"connection: close" in out.lower()
 
 
 def test_a_10_mb_chunked_body_is_413(server):
     chunk = b"%x\r\n" % 65536 + b"[" * 65536 + b"\r\n"
-    out = exchange(server["port"], b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 160 + b"0\r\n\r\n")
+    out = exchange(
+        server["port"],
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 160 + b"0\r\n\r\n",
+    )
     assert refused(server, out)[:1] == [413]
 
 
@@ -199,7 +215,7 @@ def test_deeply_nested_json_is_400_not_500(server):
 
 @pytest.mark.drill
 def test_a_body_that_stops_short_or_trickles_is_408_within_the_body_limit(server):
-    payload = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"keys\":"
+    payload = b'POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"keys":'
     t0 = time.monotonic()
     out = exchange(server["port"], payload, half_close=False, timeout=20)
     assert refused(server, out) == [408] and time.monotonic() - t0 < 15

@@ -11,11 +11,11 @@ import time
 import uuid
 
 import pytest
+from conftest import write_records
+from serverutil import KV
 
 import kv
-from conftest import write_records
 from kv.publish import PublishError, current_generation, publish, read_history, reload, rollback
-from serverutil import KV
 
 
 def data_file(path, n=200, tag=b"v1", seed=0):

@@ -8,11 +8,11 @@ import time
 import uuid
 
 import httpx
-
 from conftest import write_records
+from serverutil import fresh_get, running_server
+
 from kv.client import Client
 from kv.publish import publish
-from serverutil import fresh_get, running_server
 
 THREADS = 8
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port
-from kv.client import Client, ServerError, ServerUnreachable
 from serverutil import KV, running_server, stop
+
+from kv.client import Client, ServerError, ServerUnreachable
 
 TOKEN = "s3cret-read-token-0001"
 OTHER = "another-read-token-0002"
@@ -32,14 +32,42 @@ def pki(tmp_path_factory) -> Path:
     rogue-ca.pem and rogue-client.pem/key (a client certificate from another CA)."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "rogue-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
-                "-days", "2", "-subj", f"/CN=kv test {ca}", cwd=d)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.pem",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=kv test {ca}",
+            cwd=d,
+        )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name, ca, ext in (("server", "ca", ["-extfile", "san.ext"]), ("client", "ca", []), ("rogue-client", "rogue-ca", [])):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", *ext, cwd=d)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.pem",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            *ext,
+            cwd=d,
+        )
     return d
 
 
@@ -52,8 +80,10 @@ def token_file(path: Path, *tokens: str, mode: int = 0o600) -> Path:
 @pytest.fixture(scope="module")
 def tls_server(gen_table, pki):
     table, records = gen_table
-    with running_server(table, "--certfile", pki / "server.pem", "--keyfile", pki / "server.key",
-                        https=True, cacert=pki / "ca.pem") as (url, proc):
+    with running_server(table, "--certfile", pki / "server.pem", "--keyfile", pki / "server.key", https=True, cacert=pki / "ca.pem") as (
+        url,
+        proc,
+    ):
         yield url, records
 
 
@@ -63,8 +93,7 @@ def tls_server(gen_table, pki):
 def test_https_answers_curl_and_the_python_client(tls_server, pki):
     url, records = tls_server
     k, v = records[0]
-    r = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), f"{url}/v1/keys/{k}"],
-                       capture_output=True, timeout=30)
+    r = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), f"{url}/v1/keys/{k}"], capture_output=True, timeout=30)
     assert r.returncode == 0 and r.stdout == v
     with Client(url, cacert=str(pki / "ca.pem")) as c:
         assert c.get(k) == v
@@ -90,29 +119,40 @@ def test_a_certificate_that_does_not_verify_is_one_line_and_exit_3(tls_server, p
     r = subprocess.run([KV, "get", records[0][0], "--url", url], capture_output=True, text=True, timeout=30)
     assert r.returncode == 3
     assert r.stderr.count("\n") == 1 and "does not verify" in r.stderr and "--cacert" in r.stderr, r.stderr
-    r = subprocess.run([KV, "get", records[0][0], "--url", url, "--cacert", str(pki / "rogue-ca.pem")],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [KV, "get", records[0][0], "--url", url, "--cacert", str(pki / "rogue-ca.pem")], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 3 and r.stderr.count("\n") == 1
-    r = subprocess.run([KV, "get", records[0][0]], capture_output=True, timeout=30,
-                       env=dict(os.environ, KV_URL=url, KV_CACERT=str(pki / "ca.pem")))
+    r = subprocess.run(
+        [KV, "get", records[0][0]], capture_output=True, timeout=30, env=dict(os.environ, KV_URL=url, KV_CACERT=str(pki / "ca.pem"))
+    )
     assert r.returncode == 0 and r.stdout == records[0][1]
 
 
 def test_mutual_tls_accepts_a_client_certificate_and_refuses_none_or_a_foreign_one(gen_table, pki):
     table, records = gen_table
     k, v = records[1]
-    with running_server(table, "--certfile", pki / "server.pem", "--keyfile", pki / "server.key",
-                        "--ca-certs", pki / "ca.pem", https=True, cacert=pki / "ca.pem",
-                        client_cert=(pki / "client.pem", pki / "client.key")) as (url, proc):
+    with running_server(
+        table,
+        "--certfile",
+        pki / "server.pem",
+        "--keyfile",
+        pki / "server.key",
+        "--ca-certs",
+        pki / "ca.pem",
+        https=True,
+        cacert=pki / "ca.pem",
+        client_cert=(pki / "client.pem", pki / "client.key"),
+    ) as (url, proc):
         with Client(url, cacert=str(pki / "ca.pem"), cert=str(pki / "client.pem"), key=str(pki / "client.key")) as c:
             assert c.get(k) == v
         for cert in (None, (pki / "rogue-client.pem", pki / "rogue-client.key")):
             with pytest.raises(ServerUnreachable):
-                with Client(url, cacert=str(pki / "ca.pem"), retries=0,
-                            **({"cert": str(cert[0]), "key": str(cert[1])} if cert else {})) as c:
+                with Client(
+                    url, cacert=str(pki / "ca.pem"), retries=0, **({"cert": str(cert[0]), "key": str(cert[1])} if cert else {})
+                ) as c:
                     c.get(k)
-        r = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), f"{url}/healthz"],
-                           capture_output=True, timeout=30)
+        r = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), f"{url}/healthz"], capture_output=True, timeout=30)
         assert r.returncode != 0
 
 
@@ -126,8 +166,7 @@ def test_tls_settings_are_checked_before_serving(gen_table, pki, tmp_path):
         (["--certfile", str(tmp_path / "nope.pem"), "--keyfile", str(pki / "server.key")], "no such file"),
     ]
     for args, words in cases:
-        r = subprocess.run([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", *args],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 1 and words in r.stderr, (args, r.stderr)
 
 
@@ -227,8 +266,12 @@ def test_a_bad_or_empty_token_file_stops_kv_serve_without_echoing_it(gen_table, 
         f = tmp_path / "t"
         f.write_text(text)
         f.chmod(0o600)
-        r = subprocess.run([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--read-token-file", str(f)],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--read-token-file", str(f)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 1 and words in r.stderr and "space in" not in r.stderr and "short" not in r.stderr
 
 
@@ -255,13 +298,19 @@ def test_sighup_picks_up_a_new_token_file_without_a_failed_request(gen_table, tm
         try:
             token_file(tokens, TOKEN, OTHER)
             os.kill(proc.pid, signal.SIGHUP)
-            _until(lambda: all(httpx.get(f"{url}/v1/keys/{k}", headers={"authorization": f"Bearer {OTHER}"}).status_code == 200
-                               for _ in range(20)))
+            _until(
+                lambda: all(
+                    httpx.get(f"{url}/v1/keys/{k}", headers={"authorization": f"Bearer {OTHER}"}).status_code == 200 for _ in range(20)
+                )
+            )
             current[0] = OTHER
             token_file(tokens, OTHER)
             os.kill(proc.pid, signal.SIGHUP)
-            _until(lambda: all(httpx.get(f"{url}/v1/keys/{k}", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 403
-                               for _ in range(20)))
+            _until(
+                lambda: all(
+                    httpx.get(f"{url}/v1/keys/{k}", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 403 for _ in range(20)
+                )
+            )
         finally:
             done.set()
             for t in threads:
@@ -319,8 +368,15 @@ def test_bearer_check_accepts_exactly_the_tokens_of_the_file(extra):
     tokens = [TOKEN.encode()] + [OTHER.encode()] * (extra > 0) + [b"filler-token-%03d" % i for i in range(extra - 1)]
     allows = bearer_check(tokens)
     assert allows(f"Bearer {TOKEN}".encode()) and allows(f"Bearer {OTHER}".encode()) == (extra > 0)
-    for value in (None, b"", TOKEN.encode(), f"Bearer {TOKEN} ".encode(), f"Bearer {TOKEN[:-1]}".encode(),
-                  f"Basic {TOKEN}".encode(), f"Bearer  {TOKEN}".encode()):
+    for value in (
+        None,
+        b"",
+        TOKEN.encode(),
+        f"Bearer {TOKEN} ".encode(),
+        f"Bearer {TOKEN[:-1]}".encode(),
+        f"Basic {TOKEN}".encode(),
+        f"Bearer  {TOKEN}".encode(),
+    ):
         assert not allows(value), value
 
 

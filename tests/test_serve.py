@@ -9,13 +9,13 @@ import textwrap
 
 import httpx
 import pytest
-
 from conftest import write_records
+from serverutil import running_server
+
 from kv.build import build_table
 from kv.options import BuildOptions
 from kv.serve import default_config, table_for_data
 from kv.table import open_table
-from serverutil import running_server
 
 KEY = "3479d894-3271-4935-88cf-a06f3cbb80a5"
 OTHER = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
@@ -112,12 +112,14 @@ def test_serve_data_file_end_to_end_and_restart_reuses(data):
 def test_serve_runs_with_the_given_gunicorn_config(data, tmp_path):
     marker = tmp_path / "ready"
     conf = tmp_path / "my.conf.py"
-    conf.write_text(textwrap.dedent(f"""
+    conf.write_text(
+        textwrap.dedent(f"""
         from kv.gunicorn_conf import *  # noqa
 
         def when_ready(server):
             open({str(marker)!r}, "w").write("ready")
-    """))
+    """)
+    )
     with running_server(data, "--config", conf, workers=1) as (url, proc):
         assert httpx.get(f"{url}/v1/keys/{OTHER}").content == b"1234"
         assert marker.read_text() == "ready"
@@ -208,8 +210,9 @@ def _start(args, env=None):
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
     full_env.update(env or {})
-    return subprocess.Popen([KV, "serve", *map(str, args)], env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [KV, "serve", *map(str, args)], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _workers_settle_at(master: int, n: int, timeout: float = 20) -> bool:
@@ -280,12 +283,15 @@ def test_a_busy_port_is_one_line_and_exit_1_at_once(data):
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         t0 = time.monotonic()
-        r = subprocess.run([KV, "serve", str(data), "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [KV, "serve", str(data), "--bind", f"127.0.0.1:{port}", "--workers", "1"], capture_output=True, text=True, timeout=30
+        )
     assert r.returncode == 1 and time.monotonic() - t0 < 4
     lines = [line for line in r.stderr.splitlines() if "building" not in line and line.startswith("kv serve:")]
-    assert lines[-1] == (f"kv serve: cannot listen on 127.0.0.1:{port}: Address already in use "
-                         "(another server is listening there; choose another with --bind or KV_BIND)")
+    assert lines[-1] == (
+        f"kv serve: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another server is listening there; choose another with --bind or KV_BIND)"
+    )
     assert "Retrying" not in r.stderr and "Connection in use" not in r.stderr and "[ERROR]" not in r.stderr
 
 

@@ -5,7 +5,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serverutil import KV, fresh_get, running_server, worker_pids
 
 
@@ -239,6 +237,12 @@ def test_server_refuses_to_start_on_a_bad_table(gen_table, tmp_path, problem):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert str(bad) in lines[0] and "kv serve: cannot serve" in lines[0]
-    reason = {"missing": "does not exist", "truncated": "", "foreign": "", "wrong_version": "version 99",
-              "directory": "directory", "unreadable": "ermission denied"}[problem]
+    reason = {
+        "missing": "does not exist",
+        "truncated": "",
+        "foreign": "",
+        "wrong_version": "version 99",
+        "directory": "directory",
+        "unreadable": "ermission denied",
+    }[problem]
     assert reason in lines[0], lines[0]

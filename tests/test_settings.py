@@ -9,12 +9,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+from serverutil import KV
+
 from kv import settings
 from kv.errors import KVError, SettingError
 from kv.serve import ServeError, check_keepalive, server_settings
-from serverutil import KV
 
 NO_FLAGS = {s.name: None for s in settings.SERVER_SETTINGS}
 
@@ -113,13 +113,16 @@ def test_default_when_nothing_sets_it(tmp_path):
 
 
 def test_config_file_over_default(tmp_path):
-    conf = config_file(tmp_path, """
+    conf = config_file(
+        tmp_path,
+        """
         bind = "127.0.0.1:9101"
         workers = 3
         keepalive = 7
         loglevel = "warning"
         pidfile = "/tmp/x.pid"
-    """)
+    """,
+    )
     got, _ = server_settings(NO_FLAGS | {"config": conf})
     assert got["bind"].value == ["127.0.0.1:9101"] and got["bind"].source == conf
     assert (got["workers"].value, got["keepalive"].value, got["log_level"].value) == (3, 7, "warning")

@@ -6,9 +6,9 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import write_records
 
 import kv
-from conftest import write_records
 from kv.build import BuildOptions, build_table
 from kv.keys import shard_of
 from kv.shard import build_shards, check_shard_count, key_range, shard_paths
@@ -163,14 +163,19 @@ def test_key_lines_finds_the_nth_line_of_a_key_in_any_case_past_skipped_lines(tm
 
     k = "3479d894-3271-4935-88cf-a06f3cbb80a5"
     other = "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
-    text = "\n".join([
-        f"{k} one",  # 1
-        f"{other} value mentions {k} inside",  # 2
-        f"{k.upper()} two",  # 3
-        f"{k}\tnot a record",  # 4
-        f"{k} skipped as too long (pretend)",  # 5
-        f"{k} three",  # 6
-    ]) + "\n"
+    text = (
+        "\n".join(
+            [
+                f"{k} one",  # 1
+                f"{other} value mentions {k} inside",  # 2
+                f"{k.upper()} two",  # 3
+                f"{k}\tnot a record",  # 4
+                f"{k} skipped as too long (pretend)",  # 5
+                f"{k} three",  # 6
+            ]
+        )
+        + "\n"
+    )
     data = tmp_path / "d.data"
     data.write_text(text)
     skipped = SkippedLines()

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port
+from serverutil import KV, stop, wait_ready
+
 from kv.client import Client
 from kv.deploy import render_nginx
 from kv.gen import generate_file
 from kv.keys import shard_of
 from kv.shard import build_shards
-from serverutil import KV, stop, wait_ready
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
@@ -30,8 +30,13 @@ THREADS = 8
 
 def start_replica(table: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_ready(f"http://127.0.0.1:{port}", proc)
     return proc
 
@@ -50,8 +55,9 @@ def cluster(tmp_path_factory):
     try:
         for (s, r), port in ports.items():
             replicas[(s, r)] = start_replica(Path(reports[s].table), port)
-        conf = render_nginx(2, {s: [f"127.0.0.1:{ports[(s, r)]}" for r in range(2)] for s in range(2)},
-                            listen=f"127.0.0.1:{front}", fail_timeout="2s")
+        conf = render_nginx(
+            2, {s: [f"127.0.0.1:{ports[(s, r)]}" for r in range(2)] for s in range(2)}, listen=f"127.0.0.1:{front}", fail_timeout="2s"
+        )
         (d / "kv.conf").write_text(conf)
         (d / "nginx.conf").write_text(f"""
 error_log {d}/error.log warn;

@@ -15,11 +15,11 @@ import uuid
 import numpy as np
 import pytest
 import xxhash
+from conftest import ROOT, write_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kv
-from conftest import ROOT, write_records
 from kv import speedups
 from kv.build import build_table
 
@@ -37,8 +37,13 @@ def test_the_extension_is_built_where_a_compiler_is_present():
 
 
 def test_kv_pure_python_disables_the_extension(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "import kv.speedups as s; print(s.implementation())"],
-                         env={**os.environ, "KV_PURE_PYTHON": "1"}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import kv.speedups as s; print(s.implementation())"],
+        env={**os.environ, "KV_PURE_PYTHON": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "python"
 
 
@@ -59,7 +64,7 @@ def test_hash_spans_hashes_each_span():
     ends = starts + np.array([rnd.randrange(0, 2500) for _ in range(300)], dtype=np.int64)
     out = np.zeros(300, dtype=np.uint64)
     c.hash_spans(buf, starts, ends, out)
-    assert out.tolist() == [xxhash.xxh3_64_intdigest(buf[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
+    assert out.tolist() == [xxhash.xxh3_64_intdigest(buf[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 @needs_c
@@ -128,9 +133,23 @@ def outcome(get, key):
 
 
 def key_forms(k: str):
-    return [k, k.upper(), k.replace("-", ""), k.replace("-", "").upper(), k.encode(), k.upper().encode(),
-            bytearray(k.encode()), memoryview(k.encode()), k[:-1], k + "0", k.replace("-", "_"), " " + k[1:],
-            k[:8] + "g" + k[9:], k[:35] + "\u00e9", k.encode()[:35] + b"\xff"]
+    return [
+        k,
+        k.upper(),
+        k.replace("-", ""),
+        k.replace("-", "").upper(),
+        k.encode(),
+        k.upper().encode(),
+        bytearray(k.encode()),
+        memoryview(k.encode()),
+        k[:-1],
+        k + "0",
+        k.replace("-", "_"),
+        " " + k[1:],
+        k[:8] + "g" + k[9:],
+        k[:35] + "\u00e9",
+        k.encode()[:35] + b"\xff",
+    ]
 
 
 @needs_c
@@ -194,9 +213,9 @@ def test_c_and_python_builds_are_byte_identical(tmp_path):
     lines = data.read_bytes().splitlines(keepends=True)
     with open(data, "ab") as f:  # duplicates, resolved by input order: the sort must keep it
         f.writelines(line[:37] + b"again %d\n" % i for i, line in enumerate(lines[::50]))
-    code = ("import sys; from kv.build import build_table; "
-            "build_table(sys.argv[1], sys.argv[2], progress=False, on_duplicate='last')")
+    code = "import sys; from kv.build import build_table; build_table(sys.argv[1], sys.argv[2], progress=False, on_duplicate='last')"
     for name, pure in (("c.kvt", "0"), ("py.kvt", "1")):
-        subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / name)], cwd=ROOT, check=True,
-                       env={**os.environ, "KV_PURE_PYTHON": pure})
+        subprocess.run(
+            [sys.executable, "-c", code, str(data), str(tmp_path / name)], cwd=ROOT, check=True, env={**os.environ, "KV_PURE_PYTHON": pure}
+        )
     assert (tmp_path / "c.kvt").read_bytes() == (tmp_path / "py.kvt").read_bytes()

@@ -8,6 +8,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_writer import reference_table
 
 import kv
 from kv.build import build_table
@@ -15,10 +16,23 @@ from kv.errors import DataFormatError, DuplicateKey
 from kv.keys import string_shard_of
 from kv.options import BuildOptions
 from kv.shard import build_shards
-from reference_writer import reference_table
 
-STRESS = ["/", "..", "%", "%2F", "?", "#", "+", "a b", "ключ", "🔑", "User:42", "user:42",
-          "3479D894-3271-4935-88CF-A06F3CBB80A5", "k" * 1024]
+STRESS = [
+    "/",
+    "..",
+    "%",
+    "%2F",
+    "?",
+    "#",
+    "+",
+    "a b",
+    "ключ",
+    "🔑",
+    "User:42",
+    "user:42",
+    "3479D894-3271-4935-88CF-A06F3CBB80A5",
+    "k" * 1024,
+]
 keys = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=30).filter(lambda k: len(k.encode()) <= 1024)
 
 
@@ -120,10 +134,11 @@ def test_a_malformed_jsonl_line_stops_the_build_naming_file_line_and_problem(tmp
     assert f"{data}:2:" in str(e.value) and reason in str(e.value)
 
 
-@pytest.mark.parametrize("name, lines", [("d.tsv", [l for l, _ in TSV_BAD]), ("d.jsonl", [l for l, _ in JSONL_BAD])])
+@pytest.mark.parametrize("name, lines", [("d.tsv", [line for line, _ in TSV_BAD]), ("d.jsonl", [line for line, _ in JSONL_BAD])])
 def test_skip_invalid_skips_every_bad_line_and_loses_nothing(tmp_path, name, lines):
-    good = [b"a\t1\n", b"b\t2\n", b"a\t3\n"] if name.endswith("tsv") else [jsonl_line("a", b"1"), jsonl_line("b", b"2"),
-                                                                          jsonl_line("a", b"3")]
+    good = (
+        [b"a\t1\n", b"b\t2\n", b"a\t3\n"] if name.endswith("tsv") else [jsonl_line("a", b"1"), jsonl_line("b", b"2"), jsonl_line("a", b"3")]
+    )
     data = write(tmp_path / name, [good[0], *lines, good[1], good[2]])
     report = build_table(data, tmp_path / "d.kvt", BuildOptions(skip_invalid=True, on_duplicate="last"))
     assert report.skipped == len(lines) and report.duplicates == 1 and report.records == 2

@@ -55,8 +55,9 @@ STRESS = {
 
 def string_table(tmp_path, records: dict[str, bytes], shard=(0, 1), name="s.kvt"):
     path = tmp_path / name
-    path.write_bytes(reference_table([(k.encode(), v) for k, v in records.items()], kind="string",
-                                     meta={"format": 2, "key_kind": "string"}, shard=shard))
+    path.write_bytes(
+        reference_table([(k.encode(), v) for k, v in records.items()], kind="string", meta={"format": 2, "key_kind": "string"}, shard=shard)
+    )
     return path
 
 
@@ -123,7 +124,9 @@ def test_an_upper_case_uuid_is_just_a_string_and_is_not_canonicalised(client):
     r = client.get(f"/v1/keys/{UPPER_UUID.lower()}")
     assert r.status_code == 404
     assert client.post("/v1/batch", json={"keys": [UPPER_UUID.lower(), UPPER_UUID.replace("-", "")]}).json()["missing"] == [
-        UPPER_UUID.lower(), UPPER_UUID.replace("-", "")]
+        UPPER_UUID.lower(),
+        UPPER_UUID.replace("-", ""),
+    ]
 
 
 def test_head_json_and_etag_work_for_string_keys(client, app):
@@ -137,13 +140,16 @@ def test_head_json_and_etag_work_for_string_keys(client, app):
     assert r.status_code == 304
 
 
-@pytest.mark.parametrize("path,reason", [
-    ("/v1/keys/", "empty"),
-    ("/v1/keys/" + "k" * (MAX_STRING_KEY + 1), "1,025 bytes"),
-    ("/v1/keys/" + "%C3%A9" * 512 + "x", "1,025 bytes"),
-    ("/v1/keys/%FF", "not valid UTF-8"),
-    ("/v1/keys/ok%C3", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "path,reason",
+    [
+        ("/v1/keys/", "empty"),
+        ("/v1/keys/" + "k" * (MAX_STRING_KEY + 1), "1,025 bytes"),
+        ("/v1/keys/" + "%C3%A9" * 512 + "x", "1,025 bytes"),
+        ("/v1/keys/%FF", "not valid UTF-8"),
+        ("/v1/keys/ok%C3", "not valid UTF-8"),
+    ],
+)
 def test_empty_overlong_and_non_utf8_keys_are_400_problems(client, path, reason):
     r = client.get(path)
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
@@ -238,11 +244,21 @@ def test_a_shard_server_answers_421_with_a_redirect_to_the_keys_shard(shard0):
 # -- the client -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key,path", [
-    ("+", "/v1/keys/%2B"), ("/", "/v1/keys/%2F"), ("%", "/v1/keys/%25"), ("a b", "/v1/keys/a%20b"),
-    ("é", "/v1/keys/%C3%A9"), ("🔑", "/v1/keys/%F0%9F%94%91"), ("..", "/v1/keys/%2E%2E"), (".", "/v1/keys/%2E"),
-    ("a.b-c_d~e", "/v1/keys/a.b-c_d~e"), ("?#", "/v1/keys/%3F%23"),
-])
+@pytest.mark.parametrize(
+    "key,path",
+    [
+        ("+", "/v1/keys/%2B"),
+        ("/", "/v1/keys/%2F"),
+        ("%", "/v1/keys/%25"),
+        ("a b", "/v1/keys/a%20b"),
+        ("é", "/v1/keys/%C3%A9"),
+        ("🔑", "/v1/keys/%F0%9F%94%91"),
+        ("..", "/v1/keys/%2E%2E"),
+        (".", "/v1/keys/%2E"),
+        ("a.b-c_d~e", "/v1/keys/a.b-c_d~e"),
+        ("?#", "/v1/keys/%3F%23"),
+    ],
+)
 def test_the_client_percent_encodes_every_byte_outside_unreserved(key, path):
     assert key_path(key) == path
 
@@ -306,8 +322,7 @@ def test_a_table_built_by_kv_build_from_jsonl_serves_every_stress_key(tmp_path):
     from kv.cli import main
 
     data = tmp_path / "stress.jsonl"
-    data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n"
-                            for k, v in STRESS.items()))
+    data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n" for k, v in STRESS.items()))
     assert main(["build", str(data), "-o", str(tmp_path / "stress.kvt"), "--no-progress"]) == 0
     with client_on(create_app(tmp_path / "stress.kvt")) as c:
         assert c.stats()["key_kind"] == "string"

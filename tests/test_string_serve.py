@@ -18,10 +18,24 @@ from kv.client import Client, key_path
 from kv.keys import MAX_STRING_KEY
 
 STRESS = {
-    "/": b"slash", "a/b": b"a slash inside", "..": b"dot dot", "%": b"percent", "?": b"question", "#": b"hash",
-    "+": b"plus", "a b": b"space", "tab\there": b"tab", "new\nline": b"newline", "back\\slash": b"backslash",
-    "ключ": "значение".encode(), "🔑": b"emoji", "User:42": b"upper", "user:42": b"lower",
-    "3479D894-3271-4935-88CF-A06F3CBB80A5": b"upper uuid", "-dash": b"dash", "k" * MAX_STRING_KEY: b"longest",
+    "/": b"slash",
+    "a/b": b"a slash inside",
+    "..": b"dot dot",
+    "%": b"percent",
+    "?": b"question",
+    "#": b"hash",
+    "+": b"plus",
+    "a b": b"space",
+    "tab\there": b"tab",
+    "new\nline": b"newline",
+    "back\\slash": b"backslash",
+    "ключ": "значение".encode(),
+    "🔑": b"emoji",
+    "User:42": b"upper",
+    "user:42": b"lower",
+    "3479D894-3271-4935-88CF-A06F3CBB80A5": b"upper uuid",
+    "-dash": b"dash",
+    "k" * MAX_STRING_KEY: b"longest",
     "binary": b"\xff\x00\n",
 }
 
@@ -29,8 +43,7 @@ STRESS = {
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     path = tmp_path_factory.mktemp("strserve") / "s.kvt"
-    path.write_bytes(reference_table([(k.encode(), v) for k, v in STRESS.items()], kind="string",
-                                     meta={"format": 2, "key_kind": "string"}))
+    path.write_bytes(reference_table([(k.encode(), v) for k, v in STRESS.items()], kind="string", meta={"format": 2, "key_kind": "string"}))
     return path
 
 

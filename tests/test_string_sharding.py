@@ -30,17 +30,40 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
 
 STRESS = {f"user:{i}": f"value {i}".encode() for i in range(40)}
-STRESS.update({"/": b"slash", "a/b": b"a slash inside", "..": b"dot dot", ".": b"dot", "%": b"percent", "%2F": b"literal",
-               "?": b"question", "a?b": b"q inside", "#": b"hash", "+": b"plus", "a b": b"space", "tab\there": b"tab",
-               "new\nline": b"newline", "ключ": "значение".encode(), "🔑": b"emoji", "User:42": b"upper",
-               "3479D894-3271-4935-88CF-A06F3CBB80A5": b"upper uuid", "k" * MAX_STRING_KEY: b"longest",
-               "binary": b"\xff\x00\n"})
+STRESS.update(
+    {
+        "/": b"slash",
+        "a/b": b"a slash inside",
+        "..": b"dot dot",
+        ".": b"dot",
+        "%": b"percent",
+        "%2F": b"literal",
+        "?": b"question",
+        "a?b": b"q inside",
+        "#": b"hash",
+        "+": b"plus",
+        "a b": b"space",
+        "tab\there": b"tab",
+        "new\nline": b"newline",
+        "ключ": "значение".encode(),
+        "🔑": b"emoji",
+        "User:42": b"upper",
+        "3479D894-3271-4935-88CF-A06F3CBB80A5": b"upper uuid",
+        "k" * MAX_STRING_KEY: b"longest",
+        "binary": b"\xff\x00\n",
+    }
+)
 
 
 def start_replica(table, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_ready(f"http://127.0.0.1:{port}", proc)
     return proc
 
@@ -54,8 +77,7 @@ def front(tmp_path_factory):
     try:
         # The real builder's shards (kv build --shards 2), which must split keys as the servers' string_shard_of does.
         data = d / "s.jsonl"
-        data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n"
-                                for k, v in STRESS.items()))
+        data.write_text("".join(json.dumps({"key": k, "value_base64": base64.b64encode(v).decode()}) + "\n" for k, v in STRESS.items()))
         assert main(["build", str(data), "--shards", "2", "--no-progress"]) == 0
         for i in range(2):
             replicas.append(start_replica(d / f"s.shard-{i}-of-2.kvt", ports[i]))

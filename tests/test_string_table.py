@@ -7,18 +7,38 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_writer import reference_table
 
 import kv
 from kv import format as fmt
 from kv.table import Table
-from reference_writer import reference_table
 
-string_keys = st.text(min_size=1, max_size=40).filter(lambda k: len(k.encode("utf-8", "surrogatepass")) <= 1024).filter(
-    lambda k: not any(0xD800 <= ord(c) <= 0xDFFF for c in k))
+string_keys = (
+    st.text(min_size=1, max_size=40)
+    .filter(lambda k: len(k.encode("utf-8", "surrogatepass")) <= 1024)
+    .filter(lambda k: not any(0xD800 <= ord(c) <= 0xDFFF for c in k))
+)
 values = st.binary(max_size=300)
 
-STRESS_KEYS = ["/", "..", "%", "%2F", "?", "#", "+", "a b", "tab\there", "new\nline", "ключ", "🔑", "User:42", "user:42",
-               "3479D894-3271-4935-88CF-A06F3CBB80A5", "k" * 1024, "é" * 512]
+STRESS_KEYS = [
+    "/",
+    "..",
+    "%",
+    "%2F",
+    "?",
+    "#",
+    "+",
+    "a b",
+    "tab\there",
+    "new\nline",
+    "ключ",
+    "🔑",
+    "User:42",
+    "user:42",
+    "3479D894-3271-4935-88CF-A06F3CBB80A5",
+    "k" * 1024,
+    "é" * 512,
+]
 
 
 def write(tmp_path, records, **kw):
@@ -48,18 +68,29 @@ def test_every_stress_key_reads_back_its_value(tmp_path, impl):
         assert t.get("k" * 1023) is None and t.get("kk") is None  # a prefix of a key is not the key
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("", "empty"), (b"", "empty"), ("k" * 1025, "1,025 bytes"), ("é" * 513, "1,026 bytes"),
-    ("\ud800", "not valid Unicode"), (b"\xff\xfe", "not valid UTF-8"), (7, "str or bytes"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("", "empty"),
+        (b"", "empty"),
+        ("k" * 1025, "1,025 bytes"),
+        ("é" * 513, "1,026 bytes"),
+        ("\ud800", "not valid Unicode"),
+        (b"\xff\xfe", "not valid UTF-8"),
+        (7, "str or bytes"),
+    ],
+)
 def test_a_malformed_key_is_invalid_key_naming_the_fault(tmp_path, impl, bad, message):
     with kv.open_table(write(tmp_path, [("a", b"1")])) as t, pytest.raises(kv.InvalidKey, match=message):
         t.get(bad)
 
 
 @settings(max_examples=60, deadline=None)
-@given(records=st.dictionaries(string_keys, values, max_size=150), others=st.lists(string_keys, max_size=20),
-       load=st.sampled_from([0.5, 0.8, 0.95]))
+@given(
+    records=st.dictionaries(string_keys, values, max_size=150),
+    others=st.lists(string_keys, max_size=20),
+    load=st.sampled_from([0.5, 0.8, 0.95]),
+)
 def test_any_table_of_string_keys_round_trips_in_both_implementations(tmp_path_factory, records, others, load):
     path = tmp_path_factory.mktemp("s") / "t.kvt"
     path.write_bytes(reference_table([(k.encode(), v) for k, v in records.items()], load_factor=load))
@@ -74,7 +105,7 @@ def test_any_table_of_string_keys_round_trips_in_both_implementations(tmp_path_f
             assert t.get(k) == v
         for k in others:
             assert t.get(k) == records.get(k)
-        assert dict((k.decode(), v) for k, v in t.items()) == records
+        assert {k.decode(): v for k, v in t.items()} == records
         assert len(t) == len(records)
         t.verify()
         t.close()

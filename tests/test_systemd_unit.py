@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from kv.publish import SYSTEMD_PID_FILE
 from unit_sandbox import service_settings
+
+from kv.publish import SYSTEMD_PID_FILE
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "kv.service"
@@ -49,8 +49,7 @@ def setting(name: str) -> str:
 
 def exposure(systemd_analyze, unit: Path) -> float:
     """The 'Overall exposure level' systemd-analyze security prints (0 best, 10 worst)."""
-    r = subprocess.run([systemd_analyze, "security", "--offline=true", "--no-pager", str(unit)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([systemd_analyze, "security", "--offline=true", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60)
     m = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([0-9]+\.[0-9]+)", r.stdout + r.stderr)
     assert m, f"no exposure line in:\n{r.stdout}{r.stderr}"
     return float(m.group(1))
@@ -83,8 +82,9 @@ def test_unit_and_socket_verify_clean(systemd_analyze, tmp_path):
     (tmp_path / "data").mkdir()
     for src in (UNIT, SOCKET):
         (tmp_path / src.name).write_text(render(tmp_path, src.read_text()))
-    r = subprocess.run([systemd_analyze, "verify", str(tmp_path / "kv.service"), str(tmp_path / "kv.socket")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [systemd_analyze, "verify", str(tmp_path / "kv.service"), str(tmp_path / "kv.socket")], capture_output=True, text=True, timeout=60
+    )
     ours = [line for line in (r.stdout + r.stderr).splitlines() if "kv." in line]
     assert r.returncode == 0 and not ours, r.stdout + r.stderr
 
@@ -100,14 +100,29 @@ def test_verify_catches_a_missing_execstart_binary(systemd_analyze, tmp_path):
 # -- what the design promises, setting by setting ----------------------------------------------
 
 
-@pytest.mark.parametrize("name, want", [
-    ("DynamicUser", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
-    ("NoNewPrivileges", "yes"), ("CapabilityBoundingSet", ""), ("AmbientCapabilities", ""),
-    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"), ("SystemCallArchitectures", "native"),
-    ("MemoryDenyWriteExecute", "yes"), ("Restart", "on-failure"), ("ExecReload", "/bin/kill -HUP $MAINPID"),
-    ("ReadOnlyPaths", "/var/lib/kv"), ("RuntimeDirectory", "kv"), ("Type", "notify"), ("NotifyAccess", "main"),
-    ("StandardOutput", "journal"), ("StandardError", "journal"),
-])
+@pytest.mark.parametrize(
+    "name, want",
+    [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallArchitectures", "native"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("Restart", "on-failure"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("ReadOnlyPaths", "/var/lib/kv"),
+        ("RuntimeDirectory", "kv"),
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("StandardOutput", "journal"),
+        ("StandardError", "journal"),
+    ],
+)
 def test_unit_setting(name, want):
     assert setting(name) == want
 

@@ -6,11 +6,11 @@ import uuid
 import numpy as np
 import pytest
 import xxhash
+from conftest import REFERENCE_DATA, write_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kv
-from conftest import REFERENCE_DATA, write_records
 from kv.build import build_table
 from kv.gen import generate
 
@@ -60,12 +60,17 @@ def small_table(tmp_path_factory):
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.one_of(
-    st.text(max_size=40),
-    st.binary(max_size=40),
-    st.from_regex(r"\A[0-9a-fA-FgG-]{30,38}\Z"),
-    st.integers(), st.none(), st.floats(), st.lists(st.integers(), max_size=3),
-))
+@given(
+    key=st.one_of(
+        st.text(max_size=40),
+        st.binary(max_size=40),
+        st.from_regex(r"\A[0-9a-fA-FgG-]{30,38}\Z"),
+        st.integers(),
+        st.none(),
+        st.floats(),
+        st.lists(st.integers(), max_size=3),
+    )
+)
 def test_any_key_reads_a_value_none_or_raises_invalid_key(small_table, key):
     t, records = small_table
     try:
@@ -124,7 +129,7 @@ def test_keys_sharing_the_slot_hash_each_read_their_own_value(tmp_path, collidin
     records = {}
     for i, (a, b) in enumerate(colliding):
         records[a], records[b] = b"first %d" % i, b"second %d" % i
-    records.update({k: b"filler" for k in uuid4s(3000, 12)})
+    records.update(dict.fromkeys(uuid4s(3000, 12), b"filler"))
     with table_of(tmp_path, records, load_factor=load) as t:
         for a, b in colliding:
             assert xxhash.xxh3_64_intdigest(a.encode()) >> 32 == xxhash.xxh3_64_intdigest(b.encode()) >> 32
@@ -135,7 +140,7 @@ def test_keys_sharing_the_slot_hash_each_read_their_own_value(tmp_path, collidin
 
 def test_an_absent_key_sharing_a_present_keys_slot_hash_reads_none(tmp_path, colliding):
     present = {a: b"here" for a, _ in colliding}
-    present.update({k: b"filler" for k in uuid4s(500, 13)})
+    present.update(dict.fromkeys(uuid4s(500, 13), b"filler"))
     with table_of(tmp_path, present) as t:
         for a, b in colliding:
             assert t.get(a) == b"here"
@@ -160,7 +165,7 @@ def test_tiny_tables(tmp_path, n):
         assert len(t) == n
         assert all(t.get(k) == v and t.get(k.upper()) == v for k, v in records.items())
         assert all(t.get(k) is None for k in uuid4s(200, 15))
-        assert dict((k.decode(), v) for k, v in t.items()) == records
+        assert {k.decode(): v for k, v in t.items()} == records
         t.verify()
 
 
@@ -173,7 +178,7 @@ def test_table_metadata(gen_table):
         assert t.source["name"] == "gen.data"
         assert t.meta["records"] == len(records)
         assert len(t.generation) == 16
-        assert dict((k.decode(), v) for k, v in t.items()) == dict(records)
+        assert {k.decode(): v for k, v in t.items()} == dict(records)
 
 
 def test_mapping_protocol_and_get_canonical(small_table):
