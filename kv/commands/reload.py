@@ -23,8 +23,8 @@ def add_reload_options(p: argparse.ArgumentParser, with_flag: bool) -> None:
         p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
     settings.PID_FILE.add_to(
         p,
-        help="the server's pid file; when neither is given, the first that exists of "
-        "ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid",
+        help="the server's pid file",
+        shown_default="the first that exists of ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid",
     )
     p.add_argument(
         "--wait",

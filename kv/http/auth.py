@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 
 from starlette.responses import Response
 
+from ..errors import KVError
 from .problems import problem
 
 OPEN_PATHS = (b"/healthz", b"/readyz")  # probes: orchestrators and load balancers carry no token
@@ -49,7 +50,7 @@ MIN_TOKEN, MAX_TOKEN = 8, 512
 COMPARE_UP_TO = 8  # tokens checked one by one with compare_digest; more: a keyed MAC and a set
 
 
-class TokenFileError(ValueError):
+class TokenFileError(KVError, ValueError):
     """The token file cannot be used; the message names the file (and line), never a token."""
 
 
