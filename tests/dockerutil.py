@@ -1,4 +1,4 @@
-"""A Docker engine, the kv images and throwaway containers for tests/test_container.py.
+"""A Docker engine, the kv images and throwaway containers for tests/integration/test_container.py.
 
 The engine is whichever answers (DOCKER_HOST, or the default socket); where
 none does, deploy/docker/private-dockerd.sh starts Debian's dockerd (installing

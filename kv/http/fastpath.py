@@ -11,7 +11,7 @@ HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
 which enforces the limits, then sends every request whose RAW path starts
 with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
 where a key's "%2F" would become a path separator) and the rest to FastAPI.
-The handler produces the same bytes for a hit (tests/test_fastpath.py proves
+The handler produces the same bytes for a hit (tests/unit/test_fastpath.py proves
 it).
 
 The checked path refuses, each with a problem response:

@@ -23,10 +23,14 @@ from pathlib import Path
 import dockerutil
 import httpx
 import pytest
-from conftest import free_port, read_records, write_records
+from conftest import (
+    ROOT,
+    free_port,
+    read_records,
+    write_records,
+)
 from serverutil import running_server
 
-ROOT = Path(__file__).resolve().parent.parent
 KV = str(Path(sys.executable).parent / "kv")
 HARDENED = dockerutil.HARDENED
 container = pytest.mark.container

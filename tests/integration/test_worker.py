@@ -15,7 +15,6 @@ import time
 
 import httpx
 import pytest
-
 from serverutil import running_server, worker_pids
 
 
@@ -53,7 +52,7 @@ def closed_after(s: socket.socket, limit: float) -> float | None:
         data = s.recv(1)
     except ConnectionResetError:
         return time.monotonic() - t0
-    except socket.timeout:
+    except TimeoutError:
         return None
     assert data == b"", f"unexpected data {data!r}"
     return time.monotonic() - t0

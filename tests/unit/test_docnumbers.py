@@ -2,9 +2,9 @@
 names (loadtest/docnumbers.py): a doc cannot drift from docs/bench/*.json."""
 
 import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 spec = importlib.util.spec_from_file_location("docnumbers", ROOT / "loadtest" / "docnumbers.py")
 docnumbers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(docnumbers)
