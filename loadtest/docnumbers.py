@@ -119,7 +119,33 @@ def clients(s: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-TABLES = {"capacity": capacity, "clients": clients}
+def _printed(fn, *args) -> str:
+    """What a loadtest/tables.py function prints, as text."""
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "loadtest" / "tables.py")
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        getattr(tables, fn)(*args)
+    return out.getvalue()
+
+
+def engine_tables(s: dict) -> str:
+    """docs/BENCHMARKS.md's engine section: loadtest/tables.py's engine tables."""
+    return _printed("engine", s["engine"], s["engine-100m"])
+
+
+def http_tables(s: dict) -> str:
+    """docs/BENCHMARKS.md's HTTP section: loadtest/tables.py's HTTP tables."""
+    return _printed("http", s["http"])
+
+
+TABLES = {"capacity": capacity, "clients": clients, "engine": engine_tables, "http": http_tables}
 
 
 # -- rewrite and check ---------------------------------------------------------------------------

@@ -83,6 +83,36 @@ def engine(e: dict, big: dict) -> None:
     print(
         table(["contender", "us per lookup", "lookups/s"], [[k, v, f"{lk['lookups_per_s'][k]:,}"] for k, v in lk["us_per_lookup"].items()])
     )
+    sk = e.get("string_keys")
+    if sk:
+        lk2 = sk["lookups"]
+        print(
+            table(
+                [
+                    "string keys (kv gen --keys string)",
+                    "records",
+                    "build s (median of 3)",
+                    "size ratio",
+                    "kv us per lookup",
+                    "dict us per lookup",
+                    "kv / dict rate",
+                    "UUID kv us per lookup (same run)",
+                ],
+                [
+                    [
+                        "8-40 characters, 10% misses",
+                        f"{sk['records']:,}",
+                        sk["build_seconds"],
+                        sk["size_ratio"],
+                        lk2["us_per_lookup"]["kv"],
+                        lk2["us_per_lookup"]["dict"],
+                        lk2["kv_vs_dict"],
+                        lk2["uuid_kv_us_per_lookup"],
+                    ]
+                ],
+            )
+            + "\n"
+        )
     scaling = f"; 10M/1M build time {e['build_scaling_10x']}x" if "build_scaling_10x" in e else ""
     print(
         f"\nkv/lmdb rate ratio {lk['kv_vs_lmdb']}, kv/dict {lk['kv_vs_dict']}; build 1M: kv vs LMDB bulk load "
@@ -146,6 +176,21 @@ def http(h: dict) -> None:
             _ratio_line(t, "kv_vs_fastapi_route", "kv", "fastapi_route", "kv / FastAPI route", 2, "x"),
             _ratio_line(t, "kv_vs_typical", "kv", "typical", "kv / typical", 2, "x"),
         ]
+        extra = [
+            ("raw_protocol", "kv_vs_raw_protocol", "kv", "kv / a raw uvloop + httptools protocol doing the same lookup"),
+            ("raw_protocol", "raw_protocol_vs_ceiling", "raw_protocol", "raw protocol / ceiling"),
+            ("kv_string", "kv_string_vs_kv", "kv_string", "string-key hits (1M string table, percent-encoded keys) / UUID hits"),
+            ("kv_token", "kv_token_vs_kv", "kv_token", "hits with a read token / without"),
+        ]
+        for needs, key, a, label in extra:
+            if needs in runs and key in t:
+                b = "ceiling" if key.endswith("_vs_ceiling") else ("raw_protocol" if key == "kv_vs_raw_protocol" else "kv")
+                lines.append(_ratio_line(t, key, a, b, label, 3))
+        shares = [r.get("protocol_share") for r in runs.get("kv", []) if r.get("protocol_share") is not None]
+        if shares:
+            lines.append(
+                "share of kv's requests answered in the protocol (kv_protocol_hits_total): " + ", ".join(f"{s:.3f}" for s in shares)
+            )
         print("\n".join(f"- {line}" for line in lines) + "\n")
     lat = h.get("latency")
     if lat:
