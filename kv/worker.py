@@ -109,6 +109,7 @@ class KVHttpProtocol(HttpToolsProtocol):
     _linger_budget = LINGER_BYTES
     _answer = None  # rule 8: kv/http/protocol.py's answerer of this worker's app; None: not kv's app
     answered = 0  # requests answered by it on this connection (rules 2 and 4 see each as a completed request)
+    idle_timer = None  # its keep-alive timer (kv/http/protocol.py, IdleTimer), made at the first answer
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:  # after a refusal: read and drop (uvloop keeps this bound method, so a flag, not a swap)

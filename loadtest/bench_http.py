@@ -8,7 +8,9 @@ by wrk with random keys.
 Contenders (2 gunicorn workers with uvicorn-worker unless noted):
   ceiling          bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
   ceiling_kvworker the same app under kv's worker class      (-k kv.worker.KVWorker)
-  kv               `kv serve TABLE` (fast path + FastAPI)
+  kv               `kv serve TABLE` (hits answered in the protocol, kv/http/protocol.py; ASGI fast path; FastAPI)
+  raw_protocol     a plain uvloop + httptools protocol doing the same lookup, 2 forked
+                   processes on one socket: the limit of Python HTTP here (loadtest/contenders/raw_protocol.py)
   bare_lookup      bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
   fastapi_route    the same lookup behind a plain FastAPI route
   typical          FastAPI + dict of the whole file, one uvicorn process
@@ -144,6 +146,10 @@ def gunicorn(app: str, workers: int = 2, worker_class: str = "uvicorn_worker.Uvi
             "--log-level", "warning", "--keep-alive", "5", app]
 
 
+def raw_protocol(workers: int = 2) -> list[str]:
+    return [sys.executable, "-m", "loadtest.contenders.raw_protocol", "--port", "{port}", "--workers", str(workers)]
+
+
 def kv_serve(path: Path, workers: int = 2) -> list[str]:
     return [str(BIN / "kv"), "serve", str(path), "--workers", str(workers), "--bind", "127.0.0.1:{port}"]
 
@@ -175,9 +181,10 @@ def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
     takes whole milliseconds, so a fractional delay is dithered: floor or
     floor + 1 at random, averaging `delay_ms`."""
     body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
-            "local reqs = {}",
-            "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
-            "local n = #reqs",
+            "local reqs, n = {}, 0",
+            # In init, not at load: wrk sets the Host header just before init, and
+            # kv answers a request without Host with 400 (RFC 9112, 3.2).
+            "init = function(args) for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end n = #reqs end",
             "request = function() return reqs[math.random(n)] end"]
     if delay_ms is not None:
         whole, frac = int(delay_ms), delay_ms - int(delay_ms)
@@ -193,9 +200,9 @@ def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
     lines = ["local bodies = {"]
     for _ in range(bodies):
         lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
-    lines += ["}", "local reqs = {}",
-              "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
-              "local n = #reqs", "request = function() return reqs[math.random(n)] end"]
+    lines += ["}", "local reqs, n = {}, 0",  # built in init, when wrk has set Host (see lua_get)
+              "init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end n = #reqs end",
+              "request = function() return reqs[math.random(n)] end"]
     path = LUA_DIR / f"batch-{size}.lua"
     path.write_text("\n".join(lines) + DONE)
     return path
@@ -215,12 +222,36 @@ def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, thr
         "rps": round(r["requests"] / secs),
         "requests": r["requests"],
         "errors": errors,
+        "errors_status": r["errors_status"],
         "connections": connections,
         "duration_s": round(secs, 2),
         "latency_ms": {q: round(r[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}
         | {"mean": round(r["lat_mean_us"] / 1000, 3)},
         "command": " ".join(cmd),
     }
+
+
+def check_answers(name: str, r: dict) -> None:
+    """A run whose answers were errors measured the error path: say so loudly."""
+    if r["errors_status"] > 0.001 * max(1, r["requests"]):
+        print(f"WARNING {name}: {r['errors_status']:,} of {r['requests']:,} answers were not 2xx/3xx", file=sys.stderr)
+
+
+def protocol_hits(url: str) -> float:
+    """kv_protocol_hits_total summed over the workers (/metrics lags by up to about 1 s)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("kv_protocol_hits_total"))
+
+
+def protocol_share(url: str, before: float, run: dict) -> float:
+    """The share of a kv run's requests answered in the protocol (kv/http/protocol.py):
+    near 1 when the path measured is the protocol path."""
+    time.sleep(1.2)  # /metrics is rendered at most once a second
+    share = round((protocol_hits(url) - before) / max(1, run["requests"]), 3)
+    if share < 0.95:
+        print(f"WARNING kv: only {share:.1%} of the requests were answered in the protocol", file=sys.stderr)
+    return share
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -247,6 +278,8 @@ def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
 # The ratios reported: name -> (numerator, denominator, decimals).
 RATIOS = {
     "kv_vs_ceiling": ("kv", "ceiling", 3),
+    "kv_vs_raw_protocol": ("kv", "raw_protocol", 3),
+    "raw_protocol_vs_ceiling": ("raw_protocol", "ceiling", 3),
     "kv_vs_ceiling_kvworker": ("kv", "ceiling_kvworker", 3),
     "ceiling_kvworker_vs_ceiling": ("ceiling_kvworker", "ceiling", 3),
     "kv_vs_fastapi_route": ("kv", "fastapi_route", 2),
@@ -261,10 +294,14 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "ceiling": Server("ceiling", gunicorn(ceiling_app)),
         "ceiling_kvworker": Server("ceiling_kvworker", gunicorn(ceiling_app, worker_class="kv.worker.KVWorker")),
         "kv": Server("kv", kv_serve(table)),
+        "raw_protocol": Server("raw_protocol", raw_protocol(), {"KV_TABLE": str(table)}),
         "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
         "fastapi_route": Server("fastapi_route", gunicorn("loadtest.contenders.fastapi_route:app"), {"KV_TABLE": str(table)}),
         "typical": Server("typical", typical(), {"KV_DATA": str(data)}),
     }
+    if args.contenders:
+        wanted = args.contenders.split(",")
+        contenders = {name: srv for name, srv in contenders.items() if name in wanted}
     probe = f"/v1/keys/{keys[0]}"
     results = {name: [] for name in contenders}
     for rnd in range(args.rounds):
@@ -274,8 +311,12 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
             with srv:
                 srv.wait_ready(probe)
                 wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
+                before = protocol_hits(srv.url) if name == "kv" else None
                 r = wrk(srv.url, script, args.connections, args.duration)
                 r["round"] = rnd + 1
+                if before is not None:
+                    r["protocol_share"] = protocol_share(srv.url, before, r)
+                check_answers(name, r)
                 results[name].append(r)
                 print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
@@ -288,6 +329,8 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "paired_ratios": {},
     }
     for key, (a, b, digits) in RATIOS.items():
+        if a not in results or b not in results:
+            continue
         paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b])]
         out["paired_ratios"][key] = paired
         out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b])), digits)
@@ -331,8 +374,12 @@ def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
     with Server("kv", kv_serve(table)) as srv:
         srv.wait_ready(f"/v1/keys/{keys[0]}")
         wrk(srv.url, lua_get(keys), 16, 2)
+        before = protocol_hits(srv.url)
         out["concurrency_1"] = wrk(srv.url, lua_get(keys), 1, args.duration)
+        out["concurrency_1"]["protocol_share"] = protocol_share(srv.url, before, out["concurrency_1"])
+        before = protocol_hits(srv.url)
         peak = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        peak["protocol_share"] = protocol_share(srv.url, before, peak)  # the half peak run sends the same requests
         source = "throughput: kv median req/s over the rounds" if peak_rps else "latency: this section's peak run"
         peak_rps = peak_rps or peak["rps"]
         r = paced(srv.url, keys, 0.5 * peak_rps, args.connections, args.duration)
@@ -520,6 +567,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=4,
                     help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)")
+    ap.add_argument("--contenders", default="", help="comma-separated throughput contenders to run (default: all)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
     ap.add_argument("--memory-sizes", default="10000,1000000,10000000,100000000",
                     help="table sizes for per-worker memory (bench-data/N.data is generated when missing)")

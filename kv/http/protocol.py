@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
@@ -78,6 +79,48 @@ class _Answered:
 
 ANSWERED = _Answered()
 CLOSED = _Answered()  # ... and closed it after: requests parsed behind it are dropped, as uvicorn drops a closed connection's queue
+
+class IdleTimer:
+    """The keep-alive timeout after answers given here, at a fraction of the
+    cost of uvicorn's: one loop timer per connection, re-armed only when it
+    fires (creating and cancelling a uvloop timer for every request costs
+    more than the rest of an answer). It stands in `timeout_keep_alive_task`
+    as uvicorn's timer handle does: uvicorn's data_received "cancels" it
+    (clears `armed`) when bytes arrive, as it cancels its own. When the loop
+    timer fires: cancelled since, nothing (uvicorn's path or the next answer
+    owns the connection's idleness again); idle for less than the timeout,
+    wait the rest; else the protocol's own keep-alive handler (which closes,
+    or re-arms when the socket holds unread bytes: kv/worker.py rule 5)."""
+
+    __slots__ = ("conn", "handle", "since", "armed")
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        self.handle: Any = None
+        self.since = 0.0
+        self.armed = False
+
+    def arm(self, now: float) -> None:
+        self.since = now  # time.perf_counter(): CLOCK_MONOTONIC, as the loop's clock
+        self.armed = True
+        if self.handle is None:
+            self.handle = self.conn.loop.call_later(self.conn.timeout_keep_alive, self._fire)
+
+    def cancel(self) -> None:
+        self.armed = False
+
+    def _fire(self) -> None:
+        self.handle = None
+        conn = self.conn
+        if not self.armed or conn.timeout_keep_alive_task is not self:
+            return
+        left = self.since + conn.timeout_keep_alive - time.perf_counter()
+        if left > 0:
+            self.handle = conn.loop.call_later(left, self._fire)
+            return
+        self.armed = False
+        conn.timeout_keep_alive_handler()  # sets timeout_keep_alive_task to None (or a timer of its own) first
+
 
 _CONTENT_TYPE = {TEXT: b"content-type: " + TEXT.encode() + b"\r\n", BINARY: b"content-type: " + BINARY.encode() + b"\r\n"}
 
@@ -141,7 +184,8 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         if limit is not None and (len(conn.connections) >= limit or len(conn.tasks) >= limit):
             return False  # uvicorn's 503
         transport = conn.transport
-        if transport.is_closing() or not plain(conn.headers, allows):
+        headers = conn.headers
+        if transport.is_closing() or not plain(headers, allows):
             return False
         value = lookup(key)
         if value is None:
@@ -153,7 +197,12 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         if default_headers is not cache[0] or hit_headers != cache[1]:
             cache[:] = (default_headers, list(hit_headers), ok + _render(default_headers) + _render(hit_headers),
                         _says_close(default_headers))
-        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0" and not cache[3]
+        keep_alive = parser.should_keep_alive() and not cache[3]
+        if keep_alive and len(headers) > 1:  # HTTP/1.0 with `Connection: keep-alive`: uvicorn closes all the same
+            for name, _ in headers:
+                if name == b"connection":
+                    keep_alive = parser.get_http_version() != "1.0"  # formats a string (0.5 us): only when it can matter
+                    break
         transport.write(b"".join((
             cache[2],
             b"content-length: %d\r\n" % len(value),
@@ -166,8 +215,12 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         lookups[0] += 1
         if keep_alive:
             conn.cycle = ANSWERED
-            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an earlier answer in this read re-armed it
-                conn.timeout_keep_alive_task = conn.loop.call_later(conn.timeout_keep_alive, conn.timeout_keep_alive_handler)
+            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
+                idle = conn.idle_timer
+                if idle is None:
+                    idle = conn.idle_timer = IdleTimer(conn)
+                idle.arm(t0)
+                conn.timeout_keep_alive_task = idle
         else:
             conn.cycle = CLOSED
             transport.close()
