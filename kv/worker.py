@@ -120,7 +120,7 @@ class KVHttpProtocol(HttpToolsProtocol):
         # Rule 4: a few comparisons and one add per read, not per request callback.
         cycle, answered = self.cycle, self.answered
         in_head = cycle is None or not cycle.more_body or cycle.response_complete  # not inside a body
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)  # not super(): one object less per read
         if self.cycle is not cycle or self.answered != answered or not in_head:  # a head completed in this read, or it carried a body
             self._head_bytes = 0
             return
