@@ -60,19 +60,21 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    uvicorn would start the ASGI task, first asks kv/http/protocol.py to
    answer the request: a GET or HEAD hit on /v1/keys/{key} with nothing in
    flight before it is written to the transport there, byte for byte the
-   ASGI path's response, without a scope, cycle or task (about 1.5 to 1.8
-   times the requests per second of a bare ASGI app). Everything else
-   (misses, other routes, conditional or JSON requests, tokens missing,
-   pipelined requests behind one in flight) goes on to uvicorn unchanged.
-   Rules 1, 2 and 4 hold on this path: the drain's `Connection: close` is in
-   the default headers it writes, and `answered` counts its requests, so
-   the head limit and the sweep see a request completed as they see a new
-   cycle.
+   ASGI path's response, without a scope of its own, cycle, task or `send`
+   (1.7 to 2.4 times the bare-ASGI ceiling's requests per second in the
+   rounds of a quick paired run on a loaded 2-core machine). Everything else (misses, other routes,
+   conditional or JSON requests, a missing or wrong token, pipelined
+   requests behind one in flight) goes on to uvicorn unchanged. Rules 1, 2,
+   4 and 5 hold on this path: the drain's `Connection: close` is in the
+   default headers it writes (and it closes after); `answered` counts its
+   requests, so the head limit and the sweep see each as they see a new
+   cycle; its keep-alive timer (protocol.IdleTimer) ends in this class's
+   timeout_keep_alive_handler.
 
 Rules 1 and 2 stay off the per-request path: the drain adds `Connection:
 close` to the worker's default response headers, and the head check is the
-periodic sweep. Rule 8 is the one method overridden that runs for every
-request, and it exists to make requests cheaper.
+periodic sweep. Rule 4 adds a few comparisons per read; rule 8 is the one
+parser callback overridden, and it exists to make requests cheaper.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ below sets for uvicorn.
 
 FastAPI's routing, validation and response classes cost more than the table
 lookup itself, so `FastPath` answers plain hits directly: one prefix check, a
-scan of a handful of headers, `Table.get` on the raw path bytes (for a string
+scan of a handful of headers (no body, Host first, nothing conditional or
+JSON, the read token), `Table.get` on the raw path bytes (for a string
 table percent-decoded first, only when they hold a "%"), one precomputed
 header list, two `send` calls. Everything else (misses, malformed keys, JSON,
 HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
@@ -13,6 +14,13 @@ with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
 where a key's "%2F" would become a path separator) and the rest to FastAPI.
 The handler produces the same bytes for a hit (tests/test_fastpath.py proves
 it).
+
+Under kv's worker most plain hits never reach this module's ASGI app: the
+connection protocol answers them first (kv/http/protocol.py), by the same
+rules, which live here (`plain_headers`, `plain_lookup`) so that both fast
+paths answer exactly the same requests. This one answers the plain GET hits
+the protocol leaves to uvicorn: those pipelined behind a request in flight,
+and every hit under another server.
 
 The checked path refuses, each with a problem response:
 - a request target (path and query) over MAX_PATH bytes: 414;
