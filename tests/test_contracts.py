@@ -221,7 +221,7 @@ def test_the_protocol_path_writes_what_uvicorn_writes_for_the_asgi_path(tmp_path
     for version in ("1.1", "1.0"):
         request = f"{method} /v1/keys/{key} HTTP/{version}\r\nHost: t\r\n\r\n".encode()
 
-        async def answer(turned_on):
+        async def answer(turned_on, request=request):
             conn, transport = _protocol(app)
             if not turned_on:
                 conn._answer = None

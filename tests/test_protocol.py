@@ -95,6 +95,11 @@ def settled_hits(url: str, at_least: float, timeout: float = 5.0, headers=None) 
         time.sleep(0.1)
 
 
+def batch(*keys: str) -> bytes:
+    body = ('{"keys": [' + ", ".join(f'"{k}"' for k in keys) + "]}").encode()
+    return (f"POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 def both_paths(port: int, path: str, method: str) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
     """(the answer alone on a connection: the protocol path; the same request
     pipelined behind a miss, so behind a request in flight: the ASGI path)."""
@@ -153,8 +158,7 @@ def test_pipelined_requests_are_answered_in_order_and_exactly(uuid_server):
         lambda: ("GET", get(f"/v1/keys/{uuid.uuid4()}")),
         lambda: ("GET", get("/v1/keys/not-a-key")),
         lambda: ("GET", get(f"/v1/keys/{rnd.choice(hits)}", headers="Accept: application/json\r\n")),
-        lambda: ("POST", b"POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (len(body := ('{"keys": ["%s", "%s"]}' % (rnd.choice(hits), MISS)).encode()), body)),
+        lambda: ("POST", batch(rnd.choice(hits), MISS)),
         lambda: ("GET", get("/openapi.json")),
         lambda: ("GET", get("/healthz")),
         lambda: ("GET", get("/no/such/route")),
