@@ -9,6 +9,7 @@ worker failing at run time.
 """
 
 import inspect
+import re
 
 import pytest
 
@@ -128,7 +129,14 @@ def test_what_the_protocol_path_reads_and_sets_in_uvicorn():
                  "self.flow", "self.pipeline", "self.headers", "self.expect_100_continue", "self.cycle",
                  "self.timeout_keep_alive_task", "self.timeout_keep_alive", "self.server_state", "self.loop"):
         assert attr in init, f"HttpToolsProtocol.__init__ no longer sets {attr}: kv/http/protocol.py reads it"
-    assert "self.url = b\"\"" in inspect.getsource(HttpToolsProtocol.on_message_begin)
+    # kv/worker.py's on_message_begin resets these and leaves the scope to on_headers_complete.
+    begin = inspect.getsource(HttpToolsProtocol.on_message_begin)
+    assigned = sorted(set(re.findall(r"^\s+(self\.\w+)\s*=", begin, re.M)))
+    assert assigned == ["self.expect_100_continue", "self.headers", "self.scope", "self.url"], (
+        f"uvicorn's on_message_begin now sets {assigned}: re-check KVHttpProtocol.on_message_begin")
+    assert '"headers": self.headers' in begin
+    for method in (HttpToolsProtocol.on_url, HttpToolsProtocol.on_header):
+        assert "self.scope" not in inspect.getsource(method), "the scope is read before on_headers_complete"
     assert "self.url += url" in inspect.getsource(HttpToolsProtocol.on_url)
     assert "self.headers.append((name, value))" in inspect.getsource(HttpToolsProtocol.on_header)
     assert "name.lower()" in inspect.getsource(HttpToolsProtocol.on_header), "header names are no longer lower-cased"
