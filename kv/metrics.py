@@ -33,6 +33,8 @@ LATENCY = Histogram("kv_request_duration_seconds", "Time from request to respons
 TABLE_KEYS = Gauge("kv_table_keys", "Records in the table a live worker serves", ["generation"], multiprocess_mode="livemax")
 TABLE_VALUE_BYTES = Gauge("kv_table_value_bytes", "Sum of value lengths in the served table", ["generation"], multiprocess_mode="livemax")
 TABLE_BYTES = Gauge("kv_table_file_bytes", "Size of the served table file", ["generation"], multiprocess_mode="livemax")
+PROTOCOL_HITS = Counter("kv_protocol_hits", "Hits answered inside the connection protocol, before ASGI (kv/http/protocol.py); "
+                        "also counted in kv_requests_total and kv_lookups_total")
 WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["generation"], multiprocess_mode="livesum")
 
 OUTCOMES = ("hit", "miss", "invalid")
@@ -45,7 +47,7 @@ class Counts:
     """Per-process tallies the hot path adds to; flushed into prometheus_client.
     `fast_route` labels the fast path's hits (kv/http/routes.py: KEY.path)."""
 
-    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "fast_route", "last_flush")
+    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "protocol", "fast_route", "last_flush")
 
     def __init__(self, fast_route: str):
         self.requests: dict[tuple[str, int], int] = {}
@@ -55,6 +57,9 @@ class Counts:
         # Fast-path hits: latency bucket counts only (their sum is estimated
         # from bucket midpoints; a hit takes microseconds).
         self.fast = [0] * (len(LATENCY_BUCKETS) + 1)
+        # The same for hits answered in the connection protocol (kv/http/protocol.py),
+        # counted apart only to tell how many took that path (kv_protocol_hits).
+        self.protocol = [0] * (len(LATENCY_BUCKETS) + 1)
         self.fast_route = fast_route
         self.last_flush = time.monotonic()
 
@@ -84,19 +89,20 @@ class Counts:
             BATCHES.inc(len(batches))
             for size in batches:
                 BATCH_SIZE.observe(size)
-        fast = self.fast
-        if any(fast):
-            n = sum(fast)
-            counts = list(fast)
-            for i in range(len(fast)):  # in place: the fast path holds this list
-                fast[i] = 0
-            fast = counts
-            REQUESTS.labels(self.fast_route, "200").inc(n)
-            child = LATENCY.labels(self.fast_route)
-            for i, c in enumerate(fast):
-                if c:
-                    child._buckets[i].inc(c)
-                    child._sum.inc(c * _MIDPOINTS[i])
+        for fast in (self.fast, self.protocol):
+            if any(fast):
+                n = sum(fast)
+                counts = list(fast)
+                for i in range(len(fast)):  # in place: the fast paths hold these lists
+                    fast[i] = 0
+                REQUESTS.labels(self.fast_route, "200").inc(n)
+                if fast is self.protocol:
+                    PROTOCOL_HITS.inc(n)
+                child = LATENCY.labels(self.fast_route)
+                for i, c in enumerate(counts):
+                    if c:
+                        child._buckets[i].inc(c)
+                        child._sum.inc(c * _MIDPOINTS[i])
         latency, self.latency = self.latency, {}
         for route, counts in latency.items():
             child = LATENCY.labels(route)

@@ -8,7 +8,9 @@ by wrk with random keys.
 Contenders (2 gunicorn workers with uvicorn-worker unless noted):
   ceiling          bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
   ceiling_kvworker the same app under kv's worker class      (-k kv.worker.KVWorker)
-  kv               `kv serve TABLE` (fast path + FastAPI)
+  kv               `kv serve TABLE` (hits answered in the protocol, kv/http/protocol.py; ASGI fast path; FastAPI)
+  raw_protocol     a plain uvloop + httptools protocol doing the same lookup, 2 forked
+                   processes on one socket: the limit of Python HTTP here (loadtest/contenders/raw_protocol.py)
   bare_lookup      bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
   fastapi_route    the same lookup behind a plain FastAPI route
   typical          FastAPI + dict of the whole file, one uvicorn process
@@ -140,20 +142,12 @@ class Server:
 
 
 def gunicorn(app: str, workers: int = 2, worker_class: str = "uvicorn_worker.UvicornWorker") -> list[str]:
-    return [
-        str(BIN / "gunicorn"),
-        "-k",
-        worker_class,
-        "-w",
-        str(workers),
-        "-b",
-        "127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-        "--keep-alive",
-        "5",
-        app,
-    ]
+    return [str(BIN / "gunicorn"), "-k", worker_class, "-w", str(workers), "-b", "127.0.0.1:{port}",
+            "--log-level", "warning", "--keep-alive", "5", app]
+
+
+def raw_protocol(workers: int = 2) -> list[str]:
+    return [sys.executable, "-m", "loadtest.contenders.raw_protocol", "--port", "{port}", "--workers", str(workers)]
 
 
 def kv_serve(path: Path, workers: int = 2) -> list[str]:
@@ -162,17 +156,8 @@ def kv_serve(path: Path, workers: int = 2) -> list[str]:
 
 def typical(workers: int = 1) -> list[str]:
     if workers == 1:
-        return [
-            str(BIN / "uvicorn"),
-            "loadtest.contenders.fastapi_dict:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
+        return [str(BIN / "uvicorn"), "loadtest.contenders.fastapi_dict:app", "--host", "127.0.0.1", "--port", "{port}",
+                "--log-level", "warning", "--no-access-log"]
     return gunicorn("loadtest.contenders.fastapi_dict:app", workers)
 
 
@@ -195,15 +180,12 @@ def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
     With `delay_ms`, each connection waits that long before each request. wrk
     takes whole milliseconds, so a fractional delay is dithered: floor or
     floor + 1 at random, averaging `delay_ms`."""
-    body = [
-        "local keys = {",
-        ",\n".join(f'"{k}"' for k in keys),
-        "}",
-        "local reqs = {}",
-        "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
-        "local n = #reqs",
-        "request = function() return reqs[math.random(n)] end",
-    ]
+    body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
+            "local reqs, n = {}, 0",
+            # In init, not at load: wrk sets the Host header just before init, and
+            # kv answers a request without Host with 400 (RFC 9112, 3.2).
+            "init = function(args) for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end n = #reqs end",
+            "request = function() return reqs[math.random(n)] end"]
     if delay_ms is not None:
         whole, frac = int(delay_ms), delay_ms - int(delay_ms)
         body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
@@ -218,13 +200,9 @@ def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
     lines = ["local bodies = {"]
     for _ in range(bodies):
         lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
-    lines += [
-        "}",
-        "local reqs = {}",
-        "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
-        "local n = #reqs",
-        "request = function() return reqs[math.random(n)] end",
-    ]
+    lines += ["}", "local reqs, n = {}, 0",  # built in init, when wrk has set Host (see lua_get)
+              "init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end n = #reqs end",
+              "request = function() return reqs[math.random(n)] end"]
     path = LUA_DIR / f"batch-{size}.lua"
     path.write_text("\n".join(lines) + DONE)
     return path
@@ -244,12 +222,36 @@ def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, thr
         "rps": round(r["requests"] / secs),
         "requests": r["requests"],
         "errors": errors,
+        "errors_status": r["errors_status"],
         "connections": connections,
         "duration_s": round(secs, 2),
         "latency_ms": {q: round(r[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}
         | {"mean": round(r["lat_mean_us"] / 1000, 3)},
         "command": " ".join(cmd),
     }
+
+
+def check_answers(name: str, r: dict) -> None:
+    """A run whose answers were errors measured the error path: say so loudly."""
+    if r["errors_status"] > 0.001 * max(1, r["requests"]):
+        print(f"WARNING {name}: {r['errors_status']:,} of {r['requests']:,} answers were not 2xx/3xx", file=sys.stderr)
+
+
+def protocol_hits(url: str) -> float:
+    """kv_protocol_hits_total summed over the workers (/metrics lags by up to about 1 s)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("kv_protocol_hits_total"))
+
+
+def protocol_share(url: str, before: float, run: dict) -> float:
+    """The share of a kv run's requests answered in the protocol (kv/http/protocol.py):
+    near 1 when the path measured is the protocol path."""
+    time.sleep(1.2)  # /metrics is rendered at most once a second
+    share = round((protocol_hits(url) - before) / max(1, run["requests"]), 3)
+    if share < 0.95:
+        print(f"WARNING kv: only {share:.1%} of the requests were answered in the protocol", file=sys.stderr)
+    return share
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -276,6 +278,8 @@ def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
 # The ratios reported: name -> (numerator, denominator, decimals).
 RATIOS = {
     "kv_vs_ceiling": ("kv", "ceiling", 3),
+    "kv_vs_raw_protocol": ("kv", "raw_protocol", 3),
+    "raw_protocol_vs_ceiling": ("raw_protocol", "ceiling", 3),
     "kv_vs_ceiling_kvworker": ("kv", "ceiling_kvworker", 3),
     "ceiling_kvworker_vs_ceiling": ("ceiling_kvworker", "ceiling", 3),
     "kv_vs_fastapi_route": ("kv", "fastapi_route", 2),
@@ -290,10 +294,14 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "ceiling": Server("ceiling", gunicorn(ceiling_app)),
         "ceiling_kvworker": Server("ceiling_kvworker", gunicorn(ceiling_app, worker_class="kv.worker.KVWorker")),
         "kv": Server("kv", kv_serve(table)),
+        "raw_protocol": Server("raw_protocol", raw_protocol(), {"KV_TABLE": str(table)}),
         "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
         "fastapi_route": Server("fastapi_route", gunicorn("loadtest.contenders.fastapi_route:app"), {"KV_TABLE": str(table)}),
         "typical": Server("typical", typical(), {"KV_DATA": str(data)}),
     }
+    if args.contenders:
+        wanted = args.contenders.split(",")
+        contenders = {name: srv for name, srv in contenders.items() if name in wanted}
     probe = f"/v1/keys/{keys[0]}"
     results = {name: [] for name in contenders}
     for rnd in range(args.rounds):
@@ -303,8 +311,12 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
             with srv:
                 srv.wait_ready(probe)
                 wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
+                before = protocol_hits(srv.url) if name == "kv" else None
                 r = wrk(srv.url, script, args.connections, args.duration)
                 r["round"] = rnd + 1
+                if before is not None:
+                    r["protocol_share"] = protocol_share(srv.url, before, r)
+                check_answers(name, r)
                 results[name].append(r)
                 print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
@@ -317,27 +329,19 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "paired_ratios": {},
     }
     for key, (a, b, digits) in RATIOS.items():
-        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b], strict=False)]
+        if a not in results or b not in results:
+            continue
+        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b])]
         out["paired_ratios"][key] = paired
-        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b], strict=False)), digits)
+        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b])), digits)
         out[f"{key}_best"] = round(rps[a] / rps[b], digits)
-        print(
-            f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
-            file=sys.stderr,
-        )
+        print(f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
+              file=sys.stderr)
     return out
 
 
-def paced(
-    url: str,
-    keys: list[str],
-    target_rps: float,
-    connections: int,
-    duration: float,
-    tolerance: float = 0.05,
-    probe_s: float = 3,
-    max_probes: int = 8,
-) -> dict:
+def paced(url: str, keys: list[str], target_rps: float, connections: int, duration: float,
+          tolerance: float = 0.05, probe_s: float = 3, max_probes: int = 8) -> dict:
     """A wrk run at `target_rps`. wrk (4.x; wrk2's -R is not packaged) cannot
     pace by rate, only by a delay before each request on each connection, and
     the rate that delay gives depends on the latency. So: start from the delay
@@ -349,9 +353,8 @@ def paced(
     for _ in range(max_probes):
         r = wrk(url, lua_get(keys, delay_ms), connections, probe_s)
         probes.append({"delay_ms": round(delay_ms, 3), "rps": r["rps"], "achieved_vs_target": round(r["rps"] / target_rps, 3)})
-        print(
-            f"half peak calibration: delay {delay_ms:.3f} ms -> {r['rps']:,} req/s ({r['rps'] / target_rps:.3f} of target)", file=sys.stderr
-        )
+        print(f"half peak calibration: delay {delay_ms:.3f} ms -> {r['rps']:,} req/s ({r['rps'] / target_rps:.3f} of target)",
+              file=sys.stderr)
         if abs(r["rps"] / target_rps - 1) <= tolerance:
             break
         delay_ms = delay_ms * r["rps"] / target_rps
@@ -371,8 +374,12 @@ def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
     with Server("kv", kv_serve(table)) as srv:
         srv.wait_ready(f"/v1/keys/{keys[0]}")
         wrk(srv.url, lua_get(keys), 16, 2)
+        before = protocol_hits(srv.url)
         out["concurrency_1"] = wrk(srv.url, lua_get(keys), 1, args.duration)
+        out["concurrency_1"]["protocol_share"] = protocol_share(srv.url, before, out["concurrency_1"])
+        before = protocol_hits(srv.url)
         peak = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        peak["protocol_share"] = protocol_share(srv.url, before, peak)  # the half peak run sends the same requests
         source = "throughput: kv median req/s over the rounds" if peak_rps else "latency: this section's peak run"
         peak_rps = peak_rps or peak["rps"]
         r = paced(srv.url, keys, 0.5 * peak_rps, args.connections, args.duration)
@@ -387,12 +394,9 @@ def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
     for k, v in out.items():
         print(f"latency {k}: {v['rps']:,} req/s, p50 {v['latency_ms']['p50']} ms, p99 {v['latency_ms']['p99']} ms", file=sys.stderr)
     h = out["half_peak"]
-    print(
-        f"half peak: target {h['target_rps']:,} req/s (50% of {h['peak_rps']:,}), achieved {h['rps']:,} "
-        f"({h['achieved_vs_target']} of target), {h['connections']} connections, delay {h['delay_ms']} ms, "
-        f"{len(h['calibration'])} calibration runs",
-        file=sys.stderr,
-    )
+    print(f"half peak: target {h['target_rps']:,} req/s (50% of {h['peak_rps']:,}), achieved {h['rps']:,} "
+          f"({h['achieved_vs_target']} of target), {h['connections']} connections, delay {h['delay_ms']} ms, "
+          f"{len(h['calibration'])} calibration runs", file=sys.stderr)
     if abs(h["achieved_vs_target"] - 1) > 0.05:
         print("half peak: WARNING the measured run is more than 5% off its target", file=sys.stderr)
     return out
@@ -428,9 +432,8 @@ def _curl_times(url: str, keys: list[str], n: int) -> list[float]:
     send, wait, receive; a new connection each time, as a shell user gets)."""
     out = []
     for k in keys[:n]:
-        p = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", f"{url}/v1/keys/{k}"], capture_output=True, text=True, check=True
-        )
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", f"{url}/v1/keys/{k}"],
+                           capture_output=True, text=True, check=True)
         out.append(float(p.stdout))
     return out
 
@@ -462,19 +465,10 @@ def clients(args, table: Path, keys: list[str]) -> dict:
         out["idle"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 300), 300))
         out["idle"]["python_client"] = _summary_ms(_python_client_times(srv.url, rnd.sample(keys, 5000), 5000))
         w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
-        out["idle"]["wrk"] = {
-            "mean": w["latency_ms"]["mean"],
-            "p50": w["latency_ms"]["p50"],
-            "p99": w["latency_ms"]["p99"],
-            "rps": w["rps"],
-        }
+        out["idle"]["wrk"] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
         # Loaded: wrk at peak (64 connections) in the background for the whole measurement.
-        bg = subprocess.Popen(
-            ["wrk", "-t", "1", "-c", str(args.connections), "-d", "30s", "--timeout", "5s", "-s", str(lua_get(keys)), srv.url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        bg = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", "30s", "--timeout", "5s", "-s",
+                               str(lua_get(keys)), srv.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(1.0)
             out["loaded"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 200), 200))
@@ -484,28 +478,16 @@ def clients(args, table: Path, keys: list[str]) -> dict:
         m = re.search(r"WRKJSON (\{.*\})", stdout)
         if m:
             r = json.loads(m.group(1))
-            out["loaded"]["wrk"] = {
-                "mean": round(r["lat_mean_us"] / 1000, 3),
-                "p50": r["p50_us"] / 1000,
-                "p99": r["p99_us"] / 1000,
-                "rps": round(r["requests"] / (r["duration_us"] / 1e6)),
-                "connections": args.connections,
-            }
-    for name, srv in (
-        ("ceiling", Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app"))),
-        ("bare_lookup", Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)})),
-        ("kv", Server("kv", kv_serve(table))),
-    ):
+            out["loaded"]["wrk"] = {"mean": round(r["lat_mean_us"] / 1000, 3), "p50": r["p50_us"] / 1000, "p99": r["p99_us"] / 1000,
+                                    "rps": round(r["requests"] / (r["duration_us"] / 1e6)), "connections": args.connections}
+    for name, srv in (("ceiling", Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app"))),
+                      ("bare_lookup", Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)})),
+                      ("kv", Server("kv", kv_serve(table)))):
         with srv:
             srv.wait_ready(f"/v1/keys/{keys[0]}")
             wrk(srv.url, lua_get(keys), 4, 2)
             w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
-            out["concurrency_1"][name] = {
-                "mean": w["latency_ms"]["mean"],
-                "p50": w["latency_ms"]["p50"],
-                "p99": w["latency_ms"]["p99"],
-                "rps": w["rps"],
-            }
+            out["concurrency_1"][name] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
     for state in ("idle", "loaded"):
         for name, v in out[state].items():
             print(f"clients {state} {name}: mean {v['mean']} ms, p50 {v['p50']} ms, p99 {v['p99']} ms", file=sys.stderr)
@@ -541,17 +523,12 @@ def memory_by_size(args, sizes: list[int]) -> dict:
                 "lookups": r["requests"],
                 "rps": r["rps"],
                 "workers": len(workers),
-                "per_worker_kib": {
-                    k: round(sum(m[k] for m in per) / len(per)) for k in ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean")
-                },
+                "per_worker_kib": {k: round(sum(m[k] for m in per) / len(per)) for k in ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean")},
                 "master_pss_kib": _smaps(srv.proc.pid)["Pss"],
             }
         w = out[n]["per_worker_kib"]
-        print(
-            f"memory {n:,}: per worker Rss {w['Rss'] / 1024:.0f} MiB, Pss {w['Pss'] / 1024:.0f} MiB, "
-            f"Private_Dirty {w['Private_Dirty'] / 1024:.0f} MiB",
-            file=sys.stderr,
-        )
+        print(f"memory {n:,}: per worker Rss {w['Rss'] / 1024:.0f} MiB, Pss {w['Pss'] / 1024:.0f} MiB, "
+              f"Private_Dirty {w['Private_Dirty'] / 1024:.0f} MiB", file=sys.stderr)
     return out
 
 
@@ -588,15 +565,12 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument(
-        "--rounds", type=int, default=4, help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)"
-    )
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)")
+    ap.add_argument("--contenders", default="", help="comma-separated throughput contenders to run (default: all)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
-    ap.add_argument(
-        "--memory-sizes",
-        default="10000,1000000,10000000,100000000",
-        help="table sizes for per-worker memory (bench-data/N.data is generated when missing)",
-    )
+    ap.add_argument("--memory-sizes", default="10000,1000000,10000000,100000000",
+                    help="table sizes for per-worker memory (bench-data/N.data is generated when missing)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,clients,memory,memory_by_size,startup")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "http.json"))
     args = ap.parse_args()

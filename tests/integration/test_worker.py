@@ -2,7 +2,11 @@
 silent and slow clients are closed after the keep-alive timeout, a complete
 request split across packets is still served, and a reload answers the next
 request on an old keep-alive connection with `Connection: close` instead of
-resetting it."""
+resetting it.
+
+Every request here is a plain hit (Host first, nothing in flight), so these
+rules are tested on the path that answers it in the protocol (kv/worker.py
+rule 8, kv/http/protocol.py); tests/test_protocol.py checks that path is taken."""
 
 import contextlib
 import os
