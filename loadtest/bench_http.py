@@ -173,7 +173,7 @@ end
 """
 
 
-def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
+def lua_get(keys: list[str], delay_ms: float | None = None, tag: str = "get") -> Path:
     """A wrk script that requests random keys from a preloaded array of requests
     (request() only indexes an array: Lua work here steals the server's CPU).
 
@@ -190,7 +190,7 @@ def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
         whole, frac = int(delay_ms), delay_ms - int(delay_ms)
         body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
         delay_ms = round(delay_ms, 4)
-    path = LUA_DIR / f"get-{len(keys)}-{delay_ms}.lua"
+    path = LUA_DIR / f"{tag}-{len(keys)}-{delay_ms}.lua"
     path.write_text("\n".join(body) + DONE)
     return path
 
@@ -267,6 +267,42 @@ def ensure_table(n: int) -> tuple[Path, Path]:
     return data, table
 
 
+def ensure_string_table(n: int) -> tuple[Path, Path]:
+    """The string-key table (kv gen --keys string, as bench_engine.py makes it)."""
+    data, table = WORK / f"{n}-string.tsv", WORK / f"{n}-string.kvt"
+    WORK.mkdir(exist_ok=True)
+    if not data.exists():
+        subprocess.run([str(BIN / "kv"), "gen", str(n), "-o", str(data), "--seed", "1", "--keys", "string"], check=True)
+    if not table.exists() or table.stat().st_mtime < data.stat().st_mtime:
+        subprocess.run([str(BIN / "kv"), "build", str(data), "-o", str(table)], check=True, stderr=subprocess.DEVNULL)
+    return data, table
+
+
+def sample_string_keys(data: Path, n: int, seed: int = 1) -> list[str]:
+    """Random keys of the string table, percent-encoded as a client sends them
+    (":" and "/" are in the alphabet, so most keys take the decoding path)."""
+    from urllib.parse import quote
+
+    keys = []
+    with open(data, "rb") as f:
+        for line in f:
+            keys.append(line.split(b"\t", 1)[0].decode())
+    return [quote(k, safe="") for k in random.Random(seed).sample(keys, min(n, len(keys)))]
+
+
+def lua_get_with_token(keys: list[str], token: str) -> Path:
+    """As lua_get, each request also carrying `Authorization: Bearer TOKEN`
+    (Host first, as wrk and common clients send it)."""
+    body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
+            "local reqs, n = {}, 0",
+            "init = function(args) for i, k in ipairs(keys) do reqs[i] = 'GET /v1/keys/' .. k .. ' HTTP/1.1\\r\\nHost: ' .. "
+            f"wrk.host .. ':' .. wrk.port .. '\\r\\nAuthorization: Bearer {token}\\r\\n\\r\\n' end n = #reqs end",
+            "request = function() return reqs[math.random(n)] end"]
+    path = LUA_DIR / f"get-token-{len(keys)}.lua"
+    path.write_text("\n".join(body) + DONE)
+    return path
+
+
 def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
     keys = []
     with open(data, "rb") as f:
@@ -284,13 +320,25 @@ RATIOS = {
     "ceiling_kvworker_vs_ceiling": ("ceiling_kvworker", "ceiling", 3),
     "kv_vs_fastapi_route": ("kv", "fastapi_route", 2),
     "kv_vs_typical": ("kv", "typical", 2),
+    "kv_string_vs_kv": ("kv_string", "kv", 3),
+    "kv_token_vs_kv": ("kv_token", "kv", 3),
 }
+BENCH_TOKEN = "bench-token-0123456789abcdef"
 
 
 def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
     script = lua_get(keys)
     ceiling_app = "loadtest.contenders.bare_asgi:app"
+    sdata, stable = ensure_string_table(args.records)
+    skeys = sample_string_keys(sdata, len(keys))
+    token_file = LUA_DIR / "read-tokens"
+    token_file.write_text(BENCH_TOKEN + "\n")
+    token_file.chmod(0o600)
+    scripts = {"kv_string": lua_get(skeys, tag="get-string"), "kv_token": lua_get_with_token(keys, BENCH_TOKEN)}
+    probes = {"kv_string": f"/v1/keys/{skeys[0]}"}
     contenders = {
+        "kv_string": Server("kv_string", kv_serve(stable)),
+        "kv_token": Server("kv_token", kv_serve(table) + ["--read-token-file", str(token_file)]),
         "ceiling": Server("ceiling", gunicorn(ceiling_app)),
         "ceiling_kvworker": Server("ceiling_kvworker", gunicorn(ceiling_app, worker_class="kv.worker.KVWorker")),
         "kv": Server("kv", kv_serve(table)),
@@ -309,10 +357,10 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         for name in order:
             srv = contenders[name]
             with srv:
-                srv.wait_ready(probe)
-                wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
-                before = protocol_hits(srv.url) if name == "kv" else None
-                r = wrk(srv.url, script, args.connections, args.duration)
+                srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
+                wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
+                before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
+                r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
                 r["round"] = rnd + 1
                 if before is not None:
                     r["protocol_share"] = protocol_share(srv.url, before, r)
