@@ -194,8 +194,8 @@ class KVHttpProtocol(HttpToolsProtocol):
             self.scope["headers"] = headers
             HttpToolsProtocol.on_headers_complete(self)
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
         self._answer = _answerer(self.app)
         self._arm_idle_timer()
         state = self.server_state
@@ -267,7 +267,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         pass  # not Linux: the parent pid check in callback_notify remains
 
 
-def _sweep(loop, state, period: float) -> None:
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any, period: float) -> None:
     for conn in list(state.connections):
         if isinstance(conn, KVHttpProtocol):
             conn._check_head()
@@ -322,7 +322,7 @@ class KVWorker(UvicornWorker):
 
     async def _serve(self) -> None:
         # Rule 3 above: uvicorn gets the sockets, not gunicorn's wrappers (uvicorn-worker 0.4, uvloop 0.23).
-        self.sockets = [getattr(s, "sock", s) for s in self.sockets]
+        self.sockets: list[Any] = [getattr(s, "sock", s) for s in self.sockets]
         await super()._serve()
 
     async def callback_notify(self) -> None:

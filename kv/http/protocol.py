@@ -80,6 +80,7 @@ class _Answered:
 ANSWERED = _Answered()
 CLOSED = _Answered()  # ... and closed it after: requests parsed behind it are dropped, as uvicorn drops a closed connection's queue
 
+
 class IdleTimer:
     """The keep-alive timeout after answers given here, at a fraction of the
     cost of uvicorn's: one loop timer per connection, re-armed only when it
@@ -195,21 +196,29 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         default_headers = server_state.default_headers
         hit_headers = state.hit_headers
         if default_headers is not cache[0] or hit_headers != cache[1]:
-            cache[:] = (default_headers, list(hit_headers), ok + _render(default_headers) + _render(hit_headers),
-                        _says_close(default_headers))
+            cache[:] = (
+                default_headers,
+                list(hit_headers),
+                ok + _render(default_headers) + _render(hit_headers),
+                _says_close(default_headers),
+            )
         keep_alive = parser.should_keep_alive() and not cache[3]
         if keep_alive and len(headers) > 1:  # HTTP/1.0 with `Connection: keep-alive`: uvicorn closes all the same
             for name, _ in headers:
                 if name == b"connection":
                     keep_alive = parser.get_http_version() != "1.0"  # formats a string (0.5 us): only when it can matter
                     break
-        transport.write(b"".join((
-            cache[2],
-            b"content-length: %d\r\n" % len(value),
-            text_line if value.isascii() else content_type[media_type(value)],
-            b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n",
-            b"" if head_only else value,
-        )))
+        transport.write(
+            b"".join(
+                (
+                    cache[2],
+                    b"content-length: %d\r\n" % len(value),
+                    text_line if value.isascii() else content_type[media_type(value)],
+                    b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n",
+                    b"" if head_only else value,
+                )
+            )
+        )
         conn.answered += 1
         server_state.total_requests += 1
         lookups[0] += 1

@@ -24,12 +24,23 @@ MIB = 1 << 20
 rnd = random.Random(16)
 UUID_RECORDS = [
     (str(uuid.UUID(int=rnd.getrandbits(128), version=4)), v)
-    for v in (b"plain ascii", "\u00e9t\u00e9 \U0001f511 utf-8".encode(), b"\xff\x00\xfe binary", b"",
-              bytes(rnd.choice(b"abcdefghij \xc3\xa9") for _ in range(MIB)).replace(b"\xc3\xa9", b"e\xcc"),  # 1 MiB, not UTF-8
-              b"x" * MIB)
+    for v in (
+        b"plain ascii",
+        "\u00e9t\u00e9 \U0001f511 utf-8".encode(),
+        b"\xff\x00\xfe binary",
+        b"",
+        bytes(rnd.choice(b"abcdefghij \xc3\xa9") for _ in range(MIB)).replace(b"\xc3\xa9", b"e\xcc"),  # 1 MiB, not UTF-8
+        b"x" * MIB,
+    )
 ]
-STRING_RECORDS = [(b"user:42", b"a value"), (b"a/b c%", "\u00e9t\u00e9".encode()), ("\u00e9t\u00e9 \U0001f511".encode(), b"\xff\x00\n"),
-                  (b"empty", b""), (b"big", b"y" * MIB), (b"k" * 1024, b"long key")]
+STRING_RECORDS = [
+    (b"user:42", b"a value"),
+    (b"a/b c%", "\u00e9t\u00e9".encode()),
+    ("\u00e9t\u00e9 \U0001f511".encode(), b"\xff\x00\n"),
+    (b"empty", b""),
+    (b"big", b"y" * MIB),
+    (b"k" * 1024, b"long key"),
+]
 MISS = "00000000-0000-4000-8000-000000000000"
 
 

@@ -22,8 +22,16 @@ def _has(obj, *names):
 def test_uvicorn_protocol_has_what_kv_worker_overrides_and_reads():
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-    _has(HttpToolsProtocol, "connection_made", "shutdown", "timeout_keep_alive_handler", "data_received", "on_url",
-         "on_headers_complete", "on_message_complete")
+    _has(
+        HttpToolsProtocol,
+        "connection_made",
+        "shutdown",
+        "timeout_keep_alive_handler",
+        "data_received",
+        "on_url",
+        "on_headers_complete",
+        "on_message_complete",
+    )
     init = inspect.getsource(HttpToolsProtocol.__init__)
     for attr in ("self.timeout_keep_alive_task", "self.timeout_keep_alive", "self.server_state", "self.cycle", "self.loop"):
         assert attr in init, f"HttpToolsProtocol.__init__ no longer sets {attr}"
@@ -125,15 +133,29 @@ def test_what_the_protocol_path_reads_and_sets_in_uvicorn():
     from uvicorn.server import ServerState
 
     init = inspect.getsource(HttpToolsProtocol.__init__)
-    for attr in ("self.parser", "self.access_log", "self.limit_concurrency", "self.connections", "self.tasks",
-                 "self.flow", "self.pipeline", "self.headers", "self.expect_100_continue", "self.cycle",
-                 "self.timeout_keep_alive_task", "self.timeout_keep_alive", "self.server_state", "self.loop"):
+    for attr in (
+        "self.parser",
+        "self.access_log",
+        "self.limit_concurrency",
+        "self.connections",
+        "self.tasks",
+        "self.flow",
+        "self.pipeline",
+        "self.headers",
+        "self.expect_100_continue",
+        "self.cycle",
+        "self.timeout_keep_alive_task",
+        "self.timeout_keep_alive",
+        "self.server_state",
+        "self.loop",
+    ):
         assert attr in init, f"HttpToolsProtocol.__init__ no longer sets {attr}: kv/http/protocol.py reads it"
     # kv/worker.py's on_message_begin resets these and leaves the scope to on_headers_complete.
     begin = inspect.getsource(HttpToolsProtocol.on_message_begin)
     assigned = sorted(set(re.findall(r"^\s+(self\.\w+)\s*=", begin, re.M)))
     assert assigned == ["self.expect_100_continue", "self.headers", "self.scope", "self.url"], (
-        f"uvicorn's on_message_begin now sets {assigned}: re-check KVHttpProtocol.on_message_begin")
+        f"uvicorn's on_message_begin now sets {assigned}: re-check KVHttpProtocol.on_message_begin"
+    )
     assert '"headers": self.headers' in begin
     for method in (HttpToolsProtocol.on_url, HttpToolsProtocol.on_header):
         assert "self.scope" not in inspect.getsource(method), "the scope is read before on_headers_complete"
@@ -145,9 +167,13 @@ def test_what_the_protocol_path_reads_and_sets_in_uvicorn():
 
     # Where rule 8 steps in: on_headers_complete starts the ASGI task, or queues behind one in flight.
     headers_complete = inspect.getsource(HttpToolsProtocol.on_headers_complete)
-    for text in ("existing_cycle is None or existing_cycle.response_complete", "self._start_asgi_task(self.cycle, app)",
-                 "self.pipeline.appendleft", "keep_alive=http_version != \"1.0\" and self.parser.should_keep_alive()",
-                 "default_headers=self.server_state.default_headers"):
+    for text in (
+        "existing_cycle is None or existing_cycle.response_complete",
+        "self._start_asgi_task(self.cycle, app)",
+        "self.pipeline.appendleft",
+        'keep_alive=http_version != "1.0" and self.parser.should_keep_alive()',
+        "default_headers=self.server_state.default_headers",
+    ):
         assert text in headers_complete, f"uvicorn's on_headers_complete changed ({text!r}): re-check kv/http/protocol.py"
     # The answered request's cycle (protocol.ANSWERED) stops uvicorn's later callbacks.
     for method in (HttpToolsProtocol.on_message_complete, HttpToolsProtocol.on_body):
@@ -163,8 +189,12 @@ def test_what_the_protocol_path_reads_and_sets_in_uvicorn():
     assert "self._unset_keepalive_if_required()" in inspect.getsource(HttpToolsProtocol.data_received)
     # The response bytes: default headers, then the app's, `connection: close` last when not kept alive.
     send = inspect.getsource(RequestResponseCycle.send)
-    for text in ("self.default_headers + list(message.get(\"headers\", []))", "name = name.lower()",
-                 "b\"connection: close\\r\\n\"", "if self.scope[\"method\"] == \"HEAD\""):
+    for text in (
+        'self.default_headers + list(message.get("headers", []))',
+        "name = name.lower()",
+        'b"connection: close\\r\\n"',
+        'if self.scope["method"] == "HEAD"',
+    ):
         assert text in send, f"uvicorn's response writing changed ({text!r}): re-check kv/http/protocol.py"
 
 
