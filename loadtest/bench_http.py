@@ -671,7 +671,7 @@ def startup(args, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
         data, table = ensure_table(n)
-        key = sample_keys(data, 1)[0] if n <= 1_000_000 else open(data, "rb").readline()[:36].decode()
+        key = sample_keys(data, 1)[0] if n <= 1_000_000 else _first_key(data)
         times = []
         for _ in range(3):
             with Server("kv", kv_serve(table)) as srv:
