@@ -136,24 +136,16 @@ def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def hit_answerer(state: State) -> Callable[[Any], bool]:
-    """The function KVHttpProtocol.on_headers_complete calls with itself: True
-    when it answered the request (module docstring), False to let uvicorn go
-    on. One per worker; everything per worker is bound here, as locals."""
-    lookup = plain_lookup(state)
-    plain = plain_headers
-    allows = state.guard.allows
-    prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
-    lookups = state.counts.lookups
-    tally = state.counts.protocol
-    clock = time.perf_counter
-    buckets = metrics.LATENCY_BUCKETS
-    first = buckets[0]
-    where = bisect_left
-    content_type = _CONTENT_TYPE
-    text_line = content_type[TEXT]
+    """on_headers_complete's question, per worker (locals bound once): True when it answered (module docstring)."""
     from .negotiation import content_type as media_type
 
-    ok = STATUS_LINE[200]
+    lookup, plain, allows = plain_lookup(state), plain_headers, state.guard.allows
+    prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
+    lookups, tally = state.counts.lookups, state.counts.protocol
+    clock, where, buckets = time.perf_counter, bisect_left, metrics.LATENCY_BUCKETS
+    first = buckets[0]
+    content_type = _CONTENT_TYPE
+    text_line = content_type[TEXT]
     # The rendered head (status line, default headers, hit headers) of the
     # last response, and what it was rendered from: the server replaces its
     # default_headers list every second (the date) and on a drain; the hit
@@ -196,40 +188,23 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         default_headers = server_state.default_headers
         hit_headers = state.hit_headers
         if default_headers is not cache[0] or hit_headers != cache[1]:
-            cache[:] = (
-                default_headers,
-                list(hit_headers),
-                ok + _render(default_headers) + _render(hit_headers),
-                _says_close(default_headers),
-            )
+            _render_head(cache, default_headers, hit_headers)
         keep_alive = parser.should_keep_alive() and not cache[3]
         if keep_alive and len(headers) > 1:  # HTTP/1.0 with `Connection: keep-alive`: uvicorn closes all the same
             for name, _ in headers:
                 if name == b"connection":
                     keep_alive = parser.get_http_version() != "1.0"  # formats a string (0.5 us): only when it can matter
                     break
-        transport.write(
-            b"".join(
-                (
-                    cache[2],
-                    b"content-length: %d\r\n" % len(value),
-                    text_line if value.isascii() else content_type[media_type(value)],
-                    b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n",
-                    b"" if head_only else value,
-                )
-            )
-        )
+        ctype = text_line if value.isascii() else content_type[media_type(value)]
+        end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
+        transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
         conn.answered += 1
         server_state.total_requests += 1
         lookups[0] += 1
         if keep_alive:
             conn.cycle = ANSWERED
             if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
-                idle = conn.idle_timer
-                if idle is None:
-                    idle = conn.idle_timer = IdleTimer(conn)
-                idle.arm(t0)
-                conn.timeout_keep_alive_task = idle
+                _rearm(conn, t0)
         else:
             conn.cycle = CLOSED
             transport.close()
@@ -238,6 +213,25 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         return True
 
     return answer
+
+
+def _render_head(cache: list[Any], default_headers: list[Any], hit_headers: list[Any]) -> None:
+    """Render the response head again (the date ticked, a drain began, the generation changed)."""
+    cache[:] = (
+        default_headers,
+        list(hit_headers),
+        STATUS_LINE[200] + _render(default_headers) + _render(hit_headers),
+        _says_close(default_headers),
+    )
+
+
+def _rearm(conn: Any, t0: float) -> None:
+    """Arm the connection's one idle timer, as uvicorn arms its keep-alive timeout after a response."""
+    idle = conn.idle_timer
+    if idle is None:
+        idle = conn.idle_timer = IdleTimer(conn)
+    idle.arm(t0)
+    conn.timeout_keep_alive_task = idle
 
 
 _ANSWERERS: dict[int, tuple[Any, Callable[[Any], bool] | None]] = {}
