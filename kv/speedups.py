@@ -34,7 +34,7 @@ def unquote_bytes() -> Callable[[bytes], bytes]:
     else urllib's `unquote_to_bytes` (same results; tests compare them)."""
     c = native()
     if c is not None and hasattr(c, "unquote"):
-        return c.unquote  # type: ignore[no-any-return]
+        return c.unquote
     from urllib.parse import unquote_to_bytes
 
     return unquote_to_bytes
