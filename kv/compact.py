@@ -1,0 +1,171 @@
+"""Compaction: fold the change log into a new base table, in the background.
+
+    python -m kv.compact ROOT      (what a worker starts past the threshold)
+
+1. Take ROOT/.lock without waiting (the publishers' lock): one compaction at
+   a time, never during a publish or rollback; if it is held, do nothing.
+2. Read the head: base B, log epoch E, committed size L0. Write the table of
+   B with the log's changes up to L0 applied (kv/merge.py) as a new
+   generation C. Writers go on appending to log E meanwhile; readers go on
+   reading B and the log.
+3. Under ROOT/.write.lock (a few milliseconds): copy the groups committed
+   after L0 into a new log E+1 on base C, fsync it, point `current` at C,
+   update the head. Readers see the new epoch at their next request and
+   switch to C and the new log; no reader waits for any of it.
+
+A crash before `current` moves leaves B with log E (the highest log on B),
+after it C with log E+1: the same data either way. The old log E stays (its
+header is where `kv rollback` finds the state to return to) until pruned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import changelog
+from .changelog import DELETE, HEADER_SIZE
+from .errors import KVError
+from .head import Head, head_path
+from .live import base_path
+from .writes import PUBLISH_LOCK, WRITE_LOCK, locked, prune_logs, switch_base
+
+
+def merged_items(table, changes: dict):
+    """(key, value) of `table` with `changes` (key -> value or None) applied."""
+    for key, value in table.items():
+        if key not in changes:
+            yield key, value
+    for key, value in changes.items():
+        if value is not None:
+            yield key, value
+
+
+def compact(root: str | os.PathLike, log=print, keep: int | None = None) -> str | None:
+    """Fold ROOT's log into a new base; return its generation, or None when
+    another compaction or publish holds the root, or there is nothing to fold."""
+    from . import publish
+    from .merge import write_table
+    from .table import open_table
+
+    root = Path(root)
+    t0 = time.perf_counter()
+    with locked(root, PUBLISH_LOCK, blocking=False) as got:
+        if not got:
+            log(f"{root}: a publish, rollback or compaction is running; not compacting")
+            return None
+        head = Head(head_path(root))
+        read = head.read()
+        head.close()
+        if read is None:
+            return None
+        st = read[1]
+        if st.log_size <= HEADER_SIZE:
+            log(f"{root}: no changes to fold into {st.base}")
+            return None
+        path = changelog.log_path(root, st.epoch)
+        changes: dict = {}
+        with open(path, "rb") as f:
+            for g in changelog.read_groups(f.fileno(), HEADER_SIZE, st.log_size, path):
+                for op, key, value in g.entries:
+                    changes[key] = None if op == DELETE else value
+        gens = publish.generations_dir(root)
+        tmp = gens / f".compact-{os.getpid()}.kvt"
+        with open_table(base_path(root, st.base)) as table:
+            generation = write_table(tmp, merged_items(table, changes), st.kind,
+                                     {"source": {"name": "(compaction)", "base": st.base, "log_epoch": st.epoch,
+                                                 "changes": st.changes}})
+        final = publish.generation_path(root, generation)
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+            changelog.fsync_dir(gens)
+        built = time.perf_counter() - t0
+        with locked(root, WRITE_LOCK):
+            head = Head(head_path(root))
+            now = head.read()
+            head.close()
+            if now is None or now[1].epoch != st.epoch:
+                log(f"{root}: the root changed under the compaction; leaving it")
+                return None
+            end = now[1].log_size
+            with open(path, "rb") as f:
+                tail = os.pread(f.fileno(), end - st.log_size, st.log_size) if end > st.log_size else b""
+            groups, used = changelog.decode_groups(tail)
+            if used != len(tail):
+                raise changelog.ChangeLogCorrupt(f"{path}: committed groups after offset {st.log_size} fail their checksums")
+            switch_base(root, generation, st.kind, st.epoch, tail, sum(len(g.entries) for g in groups),
+                        max([now[1].seq] + [g.seq for g in groups]))
+        history = publish.read_history(root)
+        history = [g for g in history if g != generation] + [generation]
+        publish._write_history(root, history)
+        publish._prune(root, history, keep or publish.DEFAULT_KEEP, log)
+        prune_logs(root)
+        log(f"{root}: compacted {st.changes:,} changes on {st.base} into {generation} in {built:.2f} s "
+            f"({len(groups)} writes carried over)")
+        return generation
+
+
+def rollback(root: str | os.PathLike, force: bool = False, log=print) -> str:
+    """Return ROOT to the state before the last publish or compaction: the
+    previous log's base and changes. Refuses, naming how many writes it would
+    discard, unless `force`."""
+    from . import publish
+    from .publish import PublishError
+
+    root = Path(root)
+    with locked(root, PUBLISH_LOCK), locked(root, WRITE_LOCK):
+        head = Head(head_path(root))
+        read = head.read()
+        head.close()
+        if read is None:
+            raise PublishError(f"{root}/head is being rewritten; try again")
+        st = read[1]
+        current = changelog.log_path(root, st.epoch)
+        header = changelog.read_header(current)
+        prev_path = changelog.log_path(root, header.prev_epoch)
+        if header.prev_epoch == 0 or not prev_path.exists():
+            raise PublishError(f"{root}: no earlier state to roll back to from {st.base}")
+        prev_header, prev_groups, prev_end, _ = changelog.scan(prev_path)
+        if not base_path(root, prev_header.base).exists():
+            raise PublishError(f"{root}: the earlier base {prev_header.base} was pruned; nothing to roll back to")
+        with open(current, "rb") as f:
+            groups = changelog.read_groups(f.fileno(), HEADER_SIZE, st.log_size, current)
+        last_prev = max([0] + [g.seq for g in prev_groups])
+        discarded = sum(1 for g in groups if g.seq > last_prev)
+        if discarded and not force:
+            raise PublishError(f"rolling back {root} would discard {discarded} write{'s' if discarded != 1 else ''} "
+                               f"made since the last publish or compaction; pass --force to discard them")
+        with open(prev_path, "rb") as f:
+            body = os.pread(f.fileno(), prev_end - HEADER_SIZE, HEADER_SIZE)
+        switch_base(root, prev_header.base, prev_header.kind, prev_header.prev_epoch, body,
+                    sum(len(g.entries) for g in prev_groups))
+        history = publish.read_history(root)
+        if history and history[-1] == st.base:
+            history = history[:-1]
+        if not history or history[-1] != prev_header.base:
+            history.append(prev_header.base)
+        publish._write_history(root, history)
+        log(f"current -> {prev_header.base} with {len(prev_groups)} writes (rolled back from {st.base}"
+            + (f", discarding {discarded} writes)" if discarded else ")"))
+        return prev_header.base
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kv.compact", description=__doc__.splitlines()[0])
+    parser.add_argument("root")
+    args = parser.parse_args(argv)
+    try:
+        compact(args.root, log=lambda m: print(m, file=sys.stderr))
+    except (KVError, OSError) as e:
+        print(f"kv compact: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
