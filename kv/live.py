@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from . import changelog
@@ -31,6 +32,11 @@ from .table import Table, open_table
 
 log = logging.getLogger("kv")
 MISSING = object()
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+
+def _any(kb):
+    return True
 
 
 def base_path(root: str | os.PathLike, generation: str) -> Path:
@@ -50,7 +56,7 @@ class LiveTable:
         # Mutable cells the hot paths bind once: [last counter applied] and
         # [base lookup, overlay, key validator].
         self.seen = [-1]
-        self.view: list = [None, {}, None]
+        self.view: list = [None, {}, None, None]
         self.table: Table | None = None
         self.epoch = -1
         self.base = ""
@@ -118,7 +124,9 @@ class LiveTable:
         self._apply(groups, overlay, table.get)
         # The swap: from here on every lookup uses the new base and overlay.
         self.table, self.kind, self.base, self.epoch, self.log_fd = table, st.kind, st.base, st.epoch, fd
-        self.view[:] = [table.get, overlay, table.validate_key]
+        # Canonical: a lower-case 8-4-4-4-12 UUID; for string keys any bytes
+        # (the base lookup validates them).
+        self.view[:] = [table.get, overlay, table.validate_key, _UUID if st.kind == "uuid" else _any]
         self.applied = st.log_size
         if old_fd >= 0:
             os.close(old_fd)
@@ -151,18 +159,31 @@ class LiveTable:
 
         def get(key):
             """Value bytes for `key` (str or bytes), None if absent; InvalidKey if malformed."""
-            table_get, overlay, validate = view
+            table_get, overlay, validate, canonical = view
             if overlay:
-                kb = validate(key)
+                # The overlay holds canonical keys: a key given in canonical
+                # form (the usual case) is looked up as it is; any other
+                # spelling is validated and canonicalised first.
+                try:
+                    kb = key.encode() if key.__class__ is str else key
+                except UnicodeError:
+                    kb = validate(key)  # raises InvalidKey
                 value = overlay.get(kb, missing)
-                return table_get(kb) if value is missing else value
+                if value is not missing:
+                    return value
+                if canonical(kb) is None:
+                    kb = validate(key)
+                    value = overlay.get(kb, missing)
+                    if value is not missing:
+                        return value
+                return table_get(kb)
             return table_get(key)
 
         return get
 
     def lookup_canonical(self, kb: bytes):
         """Value of a canonical key (no validation)."""
-        table_get, overlay, _ = self.view
+        table_get, overlay = self.view[:2]
         value = overlay.get(kb, MISSING)
         return table_get(kb) if value is MISSING else value
 
@@ -175,7 +196,7 @@ class LiveTable:
 
     def items(self):
         """(key, value) of everything served, base order then new keys."""
-        table_get, overlay, _ = self.view
+        table_get, overlay = self.view[:2]
         for k, v in self.table.items():
             if k not in overlay:
                 yield k, v
@@ -204,6 +225,28 @@ class LiveTable:
 
     def __len__(self) -> int:
         return self.keys
+
+    # What the HTTP layer reads of a Table, from the base.
+
+    @property
+    def key_kind(self) -> str:
+        return self.kind
+
+    @property
+    def header(self):
+        return self.table.header
+
+    @property
+    def meta(self) -> dict:
+        return self.table.meta
+
+    @property
+    def file_bytes(self) -> int:
+        return self.table.file_bytes
+
+    @property
+    def path(self):
+        return self.table.path
 
     def close(self) -> None:
         if self.log_fd >= 0:
