@@ -73,6 +73,8 @@ def compact(root: str | os.PathLike, log=print, keep: int | None = None) -> str 
                 for op, key, value in g.entries:
                     changes[key] = None if op == DELETE else value
         gens = publish.generations_dir(root)
+        for leftover in gens.glob(".compact-*"):  # of a compaction killed mid-way (we hold the lock)
+            leftover.unlink(missing_ok=True)
         tmp = gens / f".compact-{os.getpid()}.kvt"
         with open_table(base_path(root, st.base)) as table:
             generation = write_table(tmp, merged_items(table, changes), st.kind,
