@@ -44,7 +44,7 @@ run: install example.kvt
 	$(BIN)/kv serve example.data
 
 # The second run: the engine tests again on the pure-Python paths (kv/speedups.py).
-PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py
+PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py tests/test_string_table.py tests/test_string_build.py
 
 test: install sysdeps
 	$(BIN)/python -m pytest -q tests

@@ -1,15 +1,15 @@
 """kv: a read-only key-value server for immutable data.
 
-    >>> import kv
-    >>> table = kv.open_table("example.kvt")
-    >>> table.get("f8a24bb8-eff8-41dc-929b-10b4c3e49e05")
+>>> import kv
+>>> table = kv.open_table("example.kvt")
+>>> table.get("f8a24bb8-eff8-41dc-929b-10b4c3e49e05")
 """
 
 __version__ = "0.1.0"
 
-from .errors import DataFormatError, DuplicateKey, InvalidKey, KVError, SettingError, TableCorrupt  # noqa: E402
-from .keys import canonical_key  # noqa: E402
-from .table import Table, open_table  # noqa: E402
+from .errors import DataFormatError, DuplicateKey, InvalidKey, KVError, SettingError, TableCorrupt
+from .keys import canonical_key
+from .table import Table, open_table
 
 
 def build_table(*args, **kwargs):

@@ -37,18 +37,66 @@ class ServerError(KVError):
         self.detail = detail
 
 
+def key_path(key: str) -> str:
+    """The URL path of a key: /v1/keys/ and its UTF-8 bytes percent-encoded,
+    every byte outside RFC 3986's unreserved characters (so "/" is %2F, "+"
+    is %2B, "%" is %25: a key is never a path, "../stats" stays a key). A key
+    that is all dots gets them encoded too, else HTTP clients and proxies
+    would remove it as a dot segment ("." and ".." are keys like any other)."""
+    try:
+        encoded = quote(key, safe="")
+    except UnicodeEncodeError as e:  # a lone surrogate
+        raise InvalidKey(f"key {key[:80]!r} is not valid Unicode ({e.reason}); a key is a UTF-8 string") from None
+    if encoded and not encoded.strip("."):
+        encoded = "%2E" * len(encoded)
+    return f"/v1/keys/{encoded}"
+
+
+def _security(token, cacert, cert, key) -> dict:
+    """httpx arguments for a read token and TLS (each argument, else its KV_* variable)."""
+    import ssl
+
+    token, cacert, cert, key = (settings.BY_NAME[n].value(v) for n, v in
+                                (("token", token), ("cacert", cacert), ("cert", cert), ("key", key)))
+    out: dict = {}
+    if token:
+        out["headers"] = {"authorization": f"Bearer {token}"}
+    if cacert or cert:
+        from .errors import SettingError
+
+        step = f"--cacert {cacert}"
+        try:
+            ctx = ssl.create_default_context(cafile=cacert)
+            step = f"--cert {cert}" + (f" --key {key}" if key else "")
+            if cert:
+                ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise SettingError(f"{step}: {getattr(e, 'reason', None) or getattr(e, 'strerror', None) or e}") from None
+        out["verify"] = ctx
+    return out
+
+
+def _ssl_reason(e: Exception) -> str:
+    text = str(e)
+    return text[text.find("certificate verify failed"):].split(" (_ssl")[0].rstrip(")") if "verify failed" in text else text
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
-                 batch_limit: int = DEFAULT_BATCH_LIMIT):
+                 batch_limit: int = DEFAULT_BATCH_LIMIT, token: str | None = None, cacert: str | None = None,
+                 cert: str | None = None, key: str | None = None):
         """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
         to KV_TIMEOUT, then 5 (kv/settings.py). A bad KV_URL or KV_TIMEOUT is a
-        SettingError (a ValueError) naming the variable."""
+        SettingError (a ValueError) naming the variable. `token` (KV_TOKEN) is
+        sent as `Authorization: Bearer`; `cacert` (KV_CACERT) verifies an
+        https:// server; `cert` and `key` (KV_CERT, KV_KEY) are a client certificate."""
         self.url = (url or settings.URL.value()).rstrip("/")
         self.timeout = settings.TIMEOUT.value(timeout)
         self.retries = retries
         self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
         self.http = httpx.Client(base_url=self.url, timeout=self.timeout,
-                                 limits=httpx.Limits(max_keepalive_connections=1))
+                                 limits=httpx.Limits(max_keepalive_connections=1),
+                                 **_security(token, cacert, cert, key))
         self._shards: dict | None = None  # None: not read yet; {}: not sharded
         self.last_generation: str | None = None
 
@@ -58,6 +106,9 @@ class Client:
                 r = self.http.request(method, path, **kw)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                    raise ServerUnreachable(f"the TLS certificate of {self.url} does not verify ({_ssl_reason(e)}); "
+                                            "give its CA with --cacert / KV_CACERT") from None
                 if attempt == self.retries:
                     raise ServerUnreachable(f"no kv server at {self.url} ({e}); start one with `kv serve DATA` or set --url / KV_URL") from None
             except httpx.TimeoutException as e:  # connected, but no answer (read, write or pool timeout)
@@ -80,7 +131,7 @@ class Client:
 
     def get(self, key: str) -> bytes | None:
         """The value of `key`, or None if absent. InvalidKey for a malformed key."""
-        r = self._request("GET", f"/v1/keys/{quote(key, safe='')}")  # a key is never a path: "../stats" stays a (malformed) key
+        r = self._request("GET", key_path(key))
         if r.status_code == 200:
             return r.content
         if r.status_code == 404:
@@ -107,7 +158,10 @@ class Client:
         One `POST /v1/batch` per batch-limit keys. A sharded nginx front sends
         that to shard 0, which answers 421 when any key belongs to another
         shard: only then is the shard map read (and kept), and the keys go in
-        one batch per shard, sent concurrently."""
+        one batch per shard, sent concurrently. The map's `key_kind` says how
+        a key's shard is computed: "string" by kv.keys.string_shard_of (its
+        xxh3 hash), "uuid" (or absent, as in fronts rendered before string
+        keys) by kv.keys.shard_of (its first hex digits)."""
         if not self._shards:
             try:
                 return self._batches("/v1/batch", keys)
@@ -133,11 +187,17 @@ class Client:
     def _get_from_shards(self, keys: list[str], shards: dict) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from .keys import canonical_key, shard_of
+        from .keys import canonical_key, shard_of, string_key, string_shard_of
 
+        # The shard map says which keys the cluster holds (kv/deploy.py):
+        # string keys shard by their xxh3 hash, UUIDs by their first hex digits.
+        if shards.get("key_kind", "uuid") == "string":
+            where, validate = string_shard_of, string_key
+        else:
+            where, validate = shard_of, canonical_key
         groups: dict[int, list[str]] = {}
         for k in keys:
-            groups.setdefault(shard_of(canonical_key(k), shards["shards"]), []).append(k)
+            groups.setdefault(where(validate(k), shards["shards"]), []).append(k)
         path = shards.get("batch_path", "/v1/shards/{index}/batch")
         out: dict[str, bytes] = {}
         with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:

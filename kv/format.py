@@ -97,7 +97,7 @@ class Header:
         return HEADER.pack(*(getattr(self, f.name) for f in fields(self)))
 
     @classmethod
-    def unpack(cls, buf) -> "Header":
+    def unpack(cls, buf) -> Header:
         return cls(*HEADER.unpack_from(buf, 0))
 
 

@@ -15,15 +15,49 @@ _HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _DIGIT_AT = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 
 
-def generate(n: int, out, seed: int = 0, block: int = BLOCK) -> int:
-    """Write `n` records to the binary file object `out`; return bytes written."""
+_KEY_CHARS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789:/_-.", dtype=np.uint8)
+STRING_KEY_LENGTHS = (8, 40)  # bytes, inclusive
+
+
+def generate(n: int, out, seed: int = 0, block: int = BLOCK, keys: str = "uuid") -> int:
+    """Write `n` records to the binary file object `out`; return bytes written.
+    keys="string" writes tsv lines instead: keys of 8-40 characters from
+    [a-z0-9:/_-.], unique (the last 8 are the record's number in hex)."""
     rng = np.random.default_rng(seed)
     written = 0
     for a in range(0, n, block):
         data = _block(rng, min(block, n - a))
+        if keys == "string":
+            data = _as_tsv(rng, data, a)
         out.write(data)
         written += len(data)
     return written
+
+
+def _as_tsv(rng: np.random.Generator, uuid_lines: bytes, first: int) -> bytes:
+    """The same values under string keys, `key<TAB>value` lines."""
+    arr = np.frombuffer(uuid_lines, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    n = len(ends)
+    starts = np.r_[0, ends[:-1] + 1]
+    vlen = ends - starts - 37
+    lo, hi = STRING_KEY_LENGTHS
+    klen = rng.integers(lo, hi + 1, size=n)
+    line_len = klen + 1 + vlen + 1
+    out_start = np.r_[0, np.cumsum(line_len)[:-1]]
+    buf = np.empty(int(line_len.sum()), dtype=np.uint8)
+    # Values (with their newline) move to just after key and TAB.
+    vstart = out_start + klen + 1
+    within = np.arange(int((vlen + 1).sum())) - np.repeat(np.r_[0, np.cumsum(vlen + 1)[:-1]], vlen + 1)
+    buf[np.repeat(vstart, vlen + 1) + within] = arr[np.repeat(starts + 37, vlen + 1) + within]
+    # Keys: random characters, then 8 hex digits of the record number (unique).
+    kpos = np.repeat(out_start, klen) + (np.arange(int(klen.sum())) - np.repeat(np.r_[0, np.cumsum(klen)[:-1]], klen))
+    buf[kpos] = _KEY_CHARS[rng.integers(0, len(_KEY_CHARS), size=len(kpos))]
+    number = np.arange(first, first + n, dtype=np.uint64)
+    for d in range(8):
+        buf[out_start + klen - 1 - d] = _HEXDIGITS[((number >> np.uint64(4 * d)) & np.uint64(15)).astype(np.int64)]
+    buf[out_start + klen] = ord("\t")
+    return buf.tobytes()
 
 
 def _block(rng: np.random.Generator, n: int) -> bytes:
@@ -56,13 +90,13 @@ def _block(rng: np.random.Generator, n: int) -> bytes:
     return buf.tobytes()
 
 
-def generate_file(n: int, path: str | os.PathLike, seed: int = 0) -> int:
+def generate_file(n: int, path: str | os.PathLike, seed: int = 0, keys: str = "uuid") -> int:
     if str(path) == "-":
-        return generate(n, sys.stdout.buffer, seed)
+        return generate(n, sys.stdout.buffer, seed, keys=keys)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            size = generate(n, f, seed)
+            size = generate(n, f, seed, keys=keys)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,8 +6,11 @@ hand: KV_TABLE=table.kvt gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app(
 
 import os
 import shutil
+import ssl
 
-from kv.settings import BIND, KEEPALIVE, LOG_LEVEL, WORKERS, available_cpus  # noqa: F401 (available_cpus: kept importable here)
+from kv.settings import (  # noqa: F401 (available_cpus: kept importable here)
+    BIND, CA_CERTS, CERTFILE, KEEPALIVE, KEYFILE, LOG_LEVEL, WORKERS, available_cpus,
+)
 
 # bind, workers, keepalive and loglevel: the KV_* variable, else kv's default
 # (both declared in kv/settings.py). A copy of this file may set them; `kv
@@ -25,6 +28,13 @@ errorlog = "-"
 loglevel = LOG_LEVEL.value()
 proc_name = "kv"
 control_socket_disable = True  # reload and stop go through signals (systemd, kv reload)
+# TLS (docs/SECURITY.md): KV_CERTFILE and KV_KEYFILE, and KV_CA_CERTS for
+# mutual TLS (a client certificate signed by that CA is required). `kv serve
+# --certfile/--keyfile/--ca-certs` override these and check the files first.
+certfile = CERTFILE.value()
+keyfile = KEYFILE.value()
+ca_certs = CA_CERTS.value()
+cert_reqs = ssl.CERT_REQUIRED if ca_certs else ssl.CERT_NONE
 # uvicorn parses HTTP (httptools) itself; these bound what it accepts is done in
 # kv.app.FastPath (path, header and body sizes).
 

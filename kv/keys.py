@@ -41,7 +41,9 @@ def canonical_key(key: str | bytes) -> bytes:
     elif n == 32:
         digits = low
     else:
-        raise InvalidKey(f"key {_show(raw)} is {n} characters long; expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)")
+        raise InvalidKey(
+            f"key {_show(raw)} is {n} characters long; expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)"
+        )
     rest = digits.translate(None, _HEX_DIGITS)  # what is left once hex digits are deleted (C speed)
     if rest:
         raise InvalidKey(f"key {_show(raw)} has a character that is not a hex digit: {chr(rest[0])!r}")
@@ -77,8 +79,9 @@ def string_key(key: str | bytes) -> bytes:
         try:
             raw = key.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise InvalidKey(f"key {_show_text(key)} is not valid Unicode ({e.reason} at character {e.start + 1}); "
-                             "a key is a UTF-8 string") from None
+            raise InvalidKey(
+                f"key {_show_text(key)} is not valid Unicode ({e.reason} at character {e.start + 1}); a key is a UTF-8 string"
+            ) from None
     elif isinstance(key, (bytes, bytearray, memoryview)):
         raw = bytes(key)
         try:
@@ -107,3 +110,10 @@ def string_shard_of(key: bytes, shard_count: int) -> int:
     import xxhash
 
     return xxhash.xxh3_64_intdigest(key) & (shard_count - 1)
+
+
+# A string-key shard server answers a key of another shard 421 with the header
+# `X-Accel-Redirect: SHARD_REDIRECT` (index = the key's shard): the nginx front
+# of a string-key deployment (kv/deploy.py) follows it internally to that
+# shard's upstream, since nginx cannot compute string_shard_of itself.
+SHARD_REDIRECT = "/_kv_shard/{index}"

@@ -171,6 +171,8 @@ def lookups_by_worker() -> dict[str, int]:
     out: dict[str, int] = {}
     for path in glob.glob(os.path.join(d, "counter_*.db")):
         who = os.path.basename(path)[len("counter_"):-len(".db")]
+        if who != "retired" and not _is_sibling(who):
+            continue  # the master's own file (it counts nothing per request), or a worker gone since
         n = 0
         try:
             for key, value, _, _ in MmapedDict.read_all_values_from_file(path):
@@ -180,6 +182,17 @@ def lookups_by_worker() -> dict[str, int]:
             continue  # a file being retired this instant
         out[who] = int(n)
     return dict(sorted(out.items()))
+
+
+def _is_sibling(pid: str) -> bool:
+    """This process, or a live process with the same parent (a worker of this server)."""
+    if pid == str(os.getpid()):
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1]) == os.getppid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def set_table_gauges(table) -> None:

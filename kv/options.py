@@ -9,18 +9,28 @@ table's record with the options it was asked for (`differences`).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 ON_DUPLICATE = ("error", "first", "last")
+INPUT_FORMATS = ("uuid", "tsv", "jsonl")  # "auto": from the file name (.tsv, .jsonl), else uuid
 LOAD_FACTOR_RANGE = (0.1, 0.95)
 DEFAULT_LOAD_FACTOR = 0.8
 
 _WORDS = {
+    "format": (
+        "--format",
+        "input format: uuid (`UUID value` lines), tsv (`key<TAB>value` lines) or jsonl "
+        '(one {"key": ..., "value" or "value_base64": ...} object a line); '
+        "default: from the file name (.tsv, .jsonl), else uuid",
+    ),
     "skip_invalid": ("--skip-invalid", "skip malformed lines (reported) instead of stopping"),
     "on_duplicate": ("--on-duplicate", "what a key on two lines does: stop (error, the default), keep the first, or keep the last"),
     "strip_cr": ("--strip-cr", "remove the CR of CR LF line endings"),
     "keep_cr": ("--keep-cr", "keep a trailing CR as the last byte of the value"),
-    "load_factor": ("--load-factor", f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} (default {DEFAULT_LOAD_FACTOR})"),
+    "load_factor": (
+        "--load-factor",
+        f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} (default {DEFAULT_LOAD_FACTOR})",
+    ),
 }
 
 
@@ -34,8 +44,11 @@ class BuildOptions:
     strip_cr: bool = False
     keep_cr: bool = False
     load_factor: float = DEFAULT_LOAD_FACTOR
+    format: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.format not in ("auto", *INPUT_FORMATS):
+            raise ValueError(f"--format must be one of {', '.join(INPUT_FORMATS)}, not {self.format!r}")
         if self.on_duplicate not in ON_DUPLICATE:
             raise ValueError(f"--on-duplicate must be one of {', '.join(ON_DUPLICATE)}, not {self.on_duplicate!r}")
         lo, hi = LOAD_FACTOR_RANGE
@@ -45,14 +58,33 @@ class BuildOptions:
             raise ValueError("--strip-cr and --keep-cr exclude each other")
 
     def recorded(self) -> dict:
-        """What a table stores under meta["options"]."""
-        return asdict(self)
+        """What a table stores under meta["options"]: the input format only
+        for string keys (a UUID table's options are as before string keys
+        existed, so its bytes are too). Resolve "auto" first (`for_data`)."""
+        out = asdict(self)
+        if out["format"] in ("uuid", "auto"):
+            del out["format"]
+        return out
+
+    def for_data(self, path: object) -> BuildOptions:
+        """These options with an "auto" format resolved from `path`'s name."""
+        if self.format != "auto":
+            return self
+        from .strlines import detect_format
+
+        return replace(self, format=detect_format(path))
+
+    @property
+    def key_kind(self) -> str:
+        """ "uuid" or "string": the kind of table these options build (format resolved)."""
+        return "uuid" if self.format in ("uuid", "auto") else "string"
 
     @classmethod
-    def from_recorded(cls, recorded: dict) -> "BuildOptions":
-        """The options a table was built with (unknown keys ignored, missing ones default)."""
+    def from_recorded(cls, recorded: dict) -> BuildOptions:
+        """The options a table was built with (unknown keys ignored, missing ones
+        default; a table that records no format was built from uuid lines)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in recorded.items() if k in names})
+        return cls(**{"format": "uuid", **{k: v for k, v in recorded.items() if k in names}})
 
     def differences(self, recorded: dict) -> list[str]:
         """Each option whose recorded value differs from this one, in words:
@@ -60,7 +92,9 @@ class BuildOptions:
         out = []
         for f in fields(self):
             mine = getattr(self, f.name)
-            theirs = recorded.get(f.name, getattr(BuildOptions, f.name))
+            theirs = recorded.get(f.name, "uuid" if f.name == "format" else getattr(BuildOptions, f.name))
+            if f.name == "format" and mine == "auto":
+                continue  # from the file name: the same name gives the same format
             if theirs != mine:
                 out.append(f"{_WORDS[f.name][0]} (table: {_show(theirs)}, asked: {_show(mine)})")
         return out
@@ -70,7 +104,7 @@ class BuildOptions:
         out = []
         for f in fields(self):
             v = getattr(self, f.name)
-            if v == f.default:
+            if v == f.default or (f.name == "format" and v in ("auto", "uuid")):
                 continue
             flag = _WORDS[f.name][0]
             out += [flag] if v is True else [flag, str(v)]
@@ -85,6 +119,7 @@ class BuildOptions:
         can tell "not given" from "given as the default" (`kv serve` reuses a
         table built with other options only when none was given)."""
         g = parser.add_argument_group("build options" + (f" ({prefix})" if prefix else ""))
+        g.add_argument("--format", choices=INPUT_FORMATS, default=None, help=_WORDS["format"][1])
         g.add_argument("--skip-invalid", action="store_true", default=None, help=_WORDS["skip_invalid"][1])
         g.add_argument("--on-duplicate", choices=ON_DUPLICATE, default=None, help=_WORDS["on_duplicate"][1])
         cr = g.add_mutually_exclusive_group()
@@ -99,7 +134,7 @@ class BuildOptions:
         return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, base: "BuildOptions | None" = None) -> "BuildOptions":
+    def from_args(cls, args: argparse.Namespace, base: BuildOptions | None = None) -> BuildOptions:
         """Options from parsed flags; flags not given keep `base`'s values (default: the defaults)."""
         values = (base or cls()).recorded()
         values.update(cls.given(args))

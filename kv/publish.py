@@ -21,6 +21,7 @@ lives until the last mapping goes).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from .errors import KVError, TableCorrupt
 from .options import BuildOptions
+from .report import plural
 
 DEFAULT_KEEP = 3  # generations kept besides `current` (kv publish --keep)
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
@@ -82,25 +84,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_history(root: Path, history: list[str]) -> None:
+def _write_history(root: Path, history: list[str], step: str = "writing the history") -> None:
+    """Replace ROOT/history.json atomically. A PublishError naming the file
+    and `step` when it cannot (a full disk); no temporary file remains."""
     tmp = root / f".history.json.tmp-{os.getpid()}"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as f:
-        os.fchmod(f.fileno(), 0o644)
-        f.write(json.dumps({"generations": history}, indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / "history.json")
-    _fsync_dir(root)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(json.dumps({"generations": history}, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / "history.json")
+        _fsync_dir(root)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PublishError(f"{step}: cannot write {root / 'history.json'} (via {tmp.name}): {e.strerror or e}; "
+                           "current is unchanged") from None
 
 
 def _point_current(root: Path, generation: str) -> None:
     """Atomically make ROOT/current point at generations/<generation>.kvt:
     a new symlink under a temporary name, renamed over `current`."""
     tmp = root / f".current.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(f"generations/{generation}.kvt", tmp)  # relative: the root can move
-    os.replace(tmp, root / "current")
-    _fsync_dir(root)
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"generations/{generation}.kvt", tmp)  # relative: the root can move
+        os.replace(tmp, root / "current")
+        _fsync_dir(root)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PublishError(f"switching {root / 'current'} to generation {generation}: {e.strerror or e}") from None
 
 
 def _make_dir(path: Path) -> None:
@@ -162,9 +175,10 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
     gens = generations_dir(root)
     with _locked(root):
         history = read_history(root)  # before any work: a damaged history stops us early
+        before = list(history)
         _make_dir(gens)
-        for leftover in gens.glob(".*incoming-*"):  # of a publisher killed mid-way (we hold the lock)
-            leftover.unlink()
+        for leftover in [*gens.glob(".*incoming-*"), *root.glob(".history.json.tmp-*"), *root.glob(".current.tmp-*")]:
+            leftover.unlink()  # of a publisher killed mid-way (we hold the lock)
             log(f"removed leftover {leftover.name} of an interrupted publish")
         incoming = gens / f".incoming-{os.getpid()}.kvt"
         try:
@@ -173,7 +187,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
                 log(f"copied {source} ({incoming.stat().st_size:,} bytes)")
             else:
                 report = _build(source, incoming, options or BuildOptions())
-                log(f"built {report.records:,} records from {source} in {report.seconds:.2f} s")
+                log(f"built {plural(report.records, 'record')} from {source} in {report.seconds:.2f} s")
             t0 = time.perf_counter()
             try:
                 generation = _verify(incoming)
@@ -182,9 +196,11 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
             log(f"verified generation {generation} in {time.perf_counter() - t0:.2f} s")
             os.chmod(incoming, 0o444)  # whatever the umask: the service's own user must read it; nobody writes it
             final = generation_path(root, generation)
+            placed = False  # True when this publish put `final` there (and must remove it on failure)
             if final.exists() and _still_good(final, log):
                 incoming.unlink()
             else:
+                placed = not final.exists()
                 os.replace(incoming, final)
                 _fsync_dir(gens)
         finally:
@@ -197,8 +213,19 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
         if current and (not history or history[-1] != current):
             history = [g for g in history if g != current] + [current]  # made by hand: let rollback return to it
         history = [g for g in history if g != generation] + [generation]
-        _write_history(root, history)
-        _point_current(root, generation)
+        try:
+            _write_history(root, history, step=f"recording generation {generation} in the history")
+            try:
+                _point_current(root, generation)
+            except PublishError:
+                with contextlib.suppress(PublishError):
+                    _write_history(root, before, step="restoring the history")
+                raise
+        except PublishError:
+            if placed and current_generation(root) != generation:
+                final.unlink(missing_ok=True)  # a table outside the history would never be pruned
+                log(f"removed {final}: it never became current")
+            raise
         log(f"current -> {generation}" + (f" (was {current})" if current else ""))
         _prune(root, history, keep, log)
         return generation
@@ -207,7 +234,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
 def _build(data: Path, out: Path, options: BuildOptions):
     from .build import build_table
 
-    return build_table(data, out, **options.recorded())  # TODO(merge): build_table(data, out, options) once the builder takes BuildOptions
+    return build_table(data, out, options)
 
 
 def _still_good(path: Path, log) -> bool:

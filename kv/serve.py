@@ -62,7 +62,7 @@ def is_table(path: Path) -> bool:
 def _build(data: Path, out: Path, options: BuildOptions):
     from .build import build_table
 
-    return build_table(data, out, **options.recorded())  # TODO(merge): build_table(data, out, options) once the builder takes BuildOptions
+    return build_table(data, out, options)
 
 
 def _in_words(options: BuildOptions) -> str:
@@ -78,6 +78,8 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     from .table import open_table
 
     data = Path(data)
+    if options is not None:
+        options = options.for_data(data)  # --format auto: from the file name
     table = default_table_path(data)
     st = data.stat()
     if table.exists():
@@ -218,9 +220,18 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
     graceful = file.get("graceful_timeout", 30)  # 30: gunicorn's own default
     check_keepalive(resolved["keepalive"], graceful, config_name)
     table, desc = describe_table(path, root, options)
+    tls = tls_settings(resolved)
+    check_token_file(resolved["read_token_file"].value)
 
     env = os.environ
     env["KV_TABLE"] = str(Path(table).absolute())
+    env["KV_TABLE_FD"] = str(open_table_fd(env["KV_TABLE"]))
+    for name in ("read_token_file", "metrics_bind"):  # the workers read these (kv/http/auth.py)
+        setting, value = settings.BY_NAME[name], resolved[name].value
+        if value:
+            env[setting.env] = os.path.abspath(value) if name == "read_token_file" else value
+        else:
+            env.pop(setting.env, None)
     env[settings.MAX_BATCH.env] = str(resolved["max_batch"].value)  # the workers read these two
     env[settings.LOG_LEVEL.env] = resolved["log_level"].value
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -235,18 +246,72 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
         "keepalive": resolved["keepalive"].value,
         "loglevel": resolved["log_level"].value,
     }
+    overrides.update(tls)
     pid_file = resolved["pid_file"].value or default_pid_file(root)
     if pid_file:
         overrides["pidfile"] = pid_file
     _raise_open_file_limit()
+    extras = (" (mutual TLS)" if "ca_certs" in tls else "") + (", read tokens required" if env.get(settings.READ_TOKEN_FILE.env) else "")
     server = GunicornServer(file, overrides, announce=lambda where, workers: _say(
-        f"serving {desc} on {where} with {workers} worker(s)"))
+        f"serving {desc} on {where} with {workers} worker(s){extras}"),
+        metrics_bind=resolved["metrics_bind"].value)
     try:
         server.run()
     except ServeError:
         if env.get("KV_OWN_METRICS_DIR"):  # gunicorn's on_exit hook, which removes it, never ran
             shutil.rmtree(env["KV_OWN_METRICS_DIR"], ignore_errors=True)
         raise
+
+
+def tls_settings(resolved: dict[str, Resolved]) -> dict:
+    """gunicorn's TLS settings from --certfile, --keyfile and --ca-certs, each
+    file checked now (a one-line ServeError, not a worker that fails to boot)."""
+    import ssl
+
+    cert, key, ca = (resolved[n].value for n in ("certfile", "keyfile", "ca_certs"))
+    if not cert and not key:
+        if ca:
+            raise ServeError("--ca-certs (mutual TLS) needs --certfile and --keyfile: the server's own certificate")
+        return {}
+    if not (cert and key):
+        raise ServeError("TLS needs both --certfile and --keyfile (KV_CERTFILE, KV_KEYFILE)")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        if ca:
+            ctx.load_verify_locations(ca)
+    except FileNotFoundError as e:
+        raise ServeError(f"cannot serve TLS: {e.filename}: no such file") from None
+    except (OSError, ssl.SSLError) as e:
+        raise ServeError(f"cannot serve TLS with certificate {cert}, key {key}{f', CA {ca}' if ca else ''}: "
+                         f"{getattr(e, 'reason', None) or e}") from None
+    out = {"certfile": os.path.abspath(cert), "keyfile": os.path.abspath(key)}
+    if ca:
+        out.update(ca_certs=os.path.abspath(ca), cert_reqs=ssl.CERT_REQUIRED)
+    return out
+
+
+def check_token_file(path: str | None) -> None:
+    """The read token file is usable (a ServeError otherwise); a word when others may read it."""
+    if not path:
+        return
+    from .http.auth import TokenFileError, permission_warning, read_token_file
+
+    try:
+        n = len(read_token_file(path))
+    except TokenFileError as e:
+        raise ServeError(str(e)) from None
+    warning = permission_warning(path)
+    if warning:
+        _say(f"warning: {warning}")
+    _say(f"read tokens: {n} from {path}")
+
+
+def open_table_fd(path: str) -> int:
+    """The master's descriptor of the table its workers map (inherited at
+    fork): a worker that replaces a crashed one maps the same table even if
+    the file was deleted or made unreadable since. Reopened on SIGHUP."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
 
 def _raise_open_file_limit() -> None:
@@ -287,33 +352,107 @@ def listen(cfg, log) -> list:
     return listeners
 
 
+def start_metrics_server(bind: str) -> None:
+    """/metrics on its own address, from the master (the exporter layout):
+    prometheus_client's server in a thread, summing every worker's file in
+    the multiprocess directory. A busy address is a ServeError."""
+    from prometheus_client import start_http_server
+
+    from .metrics import registry
+
+    host, _, port = bind.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry())
+    except OSError as e:
+        raise ServeError(f"cannot serve /metrics on {bind}: {e.strerror or e}") from None
+
+
 class KVArbiter(Arbiter):
     announce: Callable[[str, int], None] | None = None
+    metrics_bind: str | None = None
 
     def start(self):
+        if self.metrics_bind:  # first: a busy address stops kv serve before anything else starts
+            start_metrics_server(self.metrics_bind)
         super().start()  # binds (here: adopts the sockets of listen()), writes the pid file, runs when_ready
+        if self.metrics_bind:
+            self.log.info("Serving /metrics at: http://%s/metrics", self.metrics_bind)
         if self.announce:
             self.announce(",".join(str(lnr) for lnr in self.LISTENERS), self.num_workers)
 
     def handle_hup(self):
         # A new worker that cannot open the table fails to boot, and
-        # gunicorn then stops the whole server: check the table first
-        # and keep serving the open one if the new one is bad.
-        problem = table_problem(os.environ["KV_TABLE"])
+        # gunicorn then stops the whole server: check the table (and the
+        # token file) first and keep serving the open one if the new one is bad.
+        env = os.environ
+        problem = table_problem(env["KV_TABLE"])
+        tokens = env.get(settings.READ_TOKEN_FILE.env)
+        if not problem and tokens:
+            from .http.auth import TokenFileError, read_token_file
+
+            try:
+                read_token_file(tokens)
+            except TokenFileError as e:
+                problem = str(e)
         if problem:
             self.log.error("reload refused, still serving the table the workers have open: %s", problem)
             return
-        super().handle_hup()
+        old = env.get("KV_TABLE_FD")
+        try:
+            env["KV_TABLE_FD"] = str(open_table_fd(env["KV_TABLE"]))  # `current` may point elsewhere now
+        except OSError as e:  # gone since the check
+            self.log.error("reload refused, still serving the table the workers have open: %s", e)
+            return
+        try:
+            super().handle_hup()
+        finally:
+            if old and old.isdigit():
+                os.close(int(old))  # old workers have their own descriptors and maps
+
+    # -- reload: new workers accept before old ones stop -----------------------------------------
+    # gunicorn (23) reload() forks the new workers and, in the same breath,
+    # manage_workers() sends SIGTERM to the oldest beyond `workers`: the old
+    # workers stop accepting while the new ones still import and map, and
+    # connections wait (0.8 s measured). Here the old ones are stopped only
+    # once the new ones serve: a worker's first heartbeat (kv/worker.py,
+    # rule 7) changes its tmp file's mtime from the one it had at fork.
+
+    def spawn_worker(self) -> int:
+        pid = super().spawn_worker()  # returns only in the master
+        worker = self.WORKERS.get(pid)
+        if worker is not None:
+            worker.kv_born = worker.tmp.last_update()
+        return pid
+
+    def manage_workers(self) -> None:
+        if len(self.WORKERS) > self.num_workers:
+            self.wait_for_new_workers()
+        super().manage_workers()
+
+    def wait_for_new_workers(self) -> None:
+        import time
+
+        youngest = sorted(self.WORKERS.values(), key=lambda w: w.age)[-self.num_workers:]
+        deadline = time.monotonic() + max(self.timeout, 1)
+        while time.monotonic() < deadline:
+            booting = [w for w in youngest if w.pid in self.WORKERS and w.tmp.last_update() == getattr(w, "kv_born", None)]
+            if not booting:
+                return
+            time.sleep(0.02)
+            self.reap_workers()
+        self.log.warning("new workers not serving after %s s; stopping the old ones anyway", self.timeout)
 
 
 class GunicornServer(BaseApplication):
     """gunicorn with kv's settings, in this process: the config file's names
     (`file`), then `overrides` (kv serve's resolved settings) on top."""
 
-    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None):
+    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None,
+                 metrics_bind: str | None = None):
         self.file = file
         self.overrides = overrides
         self.announce = announce
+        self.metrics_bind = metrics_bind
         super().__init__()
 
     def load_config(self):
@@ -331,6 +470,7 @@ class GunicornServer(BaseApplication):
     def run(self):
         arbiter = KVArbiter(self)
         arbiter.announce = self.announce
+        arbiter.metrics_bind = self.metrics_bind
         arbiter.LISTENERS = listen(self.cfg, arbiter.log)
         try:
             arbiter.run()

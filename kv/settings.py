@@ -82,6 +82,13 @@ def file_path(text: str) -> str:
     return text
 
 
+def bearer_token(text: str) -> str:
+    """A read token as the server's token file holds it (never echoed in the message)."""
+    if not text or not all("!" <= c <= "~" for c in text):
+        raise ValueError("must be a token of visible ASCII characters without spaces")
+    return text
+
+
 # -- computed defaults --------------------------------------------------------------------------
 
 
@@ -193,10 +200,45 @@ TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
                   "seconds to wait for the server to accept and to answer; a server silent that long "
                   "counts as unreachable", shown_default="5", metavar="SECONDS")
 
-SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, URL, TIMEOUT)
+# TLS and access (docs/SECURITY.md).
+CERTFILE = Setting("certfile", "--certfile", "KV_CERTFILE", file_path, None,
+                   "serve HTTPS with this PEM certificate (chain); needs --keyfile. Plain HTTP to the port is refused",
+                   metavar="FILE", gunicorn="certfile")
+KEYFILE = Setting("keyfile", "--keyfile", "KV_KEYFILE", file_path, None,
+                  "the private key of --certfile (PEM)", metavar="FILE", gunicorn="keyfile")
+CA_CERTS = Setting("ca_certs", "--ca-certs", "KV_CA_CERTS", file_path, None,
+                   "mutual TLS: require a client certificate signed by a CA in this PEM file", metavar="FILE",
+                   gunicorn="ca_certs")
+READ_TOKEN_FILE = Setting("read_token_file", "--read-token-file", "KV_READ_TOKEN_FILE", file_path, None,
+                          "require `Authorization: Bearer TOKEN` on every route but /healthz and /readyz; one token "
+                          "a line, # comments; re-read on SIGHUP (kv reload)", metavar="FILE")
+METRICS_BIND = Setting("metrics_bind", "--metrics-bind", "KV_METRICS_BIND", address, None,
+                       "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
+                       metavar="HOST:PORT")
+TOKEN = Setting("token", "--token", "KV_TOKEN", bearer_token, None,
+                "bearer token to send (kv serve --read-token-file)", metavar="TOKEN")
+CACERT = Setting("cacert", "--cacert", "KV_CACERT", file_path, None,
+                 "verify an https:// server against this CA (PEM) instead of the system's", metavar="FILE")
+CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
+               "client certificate (PEM) for a server that requires one (kv serve --ca-certs)", metavar="FILE")
+KEY = Setting("key", "--key", "KV_KEY", file_path, None,
+              "the private key of --cert, when not in the same file", metavar="FILE")
+
+SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, CERTFILE, KEYFILE,
+                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
 BY_NAME = {s.name: s for s in SETTINGS}
-SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG)  # kv serve's
-CLIENT_SETTINGS = (URL, TIMEOUT)  # kv get, kv stats, kv.Client
+SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG,
+                   CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND)  # kv serve's
+CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
+
+
+# `kv deploy nginx` (flags only, no KV_* variable): the front's per-client rate
+# limit (nginx limit_req, keyed by client address). 1000 requests/s is far
+# above what one well-behaved client needs and far below what two workers of
+# one shard serve (tens of thousands): one client cannot take a shard; a
+# burst of 2000 lets a client fire a large batch of single gets at once.
+NGINX_RATE = 1000
+NGINX_BURST = 2000
 
 
 # -- kv serve: flag, environment, config file, default -------------------------------------------

@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from . import format as fmt
-from .build import BuildReport, _build_time, _LineReader, _progress_bar, _TableWriter, default_table_path
+from .build import BuildReport, default_table_path, table_meta
+from .duplicates import Occurrence
 from .keys import shard_of
+from .lines import BLOCK, Records, SkippedLines, key_lines, read_records
+from .options import BuildOptions
+from .writer import TableWriter
 
 MAX_SHARDS = 256
 
@@ -46,59 +50,43 @@ def key_range(index: int, shards: int) -> tuple[str, str]:
 
 def build_shards(
     data: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
+    out: str | os.PathLike | None,
     shards: int,
-    skip_invalid: bool = False,
-    on_duplicate: str = "error",
-    strip_cr: bool = False,
-    keep_cr: bool = False,
-    load_factor: float = 0.8,
+    options: BuildOptions = BuildOptions(),
+    *,
     progress: bool | None = None,
-    block_size: int = 4 << 20,
+    block_size: int = BLOCK,
 ) -> list[BuildReport]:
     """Build `shards` tables from `data` in one pass; same rules as build_table.
-    Nothing is written under the final names unless every shard succeeds."""
+    Nothing is written under the final names unless every shard succeeds, and
+    no temporary file remains when one fails."""
     check_shard_count(shards)
-    if on_duplicate not in ("error", "first", "last"):
-        raise ValueError(f"on_duplicate must be error, first or last, not {on_duplicate!r}")
-    if strip_cr and keep_cr:
-        raise ValueError("strip_cr and keep_cr exclude each other")
     t0 = time.perf_counter()
     data = Path(data)
+    options = options.for_data(data)
     paths = shard_paths(out if out is not None else default_table_path(data), shards)
     st = os.stat(data)
-    options = dict(skip_invalid=skip_invalid, on_duplicate=on_duplicate, strip_cr=strip_cr, keep_cr=keep_cr, load_factor=load_factor)
-    bits = shards.bit_length() - 1
     total = BuildReport(source=str(data), table=str(paths[0].parent))
     reports = [BuildReport(source=str(data), table=str(p)) for p in paths]
     guess = st.st_size // (fmt.VALUE_AT + 1) // shards + 1024
-    writers = [_TableWriter(p, capacity=guess, shard=(i, shards)) for i, p in enumerate(paths)]
-    for w in writers:
-        w.line_of = lambda ref, skipped, w=w: _source_line(data, w, ref)
+    writers: list[ShardWriter] = []
     done: list[Path] = []
     try:
-        with open(data, "rb") as f:
-            reader = _LineReader(f, data, total, options, block_size)
-            bar = _progress_bar(st.st_size, progress)
-            for buf, starts, vlens, h64, checks, consumed in reader.blocks():
-                _route(buf, starts, vlens, h64, checks, writers, bits)
-                bar(consumed)
-            bar(None)
-        for i, (w, r) in enumerate(zip(writers, reports)):
-            lo, hi = key_range(i, shards)
-            meta = {
-                "format": fmt.VERSION,
-                "builder": f"kv {__import__('kv').__version__}",
-                "source": {"name": data.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
-                "built_at": _build_time(st),
-                "options": {**options, "shards": shards},
-                "shard": {"index": i, "count": shards, "first_prefix": lo, "last_prefix": hi},
-                "lines": total.lines,
-                "skipped": total.skipped,
-                "duplicates": 0,
-            }
-            w.finish(meta, r, data, reader.skipped_lines, on_duplicate, load_factor)
+        for i, p in enumerate(paths):
+            writers.append(ShardWriter(p, capacity=guess, shard=(i, shards), data=data, key_kind=options.key_kind))
+        bits = shards.bit_length() - 1
+        seen = [0]  # records read so far: each string record's ordinal in the input
+        skipped = read_records(
+            data,
+            total,
+            options,
+            lambda records: _route(records, writers, bits, seen),
+            size=st.st_size,
+            progress=progress,
+            block_size=block_size,
+        )
+        for w, r in zip(writers, reports, strict=False):
+            w.finish(_shard_meta(data, st, options, total, w.shard), r, data, skipped, options)
             done.append(w.out)
     except BaseException:
         for w in writers:
@@ -107,7 +95,7 @@ def build_shards(
             p.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - t0
-    for r in reports:
+    for r in reports:  # the read is shared: so are its counts
         r.seconds = seconds
         r.lines = total.lines
         r.skipped = total.skipped
@@ -116,41 +104,60 @@ def build_shards(
     return reports
 
 
-def _source_line(data: Path, writer: _TableWriter, ref: int) -> int:
-    """Input line number of a shard record: find its key in the data file.
-    Used only for duplicate messages, so a scan is fine. Returns the first line
-    holding the key whose occurrence count matches the record's (its nth copy)."""
-    writer.f.flush()
-    off = ref >> fmt.LEN_BITS
-    with open(writer.tmp, "rb") as r:
-        r.seek(off)
-        key = r.read(fmt.KEY_LEN)
-        r.seek(fmt.HEADER_SIZE)
-        before = r.read(off - fmt.HEADER_SIZE)
-    nth = sum(1 for line in before.split(b"\n") if line[: fmt.KEY_LEN] == key)
-    seen = 0
-    with open(data, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if line[: fmt.KEY_LEN].lower() == key:
-                if seen == nth:
-                    return number
-                seen += 1
-    return 0
+def _shard_meta(data: Path, st: os.stat_result, options: BuildOptions, total: BuildReport, shard: tuple[int, int]) -> dict:
+    """A shard's metadata: a table's, the shard count among the options, and which keys it holds."""
+    index, count = shard
+    lo, hi = key_range(index, count)
+    meta = table_meta(data, st, {**options.recorded(), "shards": count}, total)
+    meta["shard"] = {"index": index, "count": count, "first_prefix": lo, "last_prefix": hi}
+    return meta
 
 
-def _route(buf: bytes, starts, vlens, h64, checks, writers, bits: int) -> None:
+class ShardWriter(TableWriter):
+    """A shard's table. Its records are a subset of the input's, so a record's
+    input line is found in the data file, by key."""
+
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int], data: Path, key_kind: str = "uuid"):
+        super().__init__(out, capacity, shard, key_kind)
+        self.data = data
+        self.ordinals: list[np.ndarray] = []  # string shards: each record's ordinal among the input's records
+
+    def lines_of(self, found: list[Occurrence], skipped: SkippedLines) -> list[int]:
+        """Input lines of the records: the nth record of a key in the shard is
+        the nth line of that key in the input (all of a key's lines go to one
+        shard). One pass over the data file for all of them. A string
+        record's line comes from its rank among the shard's records instead
+        (see TableWriter.lines_of), mapped through the shard's own record
+        lines, which the writer keeps for string shards."""
+        if self.version != fmt.VERSION_UUID:
+            ordinals = np.concatenate(self.ordinals)
+            refs = self._all_refs
+            return [skipped.line_of_record(int(ordinals[np.count_nonzero(refs < o.ref)])) for o in found]
+        lines = key_lines(self.data, [(o.key, o.nth) for o in found], skipped)
+        return [lines.get((o.key, o.nth), 0) for o in found]
+
+
+def _route(records: Records, writers: list[ShardWriter], bits: int, seen: list[int]) -> None:
     """Split one block's records by shard and hand each shard its records."""
+    buf, starts, vlens, h64, checks, lens = records
     n = len(starts)
     if not n:
         return
+    base = seen[0]
+    seen[0] += n
     if bits == 0:
-        writers[0].add(buf, starts, vlens, h64, checks)
+        writers[0].add(records)
+        if lens is not None:
+            writers[0].ordinals.append(np.arange(base, base + n, dtype=np.int64))
         return
     arr = np.frombuffer(buf, dtype=np.uint8)
-    first_byte = (_NIBBLE[arr[starts]] << 4) | _NIBBLE[arr[starts + 1]]
-    shard = first_byte >> (8 - bits)
+    if lens is None:  # UUID keys: the leading bits of the key's first byte (nginx routes on them)
+        first_byte = (_NIBBLE[arr[starts]] << 4) | _NIBBLE[arr[starts + 1]]
+        shard = first_byte >> (8 - bits)
+    else:  # string keys: the low bits of the key's hash (kv.keys.string_shard_of)
+        shard = (h64 & np.uint64((1 << bits) - 1)).astype(np.int64)
     order = np.argsort(shard, kind="stable")
-    rec_len = (vlens + fmt.VALUE_AT + 1)[order]  # with the newline
+    rec_len = records.spans()[order]  # a UUID record's newline included
     src = starts[order]
     out_starts = np.cumsum(rec_len) - rec_len
     total = int(rec_len.sum())
@@ -165,7 +172,11 @@ def _route(buf: bytes, starts, vlens, h64, checks, writers, bits: int) -> None:
         lo = out_starts[a]
         hi = out_starts[b - 1] + rec_len[b - 1]
         sel = order[a:b]
-        w.add(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel])
+        w.add(
+            Records(grouped[lo:hi].tobytes(), out_starts[a:b] - lo, vlens[sel], h64[sel], checks[sel], None if lens is None else lens[sel])
+        )
+        if lens is not None:
+            w.ordinals.append(sel.astype(np.int64) + base)
 
 
 __all__ = ["MAX_SHARDS", "build_shards", "check_shard_count", "key_range", "shard_of", "shard_paths"]

@@ -45,11 +45,13 @@ class Stats:
 class Table:
     """A read-only table. `get(key)` returns the value bytes or None."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, fd: int | None = None):
+        """`fd`: an open descriptor of the file to map instead of opening `path`
+        (which then only names it); it is duplicated, not taken."""
         self.path = Path(path)
         try:
             # O_NONBLOCK: opening a FIFO by mistake must not wait for a writer.
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.dup(fd) if fd is not None else os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise FileNotFoundError(f"table {self.path} does not exist") from None
         except PermissionError:
@@ -59,7 +61,9 @@ class Table:
             if not stat.S_ISREG(st.st_mode):
                 raise TableCorrupt(f"{self.path}: not a regular file")
             if st.st_size < fmt.HEADER_SIZE:
-                raise TableCorrupt(f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table")
+                raise TableCorrupt(
+                    f"{self.path}: {st.st_size} bytes is shorter than the {fmt.HEADER_SIZE}-byte header; truncated or not a table"
+                )
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
@@ -89,8 +93,16 @@ class Table:
             h = self.header
             self.implementation = "c"
             kind = c.KIND_STRING if self.key_kind == "string" else 0
-            args = (self._mm, h.home_slots, h.slots_offset, h.max_displacement, h.records_offset, h.records_size,
-                    self._get_slow, self._corrupt)
+            args = (
+                self._mm,
+                h.home_slots,
+                h.slots_offset,
+                h.max_displacement,
+                h.records_offset,
+                h.records_size,
+                self._get_slow,
+                self._corrupt,
+            )
             return c.Lookup(*args, kind) if kind else c.Lookup(*args)
         self.implementation = "python"
         return self._make_python_get() if self.key_kind == "uuid" else self._make_python_get_str()
@@ -398,8 +410,9 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     h = fmt.Header.unpack(raw)
     if h.version not in fmt.VERSIONS:
         known = " and ".join(f"{v} ({kind} keys)" for v, kind in fmt.VERSIONS.items())
-        raise TableCorrupt(f"{path}: table format version {h.version}, this kv reads versions {known}; "
-                           "upgrade kv, or rebuild the table with this one")
+        raise TableCorrupt(
+            f"{path}: table format version {h.version}, this kv reads versions {known}; upgrade kv, or rebuild the table with this one"
+        )
     if _xxh3(raw[: fmt.HEADER_CHECKSUM_AT]) != h.header_checksum:
         raise TableCorrupt(f"{path}: header checksum mismatch; the file is damaged")
     if h.file_size != size:
@@ -444,7 +457,8 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
     return meta
 
 
-def open_table(path: str | os.PathLike) -> Table:
-    """Map the table at `path` read-only. Raises TableCorrupt for a truncated,
-    foreign, damaged or other-version file, FileNotFoundError if missing."""
-    return Table(path)
+def open_table(path: str | os.PathLike, fd: int | None = None) -> Table:
+    """Map the table at `path` (or the open descriptor `fd` of it) read-only.
+    Raises TableCorrupt for a truncated, foreign, damaged or other-version
+    file, FileNotFoundError if missing."""
+    return Table(path, fd)

@@ -29,6 +29,33 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    worker stop (and a descriptor closed twice could, in between, have been
    reused). Handed the plain socket objects, uvloop detaches them instead.
 
+4. Request heads are bounded while they arrive. httptools hands uvicorn a URL
+   or header only when it is complete (and concatenates its pieces meanwhile,
+   a cost that grows with the square of its size); the size limits of
+   kv/http/fastpath.py apply only to a complete head. Here data_received
+   counts the bytes received since the current request head started, and
+   past HEAD_LIMIT (64 KiB, over MAX_PATH + MAX_HEADERS) answers 414 (when the
+   URL is what grew) or 431 and closes: memory and parse time stay bounded.
+   The close lingers (close_lingering), as does the close after a refused
+   body (kv/http/fastpath.py asks for it with close_lingering_after): the
+   client's further bytes are read and dropped, up to 1 MiB or 2 s, so that
+   it reads the answer instead of a reset.
+
+5. A paused worker answers what arrived meanwhile. After a SIGSTOP of
+   `keepalive` seconds or more, the idle timer fires on SIGCONT before the
+   request that arrived during the pause is read, and would reset it. The
+   timer re-arms instead when the socket holds unread bytes.
+
+6. Workers die with their master. PR_SET_PDEATHSIG makes the kernel send a
+   worker SIGTERM when the master dies (even by SIGKILL), and the periodic
+   notify checks the parent pid as gunicorn's own workers do: orphans would
+   keep the port and a restarted server could not bind it.
+
+7. A worker says when it serves: its first notify (gunicorn's heartbeat file)
+   comes from uvicorn's first tick, after its sockets accept. The master
+   (kv/serve.py, KVArbiter) waits for that on reload before it stops the old
+   workers, so no connection waits for a worker that is still booting.
+
 The first two rules stay off the per-request path (no method of the protocol that runs
 for every request is overridden): the drain adds `Connection: close` to the
 worker's default response headers, and the head check is the periodic sweep.
@@ -36,16 +63,97 @@ worker's default response headers, and the head check is the periodic sweep.
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import asyncio
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import struct
+import sys
+import termios
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-
+# Bytes of one request head (request line and headers) while it arrives; over
+# kv/http/fastpath.py's MAX_PATH + MAX_HEADERS with room for separators
+# (tests/test_security.py checks). Not imported from there: the master loads
+# this module, and needs no FastAPI.
+HEAD_LIMIT = 64 * 1024
+LINGER_BYTES, LINGER_SECONDS = 1 << 20, 2.0  # read and dropped after refusing a head, before the close
 _NOT_SEEN = object()
 
 
 class KVHttpProtocol(HttpToolsProtocol):
     _head_seen = _NOT_SEEN  # the cycle after which a partial head was last seen
     _sweeping: set = set()  # the server states this process sweeps (one per worker)
+    _states: list = []  # and those states
+    _head_bytes = 0  # bytes of the request head now arriving (rule 4)
+    _lingering = False  # closing: what arrives is dropped (close_lingering)
+    _linger_budget = LINGER_BYTES
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:  # after a refusal: read and drop (uvloop keeps this bound method, so a flag, not a swap)
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and not self.transport.is_closing():
+                self.transport.close()
+            return
+        # Rule 4: a few comparisons and one add per read, not per request callback.
+        cycle = self.cycle
+        in_head = cycle is None or not cycle.more_body or cycle.response_complete  # not inside a body
+        super().data_received(data)
+        if self.cycle is not cycle or not in_head:  # a head completed in this read, or it carried a body
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        from .http.fastpath import MAX_PATH
+
+        if len(self.url) > MAX_PATH:
+            status, title, detail = 414, "URI too long", f"request target exceeds {MAX_PATH} bytes"
+        else:
+            status, title, detail = 431, "Request header fields too large", f"request head exceeds {HEAD_LIMIT} bytes"
+        body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            if name != b"connection":
+                head += [name, b": ", value, b"\r\n"]
+        head.append(b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.close_lingering()
+
+    def close_lingering(self) -> None:
+        """Close without destroying what was just written. Closing with the
+        client's bytes unread makes the kernel send RST, which can discard
+        the answer before the client reads it (a client still sending a body
+        the server refused). So, as nginx's lingering_close: half-close, read
+        and drop what still comes (at most LINGER_BYTES, LINGER_SECONDS), then
+        close. Over TLS (no half-close): close."""
+        transport = self.transport
+        self.pipeline.clear()  # nothing more is answered on this connection
+        if transport.is_closing():
+            return
+        self._lingering = True
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def timeout_keep_alive_handler(self) -> None:
+        # Rule 5: bytes waiting in the socket are a request to answer, not idleness.
+        self.timeout_keep_alive_task = None
+        if not self.transport.is_closing() and _unread_bytes(self.transport):
+            self._arm_idle_timer()  # data_received, which runs next, cancels it
+            return
+        super().timeout_keep_alive_handler()
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -53,6 +161,7 @@ class KVHttpProtocol(HttpToolsProtocol):
         state = self.server_state
         if id(state) not in KVHttpProtocol._sweeping:
             KVHttpProtocol._sweeping.add(id(state))
+            KVHttpProtocol._states.append(state)
             self.loop.call_later(self.timeout_keep_alive, _sweep, self.loop, state, self.timeout_keep_alive)
 
     def _arm_idle_timer(self) -> None:
@@ -87,11 +196,63 @@ class KVHttpProtocol(HttpToolsProtocol):
 _CLOSE = (b"connection", b"close")
 
 
+def _unread_bytes(transport: asyncio.Transport) -> int:
+    """Bytes the kernel holds for this connection that nothing has read yet (FIONREAD)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return struct.unpack("i", buf)[0]
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent pid check in callback_notify remains
+
+
 def _sweep(loop, state, period: float) -> None:
     for conn in list(state.connections):
         if isinstance(conn, KVHttpProtocol):
             conn._check_head()
     loop.call_later(period, _sweep, loop, state, period)
+
+
+class _CloseLingering:
+    """What a refused request's cycle sees as its transport: writes go
+    through; its close() is the connection's lingering close."""
+
+    def __init__(self, conn: KVHttpProtocol):
+        self._conn = conn
+        self._transport = conn.transport
+
+    def close(self) -> None:
+        self._conn.close_lingering()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def close_lingering_after(scope: dict) -> None:
+    """Make the connection of the request `scope` close lingering (see
+    KVHttpProtocol.close_lingering) when its response is done. kv/http/fastpath.py
+    calls this when it refuses a body it has not read (413, 408): only then,
+    so no request pays for it. The cycle's transport attribute is swapped for
+    that one response (uvicorn 0.3x: RequestResponseCycle.transport is what
+    its send() writes to and closes)."""
+    for state in KVHttpProtocol._states:
+        for conn in state.connections:
+            cycle = getattr(conn, "cycle", None)
+            if cycle is not None and cycle.scope is scope and isinstance(conn, KVHttpProtocol):
+                cycle.transport = _CloseLingering(conn)
+                return
 
 
 class KVWorker(UvicornWorker):
@@ -103,7 +264,24 @@ class KVWorker(UvicornWorker):
     # spends on a request, measured in process).
     CONFIG_KWARGS = {"loop": "uvloop", "http": KVHttpProtocol, "ws": "none", "server_header": False, "proxy_headers": False}
 
+    def init_process(self) -> None:
+        # Rule 6: the master may have died between fork and here.
+        die_with_parent()
+        if os.getppid() != self.ppid:
+            sys.exit(0)
+        super().init_process()
+
     async def _serve(self) -> None:
         # Rule 3 above: uvicorn gets the sockets, not gunicorn's wrappers (uvicorn-worker 0.4, uvloop 0.23).
         self.sockets = [getattr(s, "sock", s) for s in self.sockets]
         await super()._serve()
+
+    async def callback_notify(self) -> None:
+        # uvicorn calls this on its first tick (rule 7: serving) and every
+        # `timeout / 2` seconds after; gunicorn's sync workers check the
+        # parent pid at each heartbeat, uvicorn-worker (0.4) does not (rule 6).
+        if os.getppid() != self.ppid:
+            self.log.info("Parent changed, shutting down: %s", self)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.notify()

@@ -152,6 +152,53 @@ def bench_lookups(data: Path, table: Path, lmdb_path: Path, n_keys: int, rounds:
     }
 
 
+def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups: dict) -> dict:
+    """String keys (kv gen --keys string: 8-40 characters, the same values):
+    build time and size, and lookups with 10% misses against a dict of the
+    same data, interleaved in rounds as for UUID keys."""
+    import kv
+    from kv.gen import generate_file
+
+    data = work / f"{n}-string.tsv"
+    if not data.exists():
+        generate_file(n, data, seed=1, keys="string")
+    table = work / f"{n}-string.kvt"
+    runs = [run_build(data, table) for _ in range(3)]
+    b = sorted(runs, key=lambda r: r["seconds"])[1]
+    out = {"records": n, "build_seconds": round(b["seconds"], 3), "build_runs_seconds": [round(r["seconds"], 3) for r in runs],
+           "peak_rss_kib": b["peak_rss_kib"], "input_bytes": data.stat().st_size, "table_bytes": table.stat().st_size}
+    out["size_ratio"] = round(out["table_bytes"] / out["input_bytes"], 3)
+    d = {}
+    with open(data, "rb") as f:
+        for line in f:
+            k, v = line.rstrip(b"\n").split(b"\t", 1)
+            d[k.decode()] = v
+    rnd = random.Random(2)
+    hits = rnd.sample(list(d), int(n_keys * 0.9))
+    absent = [f"absent:{rnd.getrandbits(64):x}" for _ in range(n_keys - len(hits))]
+    keys = hits + absent
+    rnd.shuffle(keys)
+    t = kv.open_table(table)
+    kv_get, d_get = t.get, d.get
+    contenders = {"kv": lambda: sum(1 for k in keys if kv_get(k) is not None),
+                  "dict": lambda: sum(1 for k in keys if d_get(k) is not None)}
+    for name, fn in contenders.items():
+        assert fn() == len(hits), name
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    t.close()
+    us = {name: statistics.median(ts) / len(keys) * 1e6 for name, ts in times.items()}
+    out["lookups"] = {"keys": len(keys), "hits": len(hits), "rounds": rounds,
+                      "us_per_lookup": {k: round(v, 3) for k, v in us.items()},
+                      "kv_vs_dict": round(us["dict"] / us["kv"], 2),
+                      "uuid_kv_us_per_lookup": uuid_lookups["us_per_lookup"]["kv"]}
+    return out
+
+
 def bench_open(table: Path, repeats: int = 50) -> dict:
     import kv
 
@@ -305,6 +352,8 @@ def main() -> int:
 
     result["lookups"] = bench_lookups(data, work / f"{n}.kvt", lm, args.keys, args.rounds)
     print(f"lookups: {result['lookups']}", file=sys.stderr)
+    result["string_keys"] = bench_string_keys(work, n, args.keys, args.rounds, result["lookups"])
+    print(f"string keys: {result['string_keys']}", file=sys.stderr)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,31 +18,43 @@ KV = str(Path(sys.executable).parent / "kv")
 
 
 @contextlib.contextmanager
-def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0, log_level: str = "warning"):
+def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0, log_level: str = "warning",
+                   https: bool = False, cacert=None, client_cert=None):
     """Run `kv serve ARGS --workers N` until the block ends; yields (url, proc).
-    The whole process group is terminated at the end, even on failure."""
+    The whole process group is terminated at the end, even on failure. With
+    `https`, readiness is asked over TLS, verified with `cacert` (and
+    `client_cert`, a (cert, key) pair, for a server that requires one)."""
     port = free_port()
     cmd = [KV, "serve", *map(str, args), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", log_level]
     full_env = dict(os.environ, **(env or {}))
     if "PROMETHEUS_MULTIPROC_DIR" not in (env or {}):
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # kv serve makes its own
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout)
+        wait_ready(url, proc, timeout, verify=tls_context(cacert, client_cert) if https else True)
         yield url, proc
     finally:
         stop(proc)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def tls_context(cacert, client_cert=None):
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cacert))
+    if client_cert:
+        ctx.load_cert_chain(*map(str, client_cert))
+    return ctx
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0, verify=True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise RuntimeError(f"kv serve exited with {proc.returncode}:\n{out}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -7,11 +7,12 @@ import time
 import uuid
 
 import pytest
+from conftest import write_records
 from fastapi.testclient import TestClient
 
-from conftest import write_records
 from kv.app import create_app
 from kv.build import build_table
+from kv.http.fastpath import MAX_PATH
 from kv.http.throttle import RENDER_BURST, RENDER_SECONDS
 
 HIT = "3479d894-3271-4935-88cf-a06f3cbb80a5"
@@ -247,8 +248,8 @@ def test_oversized_header_names_on_a_hit_are_431(client):
 
 
 def test_oversized_query_string_on_a_hit_is_414_and_a_small_one_is_ignored(client):
-    r = client.get(f"/v1/keys/{HIT}?pad=" + "q" * 3000)
-    assert r.status_code == 414 and "limit is 2048" in r.json()["detail"]
+    r = client.get(f"/v1/keys/{HIT}?pad=" + "q" * MAX_PATH)
+    assert r.status_code == 414 and f"limit is {MAX_PATH}" in r.json()["detail"]
     r = client.get(f"/v1/keys/{HIT}?x=1")
     assert r.status_code == 200 and r.content == b"this is a value"
 
@@ -389,10 +390,10 @@ def test_batch_with_an_unencodable_key_is_a_400_in_fastapi_too(app):
 
 
 def test_414_states_the_length_of_the_whole_request_target(client):
-    target = f"/v1/keys/{HIT}?pad=" + "q" * 3000
+    target = f"/v1/keys/{HIT}?pad=" + "q" * MAX_PATH
     r = client.get(target)
     assert r.status_code == 414
-    assert r.json()["detail"] == f"request target is {len(target)} bytes; the limit is 2048"
+    assert r.json()["detail"] == f"request target is {len(target)} bytes; the limit is {MAX_PATH}"
 
 
 def test_a_trailing_slash_is_a_404_problem_not_a_redirect_to_the_clients_host(client):

@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 
 import kv
 from conftest import write_records
-from kv.build import MAX_LINE, build_table
+from kv.build import MAX_LINE, BuildOptions, build_table
 from kv.format import MAX_VALUE_LEN
 
 K1, K2, K3 = (str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(3))
 
 
-def build(tmp_path, content: bytes, **options):
+def build(tmp_path, content: bytes, block_size=4 << 20, **options):
     data = tmp_path / "in.data"
     data.write_bytes(content)
-    report = build_table(data, tmp_path / "out.kvt", **options)
+    report = build_table(data, tmp_path / "out.kvt", BuildOptions(**options), block_size=block_size)
     return report, kv.open_table(tmp_path / "out.kvt")
 
 
@@ -332,22 +332,22 @@ def messy(tmp_path_factory):
 
 
 def test_same_input_and_options_give_a_byte_identical_table(messy, tmp_path):
-    opts = dict(skip_invalid=True, on_duplicate="last", strip_cr=True)
-    build_table(messy, tmp_path / "a.kvt", **opts)
-    build_table(messy, tmp_path / "b.kvt", **opts)
+    opts = BuildOptions(skip_invalid=True, on_duplicate="last", strip_cr=True)
+    build_table(messy, tmp_path / "a.kvt", opts)
+    build_table(messy, tmp_path / "b.kvt", opts)
     copy = tmp_path / "copy" / messy.name
     copy.parent.mkdir()
     shutil.copy2(messy, copy)  # same bytes, name and modification time
-    build_table(copy, tmp_path / "c.kvt", **opts)
+    build_table(copy, tmp_path / "c.kvt", opts)
     a = (tmp_path / "a.kvt").read_bytes()
     assert a == (tmp_path / "b.kvt").read_bytes() == (tmp_path / "c.kvt").read_bytes()
 
 
 @pytest.mark.parametrize("block_size", [37, 64, 1000])
 def test_block_boundaries_do_not_change_the_table_or_report(messy, tmp_path, block_size):
-    opts = dict(skip_invalid=True, on_duplicate="first", strip_cr=True)
-    default = build_table(messy, tmp_path / "default.kvt", **opts)
-    tiny = build_table(messy, tmp_path / "tiny.kvt", block_size=block_size, **opts)
+    opts = BuildOptions(skip_invalid=True, on_duplicate="first", strip_cr=True)
+    default = build_table(messy, tmp_path / "default.kvt", opts)
+    tiny = build_table(messy, tmp_path / "tiny.kvt", opts, block_size=block_size)
     assert (tmp_path / "default.kvt").read_bytes() == (tmp_path / "tiny.kvt").read_bytes()
     for field in ("records", "lines", "skipped", "duplicates", "cr_stripped", "value_bytes", "skipped_sample", "duplicate_sample"):
         assert getattr(default, field) == getattr(tiny, field), field
@@ -382,18 +382,45 @@ def test_default_output_name_replaces_the_suffix(tmp_path):
     assert report.table == str(tmp_path / "x.kvt") and (tmp_path / "x.kvt").exists()
 
 
-@pytest.mark.parametrize("options,match", [
-    (dict(on_duplicate="newest"), "on_duplicate"),
-    (dict(load_factor=0.99), "load_factor"),
-    (dict(load_factor=0.05), "load_factor"),
-    (dict(load_factor=float("nan")), "load_factor"),
+BAD_OPTIONS = [
+    (dict(on_duplicate="newest"), "--on-duplicate"),
+    (dict(load_factor=0.99), "--load-factor"),
+    (dict(load_factor=0.05), "--load-factor"),
+    (dict(load_factor=float("nan")), "--load-factor"),
     (dict(strip_cr=True, keep_cr=True), "exclude"),
-])
-def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, match):
+]
+
+
+@pytest.mark.parametrize("options,match", BAD_OPTIONS)
+def test_bad_options_are_refused_naming_the_flag(options, match):
+    with pytest.raises(ValueError, match=match):
+        BuildOptions(**options)
+
+
+@pytest.mark.parametrize("options,match", BAD_OPTIONS)
+def test_bad_options_given_field_by_field_are_refused_before_anything_is_written(tmp_path, options, match):
     data = write_records(tmp_path / "in.data", [(K1, b"a")])
     with pytest.raises(ValueError, match=match):
         build_table(data, tmp_path / "out.kvt", **options)
     assert no_table_left(tmp_path)
+
+
+def test_options_given_field_by_field_are_the_same_as_a_build_options(tmp_path):
+    data = write_records(tmp_path / "in.data", [(K1, b"a\r")])
+    build_table(data, tmp_path / "a.kvt", BuildOptions(keep_cr=True, load_factor=0.5))
+    build_table(data, tmp_path / "b.kvt", keep_cr=True, load_factor=0.5)
+    assert (tmp_path / "a.kvt").read_bytes() == (tmp_path / "b.kvt").read_bytes()
+    with pytest.raises(TypeError):
+        build_table(data, tmp_path / "c.kvt", load_facter=0.5)
+
+
+def test_the_table_records_exactly_its_options(tmp_path):
+    data = write_records(tmp_path / "in.data", [(K1, b"a")])
+    options = BuildOptions(skip_invalid=True, on_duplicate="last", strip_cr=True, load_factor=0.5)
+    build_table(data, tmp_path / "out.kvt", options)
+    with kv.open_table(tmp_path / "out.kvt") as t:
+        assert t.meta["options"] == options.recorded()
+        assert BuildOptions.from_recorded(t.meta["options"]) == options.for_data(data)
 
 
 def test_output_that_is_a_directory_is_refused(tmp_path):
@@ -454,3 +481,29 @@ def test_progress_bar_on_a_terminal_only(gen_data, tmp_path):
     assert code == 0
     assert b"building" not in piped and b"%|" not in piped  # quiet in a pipe or a log: the summary only
     assert b"records" in piped and b"seconds" in piped
+
+
+def test_one_crlf_line_is_named_in_the_singular(tmp_path):
+    with pytest.raises(kv.DataFormatError, match=r"; 1 such line in this block\)"):
+        build(tmp_path, f"{K1} a\r\n".encode())
+    with pytest.raises(kv.DataFormatError, match=r"; 2 such lines in this block\)"):
+        build(tmp_path, f"{K1} a\r\n{K2} b\r\n".encode())
+
+
+def test_summary_counts_stripped_crs_in_the_singular_and_plural(tmp_path):
+    report, t = build(tmp_path, f"{K1} a\r\n{K2} b\n".encode(), strip_cr=True)
+    t.close()
+    assert "CR stripped  1 line\n" in report.summary() + "\n"
+    report, t = build(tmp_path, f"{K1} a\r\n{K2} b\r\n".encode(), strip_cr=True)
+    t.close()
+    assert "CR stripped  2 lines" in report.summary()
+
+
+def test_duplicate_samples_name_input_lines_past_skipped_lines(tmp_path):
+    lines = [b"junk"] * 3 + [f"{K1} a".encode(), b"", f"{K2} b".encode(), f"{K1} c".encode(), b"junk", f"{K1.upper()} d".encode()]
+    report, t = build(tmp_path, b"\n".join(lines) + b"\n", skip_invalid=True, on_duplicate="last")
+    t.close()
+    assert sorted((p.line, p.reason) for p in report.duplicate_sample) == [
+        (4, f"key {K1} also on line 9; kept line 9 (last)"),
+        (7, f"key {K1} also on line 9; kept line 9 (last)"),
+    ]

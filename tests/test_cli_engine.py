@@ -12,9 +12,11 @@ import uuid
 import pytest
 import xxhash
 
+import kv
 from conftest import ROOT, write_records
 from kv import format as fmt
 from kv.cli import main
+from kv.options import BuildOptions
 from serverutil import KV
 
 K1, K2 = str(uuid.UUID(int=11, version=4)), str(uuid.UUID(int=12, version=4))
@@ -142,14 +144,33 @@ def test_build_usage_errors_exit_2(kv_cli, tmp_path):
         assert e.value.code == 2
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "output-directory", "load-factor"])
+@pytest.mark.parametrize("value", ["0.99", "2", "0.05", "nan", "lots"])
+def test_build_load_factor_out_of_range_is_a_usage_error(capsys, tmp_path, value):
+    data = data_file(tmp_path, f"{K1} a\n".encode())
+    with pytest.raises(SystemExit) as e:
+        main(["build", str(data), "--load-factor", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--load-factor" in err and "usage:" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.data"]
+
+
+def test_build_flags_become_the_table_options(kv_cli, tmp_path):
+    data = data_file(tmp_path, f"{K1} a\r\n{K1} b\r\n".encode())
+    code, _, err = kv_cli("build", data, "--keep-cr", "--on-duplicate", "first", "--load-factor", "0.5")
+    assert code == 0, err
+    with kv.open_table(tmp_path / "in.kvt") as t:
+        assert t.meta["options"] == BuildOptions(keep_cr=True, on_duplicate="first", load_factor=0.5).recorded()
+        assert t.get(K1) == b"a\r"
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "output-directory", "shards"])
 def test_build_errors_exit_1_with_the_reason(kv_cli, tmp_path, case):
     data = data_file(tmp_path, f"{K1} a\n".encode())
     args, said = {
         "missing": ((tmp_path / "missing.data",), "no such file"),
         "directory": ((tmp_path,), "directory"),
         "output-directory": ((data, "-o", tmp_path), "directory"),
-        "load-factor": ((data, "--load-factor", "2"), "load_factor"),
+        "shards": ((data, "--shards", "3"), "power of two"),
     }[case]
     code, _, err = kv_cli("build", *args)
     assert code == 1 and said in err.lower() and "Traceback" not in err
@@ -243,12 +264,12 @@ def test_inspect_a_corrupt_or_missing_table_exits_1(kv_cli, gen_table, tmp_path)
 def test_a_full_disk_is_reported_against_the_table_not_the_input(kv_cli, tmp_path, monkeypatch):
     import errno
 
-    from kv import build
+    from kv.writer import TableWriter
 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(build._TableWriter, "add", full)
+    monkeypatch.setattr(TableWriter, "add", full)
     src = data_file(tmp_path, f"{K1} one\n".encode())
     code, _, err = kv_cli("build", src, "-o", tmp_path / "out.kvt")
     assert code == 1

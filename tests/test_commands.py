@@ -197,3 +197,18 @@ def test_a_bad_kv_url_is_named(monkeypatch):
     monkeypatch.setenv("KV_URL", "127.0.0.1:8000")
     with pytest.raises(SettingError, match="^KV_URL must be a server URL"):
         Client()
+
+
+def test_deploy_nginx_for_string_keys_redirects_instead_of_mapping_prefixes(capsys):
+    code = main(["deploy", "nginx", "--keys", "string", "--shards", "2", "--upstream", "0=127.0.0.1:8001",
+                 "--upstream", "1=127.0.0.1:8002", "-o", "-"])
+    out = capsys.readouterr().out
+    assert code == 0 and "rendered by `kv deploy nginx --shards 2 --keys string " in out
+    assert "map $kv_prefix" not in out and "upstream kv_any" in out
+    assert 'location ~ "^/_kv_shard/(?<kv_redirect_index>[0-9]+)$"' in out and "internal;" in out
+    assert '"key_kind":"string"' in out
+
+
+def test_deploy_nginx_refuses_an_unknown_key_kind(capsys):
+    with pytest.raises(SystemExit):
+        main(["deploy", "nginx", "--keys", "int", "--shards", "1", "--upstream", "0=127.0.0.1:8001", "-o", "-"])

@@ -84,3 +84,30 @@ def test_prometheus_mmaped_dict_reads_and_writes_values(tmp_path):
     assert d.read_value("k")[0] == 2.0
     d.close()
     assert [(k, v) for k, v, _, _ in MmapedDict.read_all_values_from_file(path)] == [("k", 2.0)]
+
+
+def test_what_the_security_rules_of_kv_worker_read_in_uvicorn():
+    """kv/worker.py rules 4-7 (issue 15): the head limit reads the cycle's
+    more_body and the protocol's url; the 431 uses STATUS_LINE; the first
+    notify comes from uvicorn's first tick (last_notified starts at 0)."""
+    from uvicorn.protocols.http import httptools_impl
+    from uvicorn.server import Server
+
+    assert 414 in httptools_impl.STATUS_LINE and 431 in httptools_impl.STATUS_LINE
+    assert "self.more_body" in inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
+    assert "self.url" in inspect.getsource(httptools_impl.HttpToolsProtocol.on_message_begin)
+    assert "self.last_notified = 0.0" in inspect.getsource(Server.__init__)
+    assert "callback_notify" in inspect.getsource(Server.on_tick)
+
+
+def test_what_kv_arbiter_relies_on_for_reload_order():
+    """kv/serve.py KVArbiter: spawn_worker returns the pid in the master,
+    reload() spawns then calls manage_workers (which stops the oldest), and a
+    worker's tmp file tells its last heartbeat."""
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.workertmp import WorkerTmp
+
+    assert "return pid" in inspect.getsource(Arbiter.spawn_worker)
+    reload = inspect.getsource(Arbiter.reload)
+    assert reload.index("self.spawn_worker()") < reload.index("self.manage_workers()")
+    _has(WorkerTmp, "notify", "last_update")

@@ -83,3 +83,16 @@ def test_generated_files_build_with_default_options(tmp_path):
     with kv.open_table(tmp_path / "g.kvt") as t:
         for line in (tmp_path / "g.data").read_bytes().splitlines()[:500]:
             assert t.get(line[:36]) == line[37:]
+
+
+def test_string_keys_are_unique_tsv_lines_of_8_to_40_characters(tmp_path):
+    from kv.gen import generate_file
+
+    path = tmp_path / "s.tsv"
+    generate_file(5000, path, seed=3, keys="string")
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 5001
+    keys = [line.split(b"\t", 1)[0] for line in lines[:-1]]
+    assert len(set(keys)) == 5000
+    assert min(map(len, keys)) == 8 and max(map(len, keys)) == 40
+    assert all(b"\t" not in line.split(b"\t", 1)[1] for line in lines[:-1])

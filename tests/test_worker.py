@@ -4,6 +4,7 @@ request split across packets is still served, and a reload answers the next
 request on an old keep-alive connection with `Connection: close` instead of
 resetting it."""
 
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from serverutil import running_server, worker_pids
@@ -122,9 +124,14 @@ def test_reload_answers_an_old_keepalive_connection_with_connection_close(gen_ta
             assert read_response(s)[0] == 200
             (old,) = worker_pids(proc.pid)
             proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(p != old for p in worker_pids(proc.pid)) is False:
-                time.sleep(0.02)
+            # The old worker is told to stop once the new one accepts (kv/serve.py, KVArbiter):
+            # wait until the new one answers a fresh connection.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/v1/stats", timeout=2).json()["worker"] != old:
+                        break
+                time.sleep(0.05)
             time.sleep(0.5)  # the old worker has been told to stop and is draining
             assert old in worker_pids(proc.pid), "the old worker exited with a keep-alive connection open"
             s.sendall(request(k2))  # on the old worker's connection

@@ -1,9 +1,11 @@
 """kv build DATA [-o TABLE] (also: python build_table.py DATA [-o TABLE])"""
 
+import argparse
 import json
 import sys
 
 from ..errors import DataFormatError
+from ..options import BuildOptions
 
 EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot be read or written; no table written", 2: "bad usage"}
 
@@ -11,47 +13,25 @@ EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot b
 def add_arguments(p):
     p.add_argument("data", metavar="DATA", help="data file of `UUID value` lines")
     p.add_argument("-o", "--output", metavar="TABLE", help="table file to write (default: DATA with suffix .kvt)")
-    p.add_argument("--skip-invalid", action="store_true", help="skip malformed lines (reported) instead of stopping")
-    p.add_argument(
-        "--on-duplicate",
-        choices=["error", "first", "last"],
-        default="error",
-        help="a key on two lines: stop (error, the default), keep the first, or keep the last",
-    )
-    cr = p.add_mutually_exclusive_group()
-    cr.add_argument("--strip-cr", action="store_true", help="remove the CR of CR LF line endings")
-    cr.add_argument("--keep-cr", action="store_true", help="keep a trailing CR as the last byte of the value")
-    p.add_argument("--load-factor", type=float, default=0.8, help="records per home slot, 0.1-0.95 (default 0.8)")
+    BuildOptions.add_arguments(p)
     p.add_argument("--shards", type=int, default=1, metavar="N", help="split into N shard tables by key prefix (power of two, up to 256)")
-    p.add_argument("--progress", action=argparse_bool(), default=None, help="show a progress bar (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print the build report as JSON on stdout")
-
-
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction
 
 
 def run(args) -> int:
     from ..build import build_table, install_sigterm_cleanup
 
     install_sigterm_cleanup()
-    options = dict(
-        skip_invalid=args.skip_invalid,
-        on_duplicate=args.on_duplicate,
-        strip_cr=args.strip_cr,
-        keep_cr=args.keep_cr,
-        load_factor=args.load_factor,
-        progress=args.progress,
-    )
+    options = BuildOptions.from_args(args)  # the parser has checked each flag
     try:
         if args.shards != 1:
             from ..shard import build_shards
 
-            reports = build_shards(args.data, args.output, shards=args.shards, **options)
+            reports = build_shards(args.data, args.output, args.shards, options, progress=args.progress)
         else:
-            reports = [build_table(args.data, args.output, **options)]
+            reports = [build_table(args.data, args.output, options, progress=args.progress)]
     except (DataFormatError, ValueError) as e:
         print(f"kv build: {e}", file=sys.stderr)
         print("kv build: no table written", file=sys.stderr)

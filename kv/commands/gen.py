@@ -4,6 +4,7 @@ import os
 import sys
 import time
 
+from ..report import plural
 from .exits import Exit
 
 EXITS = {Exit.OK: "written", Exit.FAILED: "cannot write the file", Exit.USAGE: "bad usage"}
@@ -14,6 +15,9 @@ def add_arguments(p):
     p.add_argument("count", type=int, metavar="N", help="number of records")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="data file to write ('-' for stdout)")
     p.add_argument("--seed", type=int, default=0, help="random seed, zero or more; the same seed gives the same file (default 0)")
+    p.add_argument("--keys", choices=["uuid", "string"], default="uuid",
+                   help="uuid: `UUID value` lines (default); string: `key<TAB>value` lines (a .tsv file) with keys of "
+                        "8-40 characters of [a-z0-9:/_-.]")
 
 
 def run(args) -> int:
@@ -27,7 +31,7 @@ def run(args) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        size = generate_file(args.count, args.output, seed=args.seed)
+        size = generate_file(args.count, args.output, seed=args.seed, keys=args.keys)
     except BrokenPipeError:  # `kv gen N -o - | head`: the reader has had enough
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
@@ -36,5 +40,5 @@ def run(args) -> int:
         print(f"kv gen: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
         return 1
     if args.output != "-":
-        print(f"wrote {args.count:,} records ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        print(f"wrote {plural(args.count, 'record')} ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0

@@ -14,24 +14,39 @@ EXITS = {
     Exit.USAGE: "bad usage or malformed key",
     Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
 }
-EXAMPLE = "kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get -- -KEY (a key starting with '-')"
+EXAMPLE = ("kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; "
+           "kv get -- -KEY (a key starting with '-')")
 
 OUTPUT = """\
 output: one KEY prints its value's raw bytes, with no newline added (so
 `kv get KEY > file` holds exactly the value), except on a terminal, where a
 newline ends it. Several KEYs are one batch request and print one
 `KEY<TAB>value` line each, in the order given; a key not found is named on
-stderr."""
+stderr. In those lines a key's backslash, TAB, newline and carriage return
+print as \\\\, \\t, \\n and \\r, so each line splits at its first TAB; values
+print as they are (a value holding a newline spans lines: ask for it alone).
+Keys are any strings (quote them for the shell); the client percent-encodes
+them in the URL."""
+
+
+def escape_key(key: str) -> str:
+    """A key as `kv get` prints it before a TAB: backslash, TAB, LF, CR escaped."""
+    return key.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def add_client_arguments(p) -> None:
-    """--url and --timeout: where the server is and how long to wait for it."""
-    settings.URL.add_to(p)
-    settings.TIMEOUT.add_to(p)
+    """--url, --timeout, --token, --cacert, --cert, --key: where the server is,
+    how long to wait for it, and how to prove who the client is."""
+    for s in settings.CLIENT_SETTINGS:
+        s.add_to(p)
+
+
+def client_kwargs(args) -> dict:
+    return {"timeout": args.timeout, "token": args.token, "cacert": args.cacert, "cert": args.cert, "key": args.key}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("keys", nargs="+", metavar="KEY", help="UUID key(s); after `--`, a key may start with '-'")
+    p.add_argument("keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'")
     add_client_arguments(p)
     p.description = f"{p.description}\n\n{OUTPUT}"
 
@@ -41,7 +56,7 @@ def run(args) -> int:
 
     out = sys.stdout.buffer
     try:
-        with Client(args.url, timeout=args.timeout) as c:
+        with Client(args.url, **client_kwargs(args)) as c:
             if len(args.keys) == 1:
                 value = c.get(args.keys[0])
                 if value is None:
@@ -62,7 +77,7 @@ def run(args) -> int:
     missing = 0
     for k in args.keys:
         if k in found:
-            out.write(k.encode() + b"\t" + found[k] + b"\n")
+            out.write(escape_key(k).encode() + b"\t" + found[k] + b"\n")
         else:
             missing += 1
             print(f"kv get: {k}: not found", file=sys.stderr)

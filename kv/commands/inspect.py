@@ -21,6 +21,7 @@ def describe(t) -> dict:
         "path": str(t.path),
         "generation": t.generation,
         "format_version": h.version,
+        "key_kind": t.key_kind,
         "records": s.records,
         "value_bytes": s.value_bytes,
         "file_bytes": s.file_bytes,

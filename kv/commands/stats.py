@@ -6,7 +6,7 @@ import json
 import sys
 
 from .exits import Exit
-from .get import add_client_arguments
+from .get import add_client_arguments, client_kwargs
 
 EXITS = {Exit.OK: "printed", Exit.USAGE: "bad usage", Exit.UNREACHABLE: "server unreachable or answering with an error"}
 
@@ -20,7 +20,7 @@ def run(args) -> int:
     from ..client import Client, ServerError, ServerUnreachable
 
     try:
-        with Client(args.url, timeout=args.timeout) as c:
+        with Client(args.url, **client_kwargs(args)) as c:
             s = c.stats()
     except (ServerUnreachable, ServerError) as e:
         print(f"kv stats: {e}", file=sys.stderr)

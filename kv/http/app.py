@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import metrics, settings
 from ..table import open_table
 from . import openapi
+from .auth import Guard
 from .fastpath import FastPath
 from .handlers import STATIC_PATH
 from .problems import problem
@@ -37,9 +38,9 @@ def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | 
     path = table_path or os.environ.get("KV_TABLE")
     if not path:
         raise RuntimeError("no table: pass create_app(path) or set KV_TABLE")
-    table = open_table(path)
+    table = open_table(path, fd=_inherited_fd(path))
     max_batch = max_batch or settings.MAX_BATCH.value()  # KV_MAX_BATCH, which kv serve sets; else the default
-    state = State(table, max_batch)
+    state = State(table, max_batch, Guard.from_env())
     api = build_api(state)
     fast_path = FastPath(api, state, max_body=max(64 * 1024, max_batch * 128))
     app = fast_path.asgi
@@ -47,6 +48,17 @@ def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | 
     app.api = api
     app.fast_path = fast_path
     return app
+
+
+def _inherited_fd(path) -> int | None:
+    """The descriptor of the table the master opened (kv serve sets
+    KV_TABLE_FD with KV_TABLE), so that a worker replacing a crashed one maps
+    the table its siblings serve even when the file has since been deleted or
+    made unreadable. Only when KV_TABLE is the path asked for."""
+    fd = os.environ.get("KV_TABLE_FD")
+    if fd and fd.isdigit() and os.environ.get("KV_TABLE") == str(path):
+        return int(fd)
+    return None
 
 
 def build_api(state: State) -> FastAPI:

@@ -4,18 +4,24 @@ below sets for uvicorn.
 
 FastAPI's routing, validation and response classes cost more than the table
 lookup itself, so `FastPath` answers plain hits directly: one prefix check, a
-scan of a handful of headers, `Table.get` on the raw path bytes, one
-precomputed header list, two `send` calls. Everything else (misses, malformed
-keys, JSON, HEAD, If-None-Match, every other route) takes the checked path,
-`_slow`, which enforces the limits and hands on to FastAPI. FastAPI produces
-the same bytes for a hit (tests/test_fastpath.py proves it).
+scan of a handful of headers, `Table.get` on the raw path bytes (for a string
+table percent-decoded first, only when they hold a "%"), one precomputed
+header list, two `send` calls. Everything else (misses, malformed keys, JSON,
+HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
+which enforces the limits, then sends every request whose RAW path starts
+with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
+where a key's "%2F" would become a path separator) and the rest to FastAPI.
+The handler produces the same bytes for a hit (tests/test_fastpath.py proves
+it).
 
 The checked path refuses, each with a problem response:
 - a request target (path and query) over MAX_PATH bytes: 414;
 - headers over MAX_HEADERS bytes or MAX_HEADER_FIELDS lines: 431;
 - an HTTP/1.1 request without a Host header: 400 (RFC 9112, 3.2);
 - a body over `max_body` bytes, declared or sent: 413;
-- a body that takes longer than `body_seconds` to arrive: 408.
+- a body that takes longer than `body_seconds` to arrive: 408;
+- with read tokens, a request without an accepted one: 401/403 (kv/http/auth.py,
+  which the fast path's header loop also asks).
 
 Every request it sees is counted by route label and status. A client that
 disconnects before its request body has arrived got no response at all: it
@@ -30,20 +36,27 @@ import logging
 import time
 from bisect import bisect_left
 from typing import Any, Callable
+from urllib.parse import unquote_to_bytes
 
 from starlette.responses import Response
+from xxhash import xxh3_64_intdigest
 
 from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
-from .handlers import batch_from_body
+from ..keys import MAX_STRING_KEY
+from .handlers import batch_from_body, key_from_scope
 from .negotiation import content_type
 from .problems import problem
-from .routes import BATCH, KEY_PREFIX, label
+from .routes import BATCH, KEY, KEY_PREFIX, label
 from .state import State
 
 log = logging.getLogger("kv")
 
-MAX_PATH = 2048  # bytes of request target, path and query; a key URL is under 50
+# Bytes of request target, path and query: the longest legal key (a string key
+# of MAX_STRING_KEY bytes) fully percent-encoded after the prefix, with room
+# for a short query. A UUID key URL is under 50.
+MAX_PATH = 4096
+assert MAX_PATH >= len(KEY_PREFIX) + 3 * MAX_STRING_KEY
 MAX_HEADERS = 16384  # bytes of all header names and values
 MAX_HEADER_FIELDS = 100  # header lines (gunicorn's and nginx-era default)
 # The fast path checks only count and value length, which bound the total the same way.
@@ -75,14 +88,26 @@ class FastPath:
         slow = self._slow
         state = self.state
         get = state.table.get
-        if state.shard[1] > 1:  # a shard answers its own keys here, others in FastAPI (421)
-            own, shift, table_get = state.shard[0], 8 - (state.shard[1].bit_length() - 1), get
+        # String keys arrive percent-encoded; one that has no "%" is its own
+        # bytes. UUID keys are never decoded here (a plain UUID has no "%"; an
+        # encoded one misses and the checked path decodes it).
+        decode = state.table.key_kind == "string"
+        unquote = unquote_to_bytes
+        if state.shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
+            own, table_get = state.shard[0], get
+            if decode:
+                mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
 
-            def get(kb):
-                try:
-                    return table_get(kb) if int(kb[:2], 16) >> shift == own else None
-                except ValueError:
-                    return None
+                def get(kb: bytes) -> bytes | None:
+                    return table_get(kb) if xxh3(kb) & mask == own else None
+            else:
+                shift = 8 - (state.shard[1].bit_length() - 1)
+
+                def get(kb: bytes) -> bytes | None:
+                    try:
+                        return table_get(kb) if int(kb[:2], 16) >> shift == own else None
+                    except ValueError:
+                        return None
         prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
         lookups = state.counts.lookups
         fast = state.counts.fast
@@ -92,6 +117,7 @@ class FastPath:
         buckets = metrics.LATENCY_BUCKETS
         first = buckets[0]
         where = bisect_left
+        allows = state.guard.allows  # read tokens (kv/http/auth.py); None: none needed
 
         async def call(scope, receive, send):
             if scope["type"] != "http":
@@ -100,12 +126,15 @@ class FastPath:
             raw = scope["raw_path"]
             if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"]:
                 headers = scope["headers"]
+                bearer = None
                 for name, value in headers:
                     # Conditional, JSON (any case: RFC 9110 media types are
                     # case-insensitive) and oversized requests take the full
                     # path, which checks every limit (431, 414) and says why.
                     if name == b"if-none-match" or (name == b"accept" and b"json" in value.lower()) or len(name) + len(value) > FAST_MAX_FIELD:
                         break
+                    if name == b"authorization":
+                        bearer = value
                 else:
                     # Host comes first from every client and proxy we know
                     # (curl, httpx, wrk, browsers, nginx); a request whose
@@ -113,8 +142,11 @@ class FastPath:
                     # takes the checked path.
                     if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
                         return await slow(scope, receive, send, t0)
+                    if allows is not None and not allows(bearer):
+                        return await slow(scope, receive, send, t0)  # 401 or 403, said there
+                    key = raw[cut:]
                     try:
-                        value = get(raw[cut:])
+                        value = get(unquote(key) if decode and b"%" in key else key)
                     except (InvalidKey, TableCorrupt):
                         value = None  # FastAPI says why
                     if value is not None:
@@ -144,9 +176,27 @@ class FastPath:
             await send(message)
 
         try:
-            refusal = self.refusal(scope)
+            refusal = self.refusal(scope) or self.state.guard.refusal(scope)
             if refusal is not None:
-                return await refusal(scope, receive, send_counted)
+                return await _closing_if_body(scope, refusal)(scope, receive, send_counted)
+            if route == KEY.path:
+                # Keys route on the raw path: "%2F" is a slash inside the key,
+                # which FastAPI, routing on the decoded path, would split on.
+                if scope["method"] in BODY_METHODS:
+                    body = await self._read_body(receive)  # bounded, and drained before the answer
+                    if body is None:
+                        status[0] = DISCONNECTED
+                        return
+                try:
+                    if scope["method"] in KEY.served:
+                        resp = key_from_scope(self.state, scope)
+                    else:  # as FastAPI's 405 (kv/http/app.py http_error)
+                        resp = problem(405, "Method not allowed", f"{scope['method']} is not allowed on {scope['path'][:200]}",
+                                       headers={"Allow": ", ".join(KEY.served)})
+                except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+                    log.exception("unexpected error on %s %s", scope["method"], KEY.path)
+                    resp = problem(500, "Internal error", "see the server log")
+                return await resp(scope, receive, send_counted)
             if scope["method"] in BODY_METHODS:
                 # Read the body here, bounded, whatever the framing (chunked
                 # bodies have no Content-Length), then hand it on.
@@ -155,7 +205,7 @@ class FastPath:
                     status[0] = DISCONNECTED
                     return
                 if isinstance(body, Response):
-                    return await body(scope, receive, send_counted)
+                    return await _closing_if_body(scope, body)(scope, receive, send_counted)
                 if route == BATCH.path and scope["method"] == "POST":
                     # Straight to the handler: FastAPI's routing and request
                     # objects cost more than looking up 100 keys.
@@ -208,6 +258,21 @@ class FastPath:
         except TimeoutError:
             return problem(408, "Request timeout", f"the request body took longer than {self.body_seconds:g} s to arrive",
                            headers={"connection": "close"})
+
+
+def _closing_if_body(scope, response: Response) -> Response:
+    """A refusal answered before the request body was read says `Connection:
+    close` (and uvicorn then closes): on a kept connection the unread body, or
+    the body a client sends after `Expect: 100-continue` anyway, would be
+    parsed as the next request, and the client's real next request lost in it."""
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            response.headers["connection"] = "close"
+            from ..worker import close_lingering_after  # under gunicorn: close without a reset (kv/worker.py)
+
+            close_lingering_after(scope)
+            break
+    return response
 
 
 def _replay(body: bytes, receive):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -19,13 +21,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
-from ..keys import canonical_key, shard_of
+from ..keys import SHARD_REDIRECT, shard_of, string_shard_of
 from .negotiation import JSON, content_type, etag_matches, mentions_json, wants_json
 from .problems import problem
 
 if TYPE_CHECKING:
     from .state import State
 
+KEY_PATH = "/v1/keys/{key}"
+KEY_PREFIX = KEY_PATH.partition("{")[0].encode()  # b"/v1/keys/": keys route on the raw path from here
 OPENAPI_PATH = "/openapi.json"
 STATIC_PATH = "/static-docs"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -35,9 +39,46 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def get_key(state: State, request: Request) -> Response:
-    """GET and HEAD /v1/keys/{key}."""
-    h = request.headers
-    return key_response(state, request.path_params["key"], request.method, h.get("accept", ""), h.get("if-none-match"))
+    """GET and HEAD /v1/keys/{key}, for direct callers of the FastAPI app (the
+    fast path calls key_from_scope itself: FastAPI routes on the decoded path)."""
+    return key_from_scope(state, request.scope)
+
+
+def key_from_scope(state: State, scope: Mapping[str, Any]) -> Response:
+    """GET and HEAD /v1/keys/{key}: the key is the rest of the RAW path after
+    the prefix, percent-decoded (RFC 3986: "%2F" is a slash inside the key,
+    "+" is a plus). For a string table its bytes must be UTF-8; for a UUID
+    table they are decoded as the ASGI server decodes `path`, so UUID answers
+    are as they always were."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    raw = raw.partition(b"?")[0][len(KEY_PREFIX):]  # some test clients leave the query in raw_path
+    kb = unquote_to_bytes(raw) if b"%" in raw else raw
+    accept, if_none_match = "", None
+    for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+        if name == b"accept" and not accept:
+            accept = value.decode("latin-1")
+        elif name == b"if-none-match" and if_none_match is None:
+            if_none_match = value.decode("latin-1")
+    if state.table.key_kind == "string":
+        try:
+            key = kb.decode("utf-8")
+        except UnicodeDecodeError as e:
+            state.counts.lookups[2] += 1
+            shown = kb[:100].decode("utf-8", "backslashreplace")
+            return problem(400, "Invalid key", f"key {shown!r} is not valid UTF-8 (byte {e.start + 1} of the "
+                           "percent-decoded key); a key is a UTF-8 string, percent-encoded in the URL", key=shown)
+    else:
+        key = kb.decode("utf-8", "replace")
+    return key_response(state, key, scope["method"], accept, if_none_match)
+
+
+def _shown(state: State, key: str) -> str:
+    """The key as problem details quote it: UUID keys as they are (as always);
+    string keys quoted and cut, so that spaces, newlines and 1,024-byte keys
+    read plainly."""
+    if state.table.key_kind == "uuid":
+        return key
+    return repr(key[:100]) + ("..." if len(key) > 100 else "")
 
 
 def key_response(state: State, key: str, method: str, accept: str, if_none_match: str | None) -> Response:
@@ -45,16 +86,18 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
     fast path reproduces for plain hits."""
     counts = state.counts
     if state.shard[1] > 1:
+        strings = state.table.key_kind == "string"
         try:
-            kb = canonical_key(key)
+            kb = state.table.validate_key(key)
         except InvalidKey as e:
             counts.lookups[2] += 1
             return problem(400, "Invalid key", str(e), key=key[:100])
-        home = shard_of(kb, state.shard[1])
+        home = (string_shard_of if strings else shard_of)(kb, state.shard[1])
         if home != state.shard[0]:
             return problem(421, "Misdirected request",
-                           f"key {kb.decode()} belongs to shard {home} of {state.shard[1]}; this server holds shard {state.shard[0]}",
-                           shard=home)
+                           f"key {_shown(state, key) if strings else kb.decode()} belongs to shard {home} of {state.shard[1]}; "
+                           f"this server holds shard {state.shard[0]}", shard=home,
+                           headers={"x-accel-redirect": SHARD_REDIRECT.format(index=home)} if strings else None)
     try:
         value = state.table.get(key)
     except InvalidKey as e:
@@ -64,7 +107,7 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
         return state.corrupt(e)
     if value is None:
         counts.lookups[1] += 1
-        return problem(404, "Not found", f"key {key} is not in this table (generation {state.table.generation})",
+        return problem(404, "Not found", f"key {_shown(state, key)} is not in this table (generation {state.table.generation})",
                        headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid})
     counts.lookups[0] += 1
     headers = {"etag": state.etag, "x-kv-generation": state.table.generation}
@@ -110,6 +153,8 @@ def batch_response(state: State, keys: list[str]) -> Response:
     another shard a 421 naming them."""
     counts = state.counts
     get = state.table.get
+    validate = state.table.validate_key
+    where = string_shard_of if state.table.key_kind == "string" else shard_of
     index, count = state.shard
     values: dict[str, str] = {}
     binary: dict[str, str] = {}
@@ -120,8 +165,8 @@ def batch_response(state: State, keys: list[str]) -> Response:
         for k in keys:
             try:
                 if count > 1:
-                    kb = canonical_key(k)
-                    s = shard_of(kb, count)
+                    kb = validate(k)
+                    s = where(kb, count)
                     if s != index:
                         foreign.append((k, s))
                         continue
@@ -174,6 +219,7 @@ def render_stats(state: State) -> Response:
     t = state.table
     return JSONResponse({
         "keys": len(t),
+        "key_kind": t.key_kind,
         "value_bytes": t.value_bytes,
         "table_bytes": t.file_bytes,
         "generation": t.generation,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Doc = Callable[["State", str], dict[str, Any]]
 
 TITLE = "kv"
-DESCRIPTION = ("A read-only key-value server: GET a UUID key, get its value back. "
+DESCRIPTION = ("A read-only key-value server: GET a key (a UUID, or any UTF-8 string for a string-key table), get its value back. "
                "Values are the bytes of the data file; errors are RFC 9457 problem details.")
 VERSION = __version__
 
@@ -79,26 +79,44 @@ BATCH_RESPONSES = {
 }
 
 
+STRING_KEY_DESCRIPTION = (
+    "`key` is any UTF-8 string of 1 to 1,024 bytes, percent-encoded (RFC 3986: every byte outside the unreserved "
+    "characters `A-Z a-z 0-9 - . _ ~` as `%XX`, e.g. `user%3A42` for `user:42`; `%2F` is a slash inside the key, "
+    "`+` is a plus). Keys compare byte-exact: no case folding, no Unicode normalisation.")
+UUID_KEY_DESCRIPTION = "`key` is a UUID, 8-4-4-4-12 or 32 hex digits, any case."
+
+
 def example_key(state: State) -> str:
-    return state.probe_key.decode() if state.probe_key else EXAMPLE_KEY
+    if not state.probe_key:
+        return EXAMPLE_KEY if state.table.key_kind == "uuid" else "user:42"
+    return state.probe_key.decode("utf-8", "replace")
 
 
 def key_doc(state: State, method: str) -> dict[str, Any]:
     summary, operation_id = ("Check one key (no body)", "head_key") if method == "HEAD" else ("Look up one key", "get_key")
-    key = inspect.Parameter("key", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str, default=FastAPIPath(
-        description="UUID key", json_schema_extra={"pattern": KEY_PATTERN}, examples=[example_key(state)]))
+    if state.table.key_kind == "string":  # no pattern: any UTF-8 string is a key
+        param = FastAPIPath(description="String key, percent-encoded UTF-8", examples=[example_key(state)])
+        description = STRING_KEY_DESCRIPTION
+    else:
+        param = FastAPIPath(description="UUID key", json_schema_extra={"pattern": KEY_PATTERN}, examples=[example_key(state)])
+        description = UUID_KEY_DESCRIPTION
+    key = inspect.Parameter("key", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str, default=param)
     return {"responses": KEY_RESPONSES, "response_class": Response, "summary": summary, "operation_id": operation_id,
-            "description": "`key` is a UUID, 8-4-4-4-12 or 32 hex digits, any case.", "params": [key]}
+            "description": description, "params": [key]}
 
 
 def batch_doc(state: State, method: str) -> dict[str, Any]:
+    if state.table.key_kind == "string":
+        items, other = {"type": "string", "minLength": 1}, "user:43"
+    else:
+        items, other = {"type": "string", "pattern": KEY_PATTERN}, "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
     body = {
         "requestBody": {
             "required": True,
             "content": {JSON: {"schema": {
                 "type": "object", "required": ["keys"],
-                "properties": {"keys": {"type": "array", "items": {"type": "string", "pattern": KEY_PATTERN}, "maxItems": state.max_batch}},
-            }, "example": {"keys": [example_key(state), "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"]}}},
+                "properties": {"keys": {"type": "array", "items": items, "maxItems": state.max_batch}},
+            }, "example": {"keys": [example_key(state), other]}}},
         }
     }
     return {"responses": BATCH_RESPONSES, "summary": "Look up many keys", "openapi_extra": body,

@@ -3,8 +3,10 @@ route the API serves. Everything else reads it:
 
 - kv/http/app.py registers each route with FastAPI (GET routes answer HEAD
   too, as RFC 9110 asks of GET);
-- the fast path (kv/http/fastpath.py) answers hits on KEY itself, reads
-  BATCH's bodies itself, and labels the requests it counts with `label`;
+- the fast path (kv/http/fastpath.py) answers hits on KEY itself, routes
+  every other request whose RAW path starts with KEY_PREFIX to KEY's handler
+  (FastAPI routes on the decoded path, where "%2F" in a key would split it),
+  reads BATCH's bodies itself, and labels the requests it counts with `label`;
 - the metrics label the fast path's hits with KEY.path (State gives it to
   metrics.Counts);
 - a 405 lists the route's methods (`allow`).
@@ -37,7 +39,7 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("/v1/keys/{key}", ("GET", "HEAD"), handlers.get_key, openapi.key_doc),
+    Route(handlers.KEY_PATH, ("GET", "HEAD"), handlers.get_key, openapi.key_doc),
     Route("/v1/batch", ("POST",), handlers.batch, openapi.batch_doc),
     Route("/v1/stats", ("GET",), handlers.stats, openapi.STATS_DOC),
     Route("/healthz", ("GET",), handlers.healthz, openapi.HEALTHZ_DOC),
@@ -49,7 +51,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 KEY, BATCH = ROUTES[0], ROUTES[1]
-KEY_PREFIX = KEY.path.partition("{")[0].encode()  # b"/v1/keys/": what the fast path matches on raw_path
+KEY_PREFIX = handlers.KEY_PREFIX  # b"/v1/keys/": every request whose raw path starts so is a key lookup
 LABELS = frozenset(r.path for r in ROUTES if "{" not in r.path)
 _ALLOW = [(compile_path(r.path)[0], ", ".join(r.served)) for r in ROUTES]
 

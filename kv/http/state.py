@@ -13,6 +13,7 @@ from .. import metrics
 from ..errors import TableCorrupt
 from ..table import Table
 from . import handlers
+from .auth import Guard
 from .problems import problem
 from .routes import KEY
 from .throttle import Throttled
@@ -23,7 +24,7 @@ log = logging.getLogger("kv")
 class State:
     """A worker's table, counters, limits, readiness and rendered pages."""
 
-    def __init__(self, table: Table, max_batch: int):
+    def __init__(self, table: Table, max_batch: int, guard: Guard | None = None):
         # The table and what is derived from it once.
         self.table = table
         self.etag = f'"{table.generation}"'
@@ -38,8 +39,9 @@ class State:
             (b"x-kv-generation", table.generation.encode()),
         ]
 
-        # Limits.
+        # Limits, and who may read (read tokens, /metrics on its own bind).
         self.max_batch = max_batch
+        self.guard = guard or Guard(None)
 
         # Counters (the fast path's hits are labelled with the route it serves)
         # and the pages that sum them, rendered at a bounded rate.
