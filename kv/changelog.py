@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ SET, DELETE = 1, 2
 MAX_GROUP = 1 << 30  # a larger length field is damage, not a write
 KIND_CODES = {"uuid": 1, "string": 2}
 KINDS = {1: "uuid", 2: "string"}
+Entry = tuple[int, bytes, bytes]  # op, key, value
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -69,15 +71,16 @@ class LogHeader:
     base: str
 
     def pack(self) -> bytes:
-        raw = HEADER.pack(MAGIC, VERSION, KIND_CODES[self.kind], self.epoch, self.prev_epoch, self.seq_floor,
-                          self.base.encode().ljust(16, b"\0"))
+        raw = HEADER.pack(
+            MAGIC, VERSION, KIND_CODES[self.kind], self.epoch, self.prev_epoch, self.seq_floor, self.base.encode().ljust(16, b"\0")
+        )
         return raw + CHECK.pack(_xxh3(raw))
 
 
 @dataclass(frozen=True)
 class Group:
     seq: int
-    entries: list  # [(op, key, value)], value b"" for a delete
+    entries: list[Entry]  # value b"" for a delete
     start: int  # offset of the group in the log
     end: int  # offset just past it
 
@@ -115,7 +118,7 @@ def read_header(path: str | os.PathLike) -> LogHeader:
         return parse_header(f.read(HEADER_SIZE), path)
 
 
-def encode_group(seq: int, entries) -> bytes:
+def encode_group(seq: int, entries: Sequence[Entry]) -> bytes:
     """One group's bytes for `entries` [(op, key bytes, value bytes)]."""
     parts = []
     for op, key, value in entries:
@@ -128,7 +131,7 @@ def encode_group(seq: int, entries) -> bytes:
     return head + payload + CHECK.pack(_xxh3(head + payload))
 
 
-def decode_groups(buf, base_offset: int = 0) -> tuple[list[Group], int]:
+def decode_groups(buf: bytes | memoryview, base_offset: int = 0) -> tuple[list[Group], int]:
     """The whole, valid groups at the start of `buf` and the length they
     cover; whatever follows (a torn or damaged group) is not returned."""
     groups = []
@@ -175,8 +178,10 @@ def read_groups(fd: int, start: int, end: int, path: str | os.PathLike = "log") 
     buf = os.pread(fd, end - start, start)
     groups, used = decode_groups(buf, start)
     if used != end - start:
-        raise ChangeLogCorrupt(f"{path}: the committed part [{start}, {end}) fails its checksums at offset {start + used}; "
-                               "the file was damaged after it was written")
+        raise ChangeLogCorrupt(
+            f"{path}: the committed part [{start}, {end}) fails its checksums at offset {start + used}; "
+            "the file was damaged after it was written"
+        )
     return groups
 
 
@@ -204,7 +209,7 @@ def create_log(root: str | os.PathLike, header: LogHeader, body: bytes = b"") ->
         data = header.pack() + body
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -24,7 +24,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import changelog
 from .changelog import DELETE, HEADER_SIZE
@@ -33,8 +35,13 @@ from .head import Head, head_path
 from .live import base_path
 from .writes import PUBLISH_LOCK, WRITE_LOCK, locked, prune_logs, switch_base
 
+if TYPE_CHECKING:
+    from .table import Table
 
-def merged_items(table, changes: dict):
+State = tuple[str, int, list[changelog.Group], bytes]  # an earlier state: base, its previous epoch, groups, their bytes
+
+
+def merged_items(table: Table, changes: dict[bytes, bytes | None]) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of `table` with `changes` (key -> value or None) applied."""
     for key, value in table.items():
         if key not in changes:
@@ -44,7 +51,7 @@ def merged_items(table, changes: dict):
             yield key, value
 
 
-def compact(root: str | os.PathLike, log=print, keep: int | None = None) -> str | None:
+def compact(root: str | os.PathLike, log: Callable[[str], object] = print, keep: int | None = None) -> str | None:
     """Fold ROOT's log into a new base; return its generation, or None when
     another compaction or publish holds the root, or there is nothing to fold."""
     from . import publish
@@ -77,9 +84,12 @@ def compact(root: str | os.PathLike, log=print, keep: int | None = None) -> str 
             leftover.unlink(missing_ok=True)
         tmp = gens / f".compact-{os.getpid()}.kvt"
         with open_table(base_path(root, st.base)) as table:
-            generation = write_table(tmp, merged_items(table, changes), st.kind,
-                                     {"source": {"name": "(compaction)", "base": st.base, "log_epoch": st.epoch,
-                                                 "changes": st.changes}})
+            generation = write_table(
+                tmp,
+                merged_items(table, changes),
+                st.kind,
+                {"source": {"name": "(compaction)", "base": st.base, "log_epoch": st.epoch, "changes": st.changes}},
+            )
         final = publish.generation_path(root, generation)
         if final.exists():
             tmp.unlink()
@@ -100,24 +110,25 @@ def compact(root: str | os.PathLike, log=print, keep: int | None = None) -> str 
             groups, used = changelog.decode_groups(tail)
             if used != len(tail):
                 raise changelog.ChangeLogCorrupt(f"{path}: committed groups after offset {st.log_size} fail their checksums")
-            switch_base(root, generation, st.kind, st.epoch, tail, sum(len(g.entries) for g in groups),
-                        max([now[1].seq] + [g.seq for g in groups]))
+            switch_base(
+                root, generation, st.kind, st.epoch, tail, sum(len(g.entries) for g in groups), max([now[1].seq] + [g.seq for g in groups])
+            )
         history = publish.read_history(root)
         history = [g for g in history if g != generation] + [generation]
         publish._write_history(root, history)
         publish._prune(root, history, keep or publish.DEFAULT_KEEP, log)
         prune_logs(root)
-        log(f"{root}: compacted {st.changes:,} changes on {st.base} into {generation} in {built:.2f} s "
-            f"({len(groups)} writes carried over)")
+        log(f"{root}: compacted {st.changes:,} changes on {st.base} into {generation} in {built:.2f} s ({len(groups)} writes carried over)")
         return generation
 
 
-def rollback(root: str | os.PathLike, force: bool = False, log=print) -> str:
+def rollback(root: str | os.PathLike, force: bool = False, log: Callable[[str], object] = print) -> str:
     """Return ROOT to the state before the last publish or compaction: the
     previous log's base and changes. Refuses, naming how many writes it would
     discard, unless `force`."""
     from . import publish
     from .publish import PublishError
+    from .table import open_table
 
     root = Path(root)
     with locked(root, PUBLISH_LOCK), locked(root, WRITE_LOCK):
@@ -129,32 +140,74 @@ def rollback(root: str | os.PathLike, force: bool = False, log=print) -> str:
         st = read[1]
         current = changelog.log_path(root, st.epoch)
         header = changelog.read_header(current)
-        prev_path = changelog.log_path(root, header.prev_epoch)
-        if header.prev_epoch == 0 or not prev_path.exists():
-            raise PublishError(f"{root}: no earlier state to roll back to from {st.base}")
-        prev_header, prev_groups, prev_end, _ = changelog.scan(prev_path)
-        if not base_path(root, prev_header.base).exists():
-            raise PublishError(f"{root}: the earlier base {prev_header.base} was pruned; nothing to roll back to")
         with open(current, "rb") as f:
             groups = changelog.read_groups(f.fileno(), HEADER_SIZE, st.log_size, current)
+        target, prev_prev, prev_groups, body = _first_that_verifies(root, _earlier_states(root, header.prev_epoch, st.base), st.base, log)
+        path = base_path(root, target)
         last_prev = max([0] + [g.seq for g in prev_groups])
         discarded = sum(1 for g in groups if g.seq > last_prev)
         if discarded and not force:
-            raise PublishError(f"rolling back {root} would discard {discarded} write{'s' if discarded != 1 else ''} "
-                               f"made since the last publish or compaction; pass --force to discard them")
-        with open(prev_path, "rb") as f:
-            body = os.pread(f.fileno(), prev_end - HEADER_SIZE, HEADER_SIZE)
-        switch_base(root, prev_header.base, prev_header.kind, prev_header.prev_epoch, body,
-                    sum(len(g.entries) for g in prev_groups))
+            raise PublishError(
+                f"rolling back {root} would discard {discarded} write{'s' if discarded != 1 else ''} "
+                f"made since the last publish or compaction; pass --force to discard them"
+            )
+        with open_table(path) as t:
+            kind = t.key_kind
+        switch_base(root, target, kind, prev_prev, body, sum(len(g.entries) for g in prev_groups))
         history = publish.read_history(root)
-        if history and history[-1] == st.base:
-            history = history[:-1]
-        if not history or history[-1] != prev_header.base:
-            history.append(prev_header.base)
+        if target in history:  # the generations rolled back from leave the history
+            history = history[: len(history) - history[::-1].index(target)]
+        else:
+            history.append(target)
         publish._write_history(root, history)
-        log(f"current -> {prev_header.base} with {len(prev_groups)} writes (rolled back from {st.base}"
-            + (f", discarding {discarded} writes)" if discarded else ")"))
-        return prev_header.base
+        n = sum(len(g.entries) for g in prev_groups)
+        log(
+            f"current -> {target} (rolled back from {st.base})"
+            + (f" with the {n} changes written on it" if n else "")
+            + (f"; discarded {discarded} writes" if discarded else "")
+        )
+        return target
+
+
+def _first_that_verifies(root: Path, states: Iterator[State], current: str, log: Callable[[str], object]) -> State:
+    """The first earlier state whose base table verifies; the others are named as skipped."""
+    from . import publish
+
+    for state in states:
+        try:
+            publish._verify(base_path(root, state[0]))
+            return state
+        except (KVError, ValueError, OSError) as e:
+            log(f"skipping generation {state[0]}: {e}")
+    raise publish.PublishError(f"{root}: no earlier generation to roll back to from {current}")
+
+
+def _earlier_states(root: Path, epoch: int, current: str) -> Iterator[State]:
+    """(base, its previous epoch, groups, their bytes) of each earlier state,
+    newest first: the chain of logs, or for a root published before it had
+    change logs, the generations of history.json (without changes)."""
+    from .publish import PublishError, generations_dir, read_history
+
+    if not (epoch and changelog.log_path(root, epoch).exists()):
+        history = read_history(root)
+        if not history or history[-1] != current:
+            raise PublishError(
+                f"{root}: current ({current}) is not the last entry of history.json, so the previous generation "
+                f"is unknown; publish the one you want: kv publish {generations_dir(root)}/ID.kvt --root {root}"
+            )
+        for generation in reversed(history[:-1]):
+            yield generation, 0, [], b""
+        return
+    while epoch:
+        path = changelog.log_path(root, epoch)
+        try:
+            header, groups, end, _ = changelog.scan(path)
+        except (OSError, KVError):
+            return
+        with open(path, "rb") as f:
+            body = os.pread(f.fileno(), end - HEADER_SIZE, HEADER_SIZE)
+        yield header.base, header.prev_epoch, groups, body
+        epoch = header.prev_epoch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,8 +134,19 @@ def create_head(path: str | os.PathLike, state: HeadState) -> None:
     path = Path(path)
     tmp = path.with_name(f".head.tmp-{os.getpid()}")
     page = bytearray(SIZE)
-    FIELDS.pack_into(page, 0, MAGIC, VERSION, KIND_CODES[state.kind], 2, state.epoch, state.log_size, state.seq,
-                     state.changes, state.base.encode().ljust(16, b"\0"))
+    FIELDS.pack_into(
+        page,
+        0,
+        MAGIC,
+        VERSION,
+        KIND_CODES[state.kind],
+        2,
+        state.epoch,
+        state.log_size,
+        state.seq,
+        state.changes,
+        state.base.encode().ljust(16, b"\0"),
+    )
     with open(tmp, "wb") as f:
         f.write(page)
         f.flush()

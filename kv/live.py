@@ -22,20 +22,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import changelog
-from .changelog import DELETE, SET, ChangeLogCorrupt
+from .changelog import SET, ChangeLogCorrupt
 from .errors import KVError, TableCorrupt
+from .format import Header
 from .head import Head, HeadState, head_path
 from .table import Table, open_table
 
 log = logging.getLogger("kv")
 MISSING = object()
+RETRY_SECONDS = 0.5
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 
 
-def _any(kb):
+def _any(kb: bytes) -> bool:
     return True
 
 
@@ -57,7 +61,7 @@ class LiveTable:
         # [base lookup, overlay, key validator].
         self.seen = [-1]
         self.view: list = [None, {}, None, None]
-        self.table: Table | None = None
+        self.table: Table = None  # type: ignore[assignment]  # set by the first catch_up; __init__ raises otherwise
         self.epoch = -1
         self.base = ""
         self.kind = "uuid"
@@ -68,6 +72,7 @@ class LiveTable:
         self.keys_delta = 0
         self.value_bytes_delta = 0
         self.error = ""  # why the last catch-up failed, if it did
+        self.retry_at = 0.0
         self.listeners: list = []  # called with no arguments after the generation changed
         self.counter = self.head.counter
         self.catch_up()
@@ -82,7 +87,11 @@ class LiveTable:
             self.catch_up()
 
     def catch_up(self) -> None:
-        """Apply what the head page says was committed since the last call."""
+        """Apply what the head page says was committed since the last call.
+        After a failure (logged; /readyz says it) it tries again at most every
+        RETRY_SECONDS, at the next request after that."""
+        if self.error and time.monotonic() < self.retry_at:
+            return
         read = self.head.read()
         if read is None:
             return  # a writer is mid-update (or died there): keep what we have, look again next request
@@ -96,9 +105,10 @@ class LiveTable:
                 self.applied = st.log_size
             self.error = ""
         except (OSError, KVError) as e:
-            self.error = str(e)
-            log.error("cannot apply %s (epoch %d, %d log bytes): %s; still serving %s", self.root, st.epoch, st.log_size,
-                      e, self.generation if self.table else "nothing")
+            self.error = f"cannot apply {self.root}'s head (epoch {st.epoch}, {st.log_size} log bytes): {e}"
+            self.retry_at = time.monotonic() + RETRY_SECONDS
+            log.error("%s; still serving %s", self.error, self.generation if self.table else "nothing")
+            return  # `seen` stays: the next request after RETRY_SECONDS tries again
         self.seen[0] = counter
         for listener in self.listeners:
             listener()
@@ -112,8 +122,9 @@ class LiveTable:
         try:
             header = changelog.parse_header(os.pread(fd, changelog.HEADER_SIZE, 0), path)
             if header.epoch != st.epoch or header.base != st.base:
-                raise ChangeLogCorrupt(f"{path}: log of epoch {header.epoch} on base {header.base}, "
-                                       f"the head page says epoch {st.epoch} on {st.base}")
+                raise ChangeLogCorrupt(
+                    f"{path}: log of epoch {header.epoch} on base {header.base}, the head page says epoch {st.epoch} on {st.base}"
+                )
             groups = changelog.read_groups(fd, changelog.HEADER_SIZE, st.log_size, path)
         except BaseException:
             os.close(fd)
@@ -131,7 +142,7 @@ class LiveTable:
         if old_fd >= 0:
             os.close(old_fd)
 
-    def _apply(self, groups, overlay: dict, base_get) -> None:
+    def _apply(self, groups: list[changelog.Group], overlay: dict, base_get: Callable[[bytes], bytes | None]) -> None:
         keys, value_bytes, changes = self.keys_delta, self.value_bytes_delta, self.changes
         for g in groups:
             for op, key, value in g.entries:
@@ -153,11 +164,11 @@ class LiveTable:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    def _make_get(self):
+    def _make_get(self) -> Callable[[str | bytes], bytes | None]:
         view = self.view
         missing = MISSING
 
-        def get(key):
+        def get(key: str | bytes) -> bytes | None:
             """Value bytes for `key` (str or bytes), None if absent; InvalidKey if malformed."""
             table_get, overlay, validate, canonical = view
             if overlay:
@@ -181,20 +192,20 @@ class LiveTable:
 
         return get
 
-    def lookup_canonical(self, kb: bytes):
+    def lookup_canonical(self, kb: bytes) -> bytes | None:
         """Value of a canonical key (no validation)."""
         table_get, overlay = self.view[:2]
         value = overlay.get(kb, MISSING)
         return table_get(kb) if value is MISSING else value
 
-    def validate_key(self, key) -> bytes:
+    def validate_key(self, key: str | bytes) -> bytes:
         return self.view[2](key)
 
-    def get_canonical(self, key) -> tuple[bytes, bytes | None]:
+    def get_canonical(self, key: str | bytes) -> tuple[bytes, bytes | None]:
         kb = self.view[2](key)
         return kb, self.lookup_canonical(kb)
 
-    def items(self):
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of everything served, base order then new keys."""
         table_get, overlay = self.view[:2]
         for k, v in self.table.items():
@@ -233,7 +244,7 @@ class LiveTable:
         return self.kind
 
     @property
-    def header(self):
+    def header(self) -> Header:
         return self.table.header
 
     @property
@@ -245,7 +256,7 @@ class LiveTable:
         return self.table.file_bytes
 
     @property
-    def path(self):
+    def path(self) -> Path:
         return self.table.path
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ import json
 import math
 import os
 from array import array
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import xxhash
@@ -30,8 +30,9 @@ SLOT_TYPE = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
 FLUSH = 1 << 20
 
 
-def write_table(out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], kind: str, meta: dict | None = None,
-                load_factor: float = 0.8) -> str:
+def write_table(
+    out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], kind: str, meta: dict | None = None, load_factor: float = 0.8
+) -> str:
     """Write the table of `items` at `out`; return its generation."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -93,8 +94,14 @@ def write_table(out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], ki
             slot_bytes += bytes(fmt.align(slots_offset + len(slot_bytes)) - slots_offset - len(slot_bytes))
             meta_offset = slots_offset + len(slot_bytes)
             meta = dict(meta or {})
-            meta.update(format=fmt.KIND_VERSION[kind], builder=f"kv {__version__}", records=n, value_bytes=value_bytes,
-                        load_factor=round(n / home_slots, 4) if n else 0.0, max_displacement=max_disp)
+            meta.update(
+                format=fmt.KIND_VERSION[kind],
+                builder=f"kv {__version__}",
+                records=n,
+                value_bytes=value_bytes,
+                load_factor=round(n / home_slots, 4) if n else 0.0,
+                max_displacement=max_disp,
+            )
             meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
             f.write(slot_bytes)
             f.write(meta_bytes)
@@ -102,11 +109,24 @@ def write_table(out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], ki
             content.update(meta_bytes)
             file_size = meta_offset + len(meta_bytes)
             header = fmt.Header(
-                magic=fmt.MAGIC, version=fmt.KIND_VERSION[kind], header_size=fmt.HEADER_SIZE, record_count=n,
-                value_bytes=value_bytes, home_slots=home_slots, slot_count=slot_count, max_displacement=max_disp,
-                records_offset=fmt.HEADER_SIZE, records_size=records_size, slots_offset=slots_offset,
-                meta_offset=meta_offset, meta_size=len(meta_bytes), file_size=file_size,
-                content_checksum=(checksum := content.intdigest()), shard_index=0, shard_count=1, header_checksum=0,
+                magic=fmt.MAGIC,
+                version=fmt.KIND_VERSION[kind],
+                header_size=fmt.HEADER_SIZE,
+                record_count=n,
+                value_bytes=value_bytes,
+                home_slots=home_slots,
+                slot_count=slot_count,
+                max_displacement=max_disp,
+                records_offset=fmt.HEADER_SIZE,
+                records_size=records_size,
+                slots_offset=slots_offset,
+                meta_offset=meta_offset,
+                meta_size=len(meta_bytes),
+                file_size=file_size,
+                content_checksum=(checksum := content.intdigest()),
+                shard_index=0,
+                shard_count=1,
+                header_checksum=0,
             ).pack()
             header = header[: fmt.HEADER_CHECKSUM_AT] + _xxh3(header[: fmt.HEADER_CHECKSUM_AT]).to_bytes(8, "little")
             f.seek(0)

@@ -34,14 +34,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import changelog
 from . import format as fmt
-from .changelog import DELETE, HEADER_SIZE, SET, LogHeader
-from .errors import InvalidKey, KVError
+from .changelog import DELETE, HEADER_SIZE, SET, Entry, LogHeader
+from .errors import KVError
 from .head import Head, HeadError, HeadState, create_head, head_path
 from .live import LiveTable, base_path
 
@@ -52,6 +54,8 @@ PUBLISH_LOCK = ".lock"  # kv/publish.py's
 COMPACT_CHANGES = 100_000  # fold the log into a new base past this many changes ...
 COMPACT_BYTES = 64 << 20  # ... or this many log bytes
 KEY_KINDS = ("uuid", "string")
+BEHIND = 4  # writes wait while the log holds this many times the compaction threshold ...
+BEHIND_WAIT = 10.0  # ... and are refused (503) after waiting this long
 
 
 class WriteRefused(KVError):
@@ -75,7 +79,7 @@ class Committed:
 
 
 @contextmanager
-def locked(root: str | os.PathLike, name: str = WRITE_LOCK, blocking: bool = True):
+def locked(root: str | os.PathLike, name: str = WRITE_LOCK, blocking: bool = True) -> Iterator[bool]:
     """An exclusive flock on ROOT/NAME; yields False (holding nothing) when
     not blocking and someone else holds it."""
     fd = os.open(Path(root) / name, os.O_RDWR | os.O_CREAT, 0o644)
@@ -98,6 +102,13 @@ def current_base(root: Path) -> str | None:
         return Path(os.readlink(root / "current")).stem
     except OSError:
         return None
+
+
+def required_base(root: Path) -> str:
+    base = current_base(root)
+    if base is None:
+        raise KVError(f"{root}/current does not exist (or is not a symlink to a generation)")
+    return base
 
 
 def active_epoch(root: Path, base: str) -> int | None:
@@ -129,7 +140,7 @@ def highest_seq(root: Path) -> int:
     return seq
 
 
-def create_empty_root(root: Path, kind: str, log_=print) -> str:
+def create_empty_root(root: Path, kind: str, log_: Callable[[str], object] = print) -> str:
     """A writable root with no generation yet: an empty table of `kind` keys
     becomes its first generation."""
     from . import publish
@@ -149,7 +160,7 @@ def create_empty_root(root: Path, kind: str, log_=print) -> str:
     return generation
 
 
-def recover(root: str | os.PathLike, create_kind: str | None = None, log_=print) -> HeadState:
+def recover(root: str | os.PathLike, create_kind: str | None = None, log_: Callable[[str], object] = print) -> HeadState:
     """Make ROOT servable and its head page true: find the base and its log
     (making an empty log when the base has none), drop a torn tail, rewrite
     the head. With `create_kind`, a root with no generation starts empty."""
@@ -159,13 +170,15 @@ def recover(root: str | os.PathLike, create_kind: str | None = None, log_=print)
     with locked(root, PUBLISH_LOCK) if root.is_dir() else _nothing():
         if current_base(root) is None:
             if create_kind is None:
-                raise KVError(f"{root}: no generation to serve ({root}/current does not exist); "
-                              f"publish one with `kv publish DATA --root {root}`, or start it empty with --writable")
+                raise KVError(
+                    f"{root}: no generation to serve ({root}/current does not exist); "
+                    f"publish one with `kv publish DATA --root {root}`, or start it empty with --writable"
+                )
             root.mkdir(parents=True, exist_ok=True)
             with locked(root, WRITE_LOCK):
                 create_empty_root(root, create_kind, log_)
         with locked(root, WRITE_LOCK):
-            base = current_base(root)
+            base = required_base(root)
             with open_table(root / "current") as t:
                 kind = t.key_kind
             epoch = active_epoch(root, base)
@@ -187,7 +200,7 @@ def recover(root: str | os.PathLike, create_kind: str | None = None, log_=print)
 
 
 @contextmanager
-def _nothing():
+def _nothing() -> Iterator[bool]:
     yield True
 
 
@@ -204,8 +217,9 @@ def write_head(root: Path, state: HeadState) -> None:
         head.close()
 
 
-def switch_base(root: Path, generation: str, kind: str, prev_epoch: int, body: bytes = b"", entries: int = 0,
-                last_seq: int | None = None) -> HeadState:
+def switch_base(
+    root: Path, generation: str, kind: str, prev_epoch: int, body: bytes = b"", entries: int = 0, last_seq: int | None = None
+) -> HeadState:
     """Under ROOT/.write.lock: make `generation` the base with a new log
     holding `body` (whole groups), point `current` at it, update the head.
     The order makes a crash anywhere leave the old state or the new one."""
@@ -252,8 +266,14 @@ def prune_logs(root: Path, keep_epochs: int = 8) -> None:
 class Writer:
     """Commits writes to a root for one process; `live` is that process's reader view."""
 
-    def __init__(self, live: LiveTable, compact_changes: int = COMPACT_CHANGES, compact_bytes: int = COMPACT_BYTES,
-                 max_keys: int | None = None, background_compaction: bool = True):
+    def __init__(
+        self,
+        live: LiveTable,
+        compact_changes: int = COMPACT_CHANGES,
+        compact_bytes: int = COMPACT_BYTES,
+        max_keys: int | None = None,
+        background_compaction: bool = True,
+    ):
         self.live = live
         self.root = live.root
         self.head = Head(head_path(self.root), writable=True)
@@ -271,7 +291,7 @@ class Writer:
 
     # -- checking a write ---------------------------------------------------------------------
 
-    def entries(self, sets: dict, deletes) -> list[tuple[int, bytes, bytes]]:
+    def entries(self, sets: dict, deletes: Sequence[str | bytes]) -> list[Entry]:
         """The log entries for a write, keys canonical; WriteRefused (and
         nothing changed) for a malformed key or value, or too many keys."""
         n = len(sets) + len(deletes)
@@ -291,8 +311,11 @@ class Writer:
                 if len(value) > fmt.MAX_VALUE_LEN:
                     raise WriteRefused(f"value of key {kb.decode()} is {len(value):,} bytes; the limit is {fmt.MAX_VALUE_LEN:,}", 413)
             elif 2 + len(kb) + len(value) > fmt.MAX_STRING_RECORD:
-                raise WriteRefused(f"value of key {kb.decode(errors='replace')[:80]!r} is {len(value):,} bytes; "
-                                   f"key and value together must stay under {fmt.MAX_STRING_RECORD - 2:,}", 413)
+                raise WriteRefused(
+                    f"value of key {kb.decode(errors='replace')[:80]!r} is {len(value):,} bytes; "
+                    f"key and value together must stay under {fmt.MAX_STRING_RECORD - 2:,}",
+                    413,
+                )
             if kb in out:
                 raise WriteRefused(f"key {kb.decode(errors='replace')[:80]!r} is set twice in one write (two spellings of one key)")
             out[kb] = (SET, kb, value)
@@ -307,14 +330,17 @@ class Writer:
 
     # -- committing -------------------------------------------------------------------------------
 
-    def write(self, sets: dict | None = None, deletes=(), require_present: bool = False) -> Committed | None:
+    def write(self, sets: dict | None = None, deletes: Sequence[str | bytes] = (), require_present: bool = False) -> Committed | None:
         """Commit one write, all or nothing; from the thread that serves this
         process's reads. None (nothing written) when `require_present` and a
         deleted key is absent."""
+        kind = self.live.kind
         entries = self.entries(sets or {}, list(deletes))
+        if (st := self._lagging()) is not None:
+            raise self._refusal(st)
         self._lock()
         try:
-            prepared = self._prepare(entries, require_present)
+            prepared = self._prepare(entries, require_present, kind)
         except BaseException:
             self._unlock()
             raise
@@ -322,21 +348,26 @@ class Writer:
             self._unlock()
             return None
         self._append_and_unlock(*prepared[:2])
-        return self._done(entries, prepared[2])
+        return self._done(entries, *prepared)
 
-    async def write_async(self, sets: dict | None = None, deletes=(), require_present: bool = False) -> Committed | None:
+    async def write_async(
+        self, sets: dict | None = None, deletes: Sequence[str | bytes] = (), require_present: bool = False
+    ) -> Committed | None:
         """`write` for an event loop: the lock wait and the fsync run in a
         thread, so the loop goes on answering reads meanwhile."""
+        kind = self.live.kind
         entries = self.entries(sets or {}, list(deletes))
+        await self._wait_for_compaction()
         loop = asyncio.get_running_loop()
-        locking = loop.run_in_executor(None, self._lock)
+        if not self._try_lock():  # uncontended (the usual case): no thread hop
+            locking = loop.run_in_executor(None, self._lock)
+            try:
+                await asyncio.shield(locking)
+            except asyncio.CancelledError:
+                locking.add_done_callback(self._unlock_when_locked)
+                raise
         try:
-            await asyncio.shield(locking)
-        except asyncio.CancelledError:
-            locking.add_done_callback(lambda f: f.exception() is None and self._unlock())
-            raise
-        try:
-            prepared = self._prepare(entries, require_present)
+            prepared = self._prepare(entries, require_present, kind)
         except BaseException:
             self._unlock()
             raise
@@ -345,7 +376,53 @@ class Writer:
             return None
         # Shielded: once started, the append finishes and unlocks even if this request is cancelled.
         await asyncio.shield(loop.run_in_executor(None, self._append_and_unlock, *prepared[:2]))
-        return self._done(entries, prepared[2])
+        return self._done(entries, *prepared)
+
+    def _unlock_when_locked(self, locking: asyncio.Future) -> None:
+        if not locking.cancelled() and locking.exception() is None:
+            self._unlock()
+
+    def _try_lock(self) -> bool:
+        if not self.mutex.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            self.mutex.release()
+            return False
+        except BaseException:
+            self.mutex.release()
+            raise
+
+    def _behind(self, st: HeadState, factor: int = BEHIND) -> bool:
+        return st.changes >= factor * self.compact_changes or st.log_size >= factor * self.compact_bytes
+
+    def _refusal(self, st: HeadState) -> WriteRefused:
+        return WriteRefused(
+            f"{st.changes:,} changes wait to be compacted into a new base, {BEHIND} times the threshold "
+            "(--compact-changes, --compact-bytes) or more, for longer than "
+            f"{BEHIND_WAIT:g} s; try again once compaction has run (the server log says why it lags)",
+            503,
+        )
+
+    def _lagging(self) -> HeadState | None:
+        """The head state when compaction lags far behind (and a compaction started), else None."""
+        read = self.head.read()
+        if read is None or not self._behind(read[1]):
+            return None
+        self.maybe_compact()
+        return read[1]
+
+    async def _wait_for_compaction(self) -> None:
+        """Compaction has not kept up (or keeps failing: see the log): hold this
+        write back until it has, at most BEHIND_WAIT seconds, then refuse it,
+        rather than let every worker's overlay grow without bound."""
+        t0 = time.monotonic()
+        while (st := self._lagging()) is not None:
+            if time.monotonic() - t0 > BEHIND_WAIT:
+                raise self._refusal(st)
+            await asyncio.sleep(0.05)
 
     def _lock(self) -> None:
         self.mutex.acquire()
@@ -371,9 +448,15 @@ class Writer:
             return state
         return read[1]
 
-    def _prepare(self, entries, require_present: bool):
+    def _prepare(self, entries: list[Entry], require_present: bool, kind: str) -> tuple[HeadState, bytes, list[bytes]] | None:
         st = self._state()
+        if st.kind != kind:  # a publish of the other key kind since the keys were checked
+            raise WriteRefused(f"the root now holds {st.kind} keys (a publish since this write began); nothing was written", 409)
+        if self._behind(st, 2 * BEHIND):  # writers raced past the wait in `_wait_for_compaction`
+            raise self._refusal(st)
         self.live.catch_up()  # now exactly the committed state: we hold the lock
+        if self.live.error:
+            raise WriteRefused(f"this worker cannot read the committed state ({self.live.error})", 503)
         missing = [kb for op, kb, _ in entries if op == DELETE and self.live.lookup_canonical(kb) is None]
         if missing and require_present:
             return None
@@ -403,13 +486,15 @@ class Writer:
         finally:
             self._unlock()
 
-    def _done(self, entries, missing) -> Committed:
-        self.live.catch_up()  # our own write: read-your-writes in this process
+    def _done(self, entries: list[Entry], st: HeadState, group: bytes, missing: list[bytes]) -> Committed:
+        self.live.catch_up()  # our own write (and maybe later ones): read-your-writes in this process
         sets = sum(1 for op, _, _ in entries if op == SET)
         self.sets += sets
         self.deletes += len(entries) - sets
         self.maybe_compact()
-        return Committed(self.live.generation, self.live.last_seq, sets, len(entries) - sets, missing)
+        seq = changelog.GROUP.unpack_from(group, 0)[2]
+        # The generation right after this write (others may have followed it already).
+        return Committed(f"{st.base}-{seq}", seq, sets, len(entries) - sets, missing)
 
     # -- compaction -------------------------------------------------------------------------------
 
@@ -438,8 +523,9 @@ class Writer:
 def run_compaction(root: Path) -> int:
     """`python -m kv.compact ROOT` in a child process, waited for (and so reaped) by the calling thread."""
     try:
-        return subprocess.run([sys.executable, "-m", "kv.compact", str(root)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=None, check=False).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "kv.compact", str(root)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None, check=False
+        ).returncode
     except OSError as e:
         log.error("cannot start compaction of %s: %s", root, e)
         return -1
@@ -449,7 +535,7 @@ def _recover_locked(root: Path) -> HeadState:
     """Rebuild the head from `current` and its log (the caller holds the write lock)."""
     from .table import open_table
 
-    base = current_base(root)
+    base = required_base(root)
     with open_table(root / "current") as t:
         kind = t.key_kind
     epoch = active_epoch(root, base)
@@ -458,14 +544,6 @@ def _recover_locked(root: Path) -> HeadState:
     header, groups, end, size = changelog.scan(changelog.log_path(root, epoch))
     if size > end:
         os.truncate(changelog.log_path(root, epoch), end)
-    state = HeadState(kind, epoch, end, max([header.seq_floor] + [g.seq for g in groups]),
-                      sum(len(g.entries) for g in groups), base)
+    state = HeadState(kind, epoch, end, max([header.seq_floor] + [g.seq for g in groups]), sum(len(g.entries) for g in groups), base)
     write_head(root, state)
     return state
-
-
-def canonical_or_refused(validate, key) -> bytes:
-    try:
-        return validate(key)
-    except InvalidKey as e:
-        raise WriteRefused(str(e)) from None

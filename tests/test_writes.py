@@ -31,7 +31,7 @@ def open_root(root, kind="uuid", **kw):
 
 
 def state(live: LiveTable) -> dict:
-    return {k: v for k, v in live.items()}
+    return dict(live.items())
 
 
 def test_an_empty_writable_root_serves_nothing_and_names_its_base(tmp_path):
@@ -118,8 +118,9 @@ def test_a_log_cut_at_every_byte_of_its_last_group_keeps_the_groups_before_it(tm
     st = live.head.read()[1]
     path = changelog.log_path(root, st.epoch)
     data = path.read_bytes()
-    start = len(data) - len(changelog.encode_group(0, [(1, key(1).encode(), b"second"), (1, key(2).encode(), b"second"),
-                                                        (1, key(3).encode(), b"new")]))
+    start = len(data) - len(
+        changelog.encode_group(0, [(1, key(1).encode(), b"second"), (1, key(2).encode(), b"second"), (1, key(3).encode(), b"new")])
+    )
     w.close()
     live.close()
     for cut in range(start, len(data)):
@@ -250,8 +251,10 @@ def test_rollback_of_a_compaction_without_new_writes_needs_no_force(tmp_path):
 
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("set"), st.dictionaries(st.integers(0, 15), st.binary(max_size=8).filter(lambda b: b"\n" not in b),
-                                                  min_size=1, max_size=4)),
+        st.tuples(
+            st.just("set"),
+            st.dictionaries(st.integers(0, 15), st.binary(max_size=8).filter(lambda b: b"\n" not in b), min_size=1, max_size=4),
+        ),
         st.tuples(st.just("delete"), st.lists(st.integers(0, 15), min_size=1, max_size=3, unique=True)),
         st.tuples(st.just("compact"), st.none()),
         st.tuples(st.just("restart"), st.none()),
@@ -288,3 +291,40 @@ def test_any_sequence_of_writes_compactions_and_restarts_matches_a_dict(tmp_path
     w.close()
     live.close()
     assert not any(n.startswith(".") and "tmp" in n for n in os.listdir(root / "generations"))
+
+
+def test_writes_are_refused_while_compaction_is_far_behind(tmp_path):
+    live, w = open_root(tmp_path / "r", compact_changes=3)
+    for i in range(12):
+        w.write({key(i): b"v"})
+    with pytest.raises(WriteRefused) as e:
+        w.write({key(99): b"v"})
+    assert e.value.status == 503 and live.get(key(99)) is None
+    compact(tmp_path / "r", log=lambda m: None)
+    w.write({key(99): b"v"})
+    assert live.get(key(99)) == b"v"
+
+
+def test_a_reader_that_cannot_apply_the_log_keeps_its_state_says_why_and_retries(tmp_path, monkeypatch):
+    import kv.live
+
+    root = tmp_path / "r"
+    live, w = open_root(root)
+    other = LiveTable(root)
+    w.write({key(1): b"a"})
+    path = changelog.log_path(root, live.epoch)
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[-12] ^= 1  # damage the committed group
+    path.write_bytes(bytes(bad))
+    monkeypatch.setattr(kv.live, "RETRY_SECONDS", 0.05)
+    other.refresh()
+    assert other.error and other.get(key(1)) is None
+    path.write_bytes(good)
+    other.refresh()  # within the retry pause: nothing tried
+    assert other.error
+    import time
+
+    time.sleep(0.06)
+    other.refresh()
+    assert not other.error and other.get(key(1)) == b"a"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from bisect import bisect_left
 from typing import Any, Callable
@@ -43,14 +44,18 @@ from xxhash import xxh3_64_intdigest
 
 from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
+from ..head import COUNTER_AT
 from ..keys import MAX_STRING_KEY
+from . import writes
 from .handlers import batch_from_body, key_from_scope
 from .negotiation import content_type
 from .problems import problem
-from .routes import BATCH, KEY, KEY_PREFIX, label
+from .routes import BATCH, KEY, KEY_PREFIX, WRITE_ROUTE, label
 from .state import State
 
 log = logging.getLogger("kv")
+COUNTER = struct.Struct("<Q")  # kv/head.py: the change counter
+WRITE_METHODS = ("PUT", "DELETE", "POST")
 
 # Bytes of request target, path and query: the longest legal key (a string key
 # of MAX_STRING_KEY bytes) fully percent-encoded after the prefix, with room
@@ -76,6 +81,7 @@ class FastPath:
         self.api = api
         self.state = state
         self.max_body = max_body
+        self.max_write_body = max(max_body, writes.MAX_WRITE_BODY)
         self.body_seconds = body_seconds
 
         # The closure itself is the ASGI app create_app hands to uvicorn: calling
@@ -111,7 +117,13 @@ class FastPath:
         prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
         lookups = state.counts.lookups
         fast = state.counts.fast
-        etag, generation = state.hit_headers
+        hit_headers = state.hit_headers  # changed in place when the generation moves
+        # On a root, every request first compares the head page's change
+        # counter with the one this worker applied: one unpack, one compare
+        # (kv/live.py); only when it moved does the worker catch up.
+        live = state.live
+        if live is not None:
+            counter, head, seen, catch_up = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up
         as_text = (b"content-type", b"text/plain; charset=utf-8")
         clock = time.perf_counter
         buckets = metrics.LATENCY_BUCKETS
@@ -123,6 +135,8 @@ class FastPath:
             if scope["type"] != "http":
                 return await api(scope, receive, send)
             t0 = clock()
+            if live is not None and counter(head, COUNTER_AT)[0] != seen[0]:
+                catch_up()
             raw = scope["raw_path"]
             if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"]:
                 headers = scope["headers"]
@@ -150,6 +164,7 @@ class FastPath:
                     except (InvalidKey, TableCorrupt):
                         value = None  # FastAPI says why
                     if value is not None:
+                        etag, generation = hit_headers
                         await send({"type": "http.response.start", "status": 200, "headers": [
                             etag, generation, (b"content-length", b"%d" % len(value)),
                             as_text if value.isascii() else (b"content-type", content_type(value).encode()),
@@ -176,9 +191,14 @@ class FastPath:
             await send(message)
 
         try:
-            refusal = self.refusal(scope) or self.state.guard.refusal(scope)
+            method = scope["method"]
+            write = method in WRITE_METHODS and (route == WRITE_ROUTE.path or (route == KEY.path and method != "POST"))
+            # Writes carry the write token, checked by the write routes; read tokens guard the rest.
+            refusal = self.refusal(scope) or (None if write else self.state.guard.refusal(scope))
             if refusal is not None:
                 return await _closing_if_body(scope, refusal)(scope, receive, send_counted)
+            if write:
+                return await self._write(scope, receive, send_counted, route, status)
             if route == KEY.path:
                 # Keys route on the raw path: "%2F" is a slash inside the key,
                 # which FastAPI, routing on the decoded path, would split on.
@@ -192,7 +212,7 @@ class FastPath:
                         resp = key_from_scope(self.state, scope)
                     else:  # as FastAPI's 405 (kv/http/app.py http_error)
                         resp = problem(405, "Method not allowed", f"{scope['method']} is not allowed on {scope['path'][:200]}",
-                                       headers={"Allow": ", ".join(KEY.served)})
+                                       headers={"Allow": ", ".join(KEY.served + (("PUT", "DELETE") if self.state.writer else ()))})
                 except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
                     log.exception("unexpected error on %s %s", scope["method"], KEY.path)
                     resp = problem(500, "Internal error", "see the server log")
@@ -220,6 +240,29 @@ class FastPath:
         finally:
             self.state.counts.request(route, status[0], time.perf_counter() - t0)
 
+    async def _write(self, scope, receive, send, route: str, status: list) -> None:
+        """PUT and DELETE /v1/keys/{key}, POST /v1/write (kv/http/writes.py):
+        405 unless writable, then the token (before the body is read), then the body, then the write."""
+        state = self.state
+        body_follows = scope["method"] != "DELETE"
+        refusal = writes.refusal(state, scope, route)
+        if refusal is not None:
+            return await _closing_if_body(scope, refusal)(scope, receive, send)
+        body = b""
+        if body_follows:
+            body = await self._read_body(receive, self.max_write_body)
+            if body is None:
+                status[0] = DISCONNECTED
+                return
+            if isinstance(body, Response):
+                return await _closing_if_body(scope, body)(scope, receive, send)
+        try:
+            resp = await writes.dispatch(state, scope, route, body)
+        except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+            log.exception("unexpected error on %s %s", scope["method"], route)
+            resp = problem(500, "Internal error", "see the server log; the write may or may not have been committed")
+        await resp(scope, receive, send)
+
     def refusal(self, scope) -> Response | None:
         """The problem response for a request over a limit or without a Host; None when it is fine."""
         query = scope.get("query_string", b"")
@@ -234,15 +277,17 @@ class FastPath:
                            f"{len(headers)} header fields; the limit is {MAX_HEADER_FIELDS}")
         if scope.get("http_version") == "1.1" and not any(name == b"host" for name, _ in headers):
             return problem(400, "Bad request", "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)")
+        limit = self.max_write_body if scope["method"] in WRITE_METHODS and self.state.writer is not None else self.max_body
         for name, value in headers:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 return problem(413, "Request body too large",
-                               f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {self.max_body} bytes")
+                               f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {limit} bytes")
         return None
 
-    async def _read_body(self, receive) -> bytes | Response | None:
+    async def _read_body(self, receive, limit: int | None = None) -> bytes | Response | None:
         """The whole request body; or the problem response when it is too large
         or too slow; or None when the client disconnected first."""
+        limit = limit or self.max_body
         body = bytearray()
         try:
             async with asyncio.timeout(self.body_seconds):  # a trickled body must not hold a slot forever
@@ -251,8 +296,8 @@ class FastPath:
                     if message["type"] == "http.disconnect":
                         return None
                     body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        return problem(413, "Request body too large", f"the body exceeds {self.max_body} bytes")
+                    if len(body) > limit:
+                        return problem(413, "Request body too large", f"the body exceeds {limit} bytes")
                     if not message.get("more_body", False):
                         return bytes(body)
         except TimeoutError:
