@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -279,6 +280,9 @@ class Writer:
         self.head = Head(head_path(self.root), writable=True)
         self.lock_fd = os.open(self.root / WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         self.mutex = threading.Lock()  # this process's writers, held as long as the flock
+        self._alock: asyncio.Lock | None = None  # made in the event loop that uses it
+        # Threads of its own: a lock wait and an fsync (a cancelled writer's may still run beside the next one's).
+        self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kv-write")
         self.log_fd = -1
         self.log_epoch = -1
         self.compact_changes = compact_changes
@@ -354,13 +358,25 @@ class Writer:
         self, sets: dict | None = None, deletes: Sequence[str | bytes] = (), require_present: bool = False
     ) -> Committed | None:
         """`write` for an event loop: the lock wait and the fsync run in a
-        thread, so the loop goes on answering reads meanwhile."""
+        thread, so the loop goes on answering reads meanwhile. This process's
+        writers queue on an asyncio lock first, so that at most one of them at
+        a time needs a thread (writers queued in threads could take every
+        thread the committing writer needs for its fsync)."""
         kind = self.live.kind
         entries = self.entries(sets or {}, list(deletes))
         await self._wait_for_compaction()
+        async with self._queue():
+            return await self._commit_async(entries, require_present, kind)
+
+    def _queue(self) -> asyncio.Lock:
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        return self._alock
+
+    async def _commit_async(self, entries: list[Entry], require_present: bool, kind: str) -> Committed | None:
         loop = asyncio.get_running_loop()
         if not self._try_lock():  # uncontended (the usual case): no thread hop
-            locking = loop.run_in_executor(None, self._lock)
+            locking = loop.run_in_executor(self.threads, self._lock)
             try:
                 await asyncio.shield(locking)
             except asyncio.CancelledError:
@@ -375,7 +391,7 @@ class Writer:
             self._unlock()
             return None
         # Shielded: once started, the append finishes and unlocks even if this request is cancelled.
-        await asyncio.shield(loop.run_in_executor(None, self._append_and_unlock, *prepared[:2]))
+        await asyncio.shield(loop.run_in_executor(self.threads, self._append_and_unlock, *prepared[:2]))
         return self._done(entries, *prepared)
 
     def _unlock_when_locked(self, locking: asyncio.Future) -> None:
@@ -514,6 +530,7 @@ class Writer:
         self.compacting.start()
 
     def close(self) -> None:
+        self.threads.shutdown(wait=True)
         if self.log_fd >= 0:
             os.close(self.log_fd)
         os.close(self.lock_fd)

@@ -489,3 +489,22 @@ def test_reads_go_on_while_a_writer_waits_for_the_write_lock(tmp_path):
         t.join()
         assert results[0].status_code == 200
         assert fresh_get(url + f"/v1/keys/{key(1)}").content == b"after"
+
+
+def test_many_concurrent_writers_on_one_worker_all_commit(tmp_path):
+    """More writers queued in one worker than it has threads must not starve
+    the committing writer of the thread its fsync needs."""
+    statuses: list[int] = []
+    with writable(tmp_path / "r", workers=1) as (url, _):
+
+        def writer(w: int) -> None:
+            with httpx.Client(timeout=20, headers=AUTH) as c:
+                for n in range(10):
+                    statuses.append(c.put(url + f"/v1/keys/{key(n)}", content=f"{w}.{n}".encode()).status_code)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 160
