@@ -508,3 +508,15 @@ def test_many_concurrent_writers_on_one_worker_all_commit(tmp_path):
         for t in threads:
             t.join()
     assert statuses == [200] * 160
+
+
+def test_with_read_tokens_writes_take_the_write_token_and_reads_a_read_token(tmp_path):
+    read_tokens = tmp_path / "read-tokens"
+    read_tokens.write_text("reader-token-0001\n")
+    read_tokens.chmod(0o600)
+    with writable(tmp_path / "r", "--read-token-file", read_tokens, workers=1) as (url, _):
+        reader = {"authorization": "Bearer reader-token-0001"}
+        assert httpx.put(url + f"/v1/keys/{key(1)}", content=b"v", headers=AUTH).status_code == 200
+        assert httpx.put(url + f"/v1/keys/{key(1)}", content=b"w", headers=reader).status_code == 403
+        assert httpx.get(url + f"/v1/keys/{key(1)}", headers=reader).content == b"v"
+        assert httpx.get(url + f"/v1/keys/{key(1)}").status_code == 401
