@@ -80,7 +80,7 @@ def compact(root: str | os.PathLike, log: Callable[[str], object] = print, keep:
                 for op, key, value in g.entries:
                     changes[key] = None if op == DELETE else value
         gens = publish.generations_dir(root)
-        for leftover in gens.glob(".compact-*"):  # of a compaction killed mid-way (we hold the lock)
+        for leftover in [*gens.glob(".compact-*"), *gens.glob("..compact-*")]:  # of a compaction killed mid-way (we hold the lock)
             leftover.unlink(missing_ok=True)
         tmp = gens / f".compact-{os.getpid()}.kvt"
         with open_table(base_path(root, st.base)) as table:
