@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -381,6 +382,9 @@ def test_kv_set_and_delete_exit_statuses(tmp_path):
         assert kv("get", key(1), key(2), key(3), key(4), key(5), env=tok).returncode == 0
         assert kv("delete", key(1), key(9), env=tok).returncode == 1  # one absent: still atomic for the other
         assert kv("get", key(1), env=tok).returncode == 1
+        stats = json.loads(kv("stats", "--json", env=tok).stdout)
+        assert (stats["sets"], stats["deletes"], stats["keys"]) == (5, 2, 4)
+        assert stats["pending_changes"] == 7 and stats["writable"]
         r = kv("set", "not-a-key", "x", env=tok)
         assert r.returncode == 2
         r = kv("set", key(1), "x", env={"KV_URL": url, "KV_TOKEN": "wrong-token-xyz"})
