@@ -1,6 +1,7 @@
 # make run     install, build the example table, serve it on 127.0.0.1:8000
 # make test    install, run every test (installs nginx and systemd tools with apt when missing)
 # make bench   engine and HTTP benchmarks -> docs/bench/*.json, docs/img/*.png
+# make image   the container image kv:dev and the nginx front kv-nginx:dev (deploy/docker/make-image.sh)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean
+.PHONY: run test install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean image test-container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -72,6 +73,15 @@ docnumbers: install
 	$(BIN)/python loadtest/docnumbers.py
 
 bench: bench-engine bench-http plots docnumbers
+
+# kv:dev and kv-nginx:dev. Uses the engine DOCKER_HOST names; where none answers,
+# starts a private one (deploy/docker/private-dockerd.sh, root) and says how to reach it.
+image:
+	deploy/docker/make-image.sh
+
+# Only the container tests (`make test` runs them too): a real Docker engine, the image built if outdated.
+test-container: install
+	$(BIN)/python -m pytest -q -m container tests/test_container.py
 
 clean:
 	rm -rf $(VENV) example.kvt loadtest/results bench-data

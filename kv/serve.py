@@ -2,12 +2,13 @@
 arguments are in kv/commands/serve.py).
 
 PATH is a data file or a table. Given a data file, the table is built next to
-it (DATA.kvt) unless one built from this same file (recorded name, size,
-mtime) is there: given no build option, that table is served as it was built;
-given build options, it is served when it was built with them, rebuilt
-otherwise. `--root DIR` serves DIR/current, the generation `kv publish`
-switched to; SIGHUP (systemctl reload) starts fresh workers on whatever
-`current` then points to.
+it (DATA.kvt), or in --table-dir (KV_TABLE_DIR) when the data is read-only,
+unless one built from this same file (recorded name, size, mtime) is there:
+given no build option, that table is served as it was built; given build
+options, it is served when it was built with them, rebuilt otherwise.
+`--root DIR` serves DIR/current, the generation `kv publish` switched to;
+SIGHUP (systemctl reload) starts fresh workers on whatever `current` then
+points to.
 
 Settings (kv/settings.py) come from the flag, else the `KV_*` variable, else
 the gunicorn configuration file, else kv's default. The listening socket is
@@ -70,10 +71,11 @@ def _in_words(options: BuildOptions) -> str:
     return " ".join(flags) if flags else "default options"
 
 
-def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str], None] = _say) -> Path:
-    """The table for a data file: the one next to it when it was built from
-    this same file and (when `options` is given: some build flag was) with
-    these options; else a fresh build, with `options` or the defaults."""
+def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str], None] = _say,
+                   table_dir: str | None = None) -> Path:
+    """The table for a data file: the one next to it (or in `table_dir`) when it
+    was built from this same file and (when `options` is given: some build flag
+    was) with these options; else a fresh build, with `options` or the defaults."""
     from .build import default_table_path
     from .table import open_table
 
@@ -81,6 +83,9 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     if options is not None:
         options = options.for_data(data)  # --format auto: from the file name
     table = default_table_path(data)
+    if table_dir:
+        os.makedirs(table_dir, exist_ok=True)
+        table = Path(table_dir) / table.name
     st = data.stat()
     if table.exists():
         try:
@@ -113,7 +118,7 @@ def _changed(options: BuildOptions) -> dict:
     return {k: v for k, v in options.recorded().items() if default[k] != v}
 
 
-def resolve_table(path: str | None, root: str | None, options: BuildOptions | None) -> Path:
+def resolve_table(path: str | None, root: str | None, options: BuildOptions | None, table_dir: str | None = None) -> Path:
     if root:
         if path:
             raise ValueError("give PATH or --root, not both")
@@ -132,15 +137,16 @@ def resolve_table(path: str | None, root: str | None, options: BuildOptions | No
         if options is not None:
             _say(f"build options ignored: {p} is a table, served as it was built")
         return p
-    return table_for_data(p, options)
+    return table_for_data(p, options, table_dir=table_dir)
 
 
-def describe_table(path: str | None, root: str | None, options: BuildOptions | None) -> tuple[Path, str]:
+def describe_table(path: str | None, root: str | None, options: BuildOptions | None,
+                   table_dir: str | None = None) -> tuple[Path, str]:
     """The table to serve and a description; ServeError when it cannot be served."""
     from .table import open_table
 
     try:
-        table = resolve_table(path, root, options)
+        table = resolve_table(path, root, options, table_dir)
         with open_table(table) as t:  # refuse to start on a table no worker could serve
             return table, f"{t.path} ({len(t):,} records, generation {t.generation})"
     except (FileNotFoundError, PermissionError, IsADirectoryError, TableCorrupt, DataFormatError, ValueError) as e:
@@ -262,7 +268,7 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
         raise ServeError("--writable needs --root DIR: writes go to a publish root's change log")
     write_token(writable, resolved["write_token_file"].value)
     live = prepare_root(root, writable, keys) if root else False
-    table, desc = describe_table(path, root, options)
+    table, desc = describe_table(path, root, options, resolved["table_dir"].value)
     tls = tls_settings(resolved)
     check_token_file(resolved["read_token_file"].value)
 

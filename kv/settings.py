@@ -195,6 +195,10 @@ CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout
                  "gunicorn configuration file; the flags and KV_* variables above override what it sets",
                  shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
                  "kv/gunicorn_conf.py", metavar="FILE")
+TABLE_DIR = Setting("table_dir", "--table-dir", "KV_TABLE_DIR", file_path, None,
+                    "when PATH is a data file: build its table in DIR (created when missing) instead of beside the "
+                    "data, e.g. when the data is on a read-only volume", shown_default="beside the data file",
+                    metavar="DIR")
 URL = Setting("url", "--url", "KV_URL", server_url, f"http://{BIND.default}", "server URL", metavar="URL")  # kv serve's default address
 TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
                   "seconds to wait for the server to accept and to answer; a server silent that long "
@@ -216,7 +220,7 @@ METRICS_BIND = Setting("metrics_bind", "--metrics-bind", "KV_METRICS_BIND", addr
                        "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
                        metavar="HOST:PORT")
 TOKEN = Setting("token", "--token", "KV_TOKEN", bearer_token, None,
-                "bearer token to send (kv serve --read-token-file)", metavar="TOKEN")
+                "bearer token to send: a read token (kv serve --read-token-file); for kv set and kv delete, the write token", metavar="TOKEN")
 CACERT = Setting("cacert", "--cacert", "KV_CACERT", file_path, None,
                  "verify an https:// server against this CA (PEM) instead of the system's", metavar="FILE")
 CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
@@ -235,11 +239,11 @@ COMPACT_CHANGES = Setting("compact_changes", "--compact-changes", "KV_COMPACT_CH
 COMPACT_BYTES = Setting("compact_bytes", "--compact-bytes", "KV_COMPACT_BYTES", positive_int, 64 << 20,
                         "with --writable: ... or this many bytes", shown_default="67108864 (64 MiB)", metavar="BYTES")
 
-SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, CERTFILE, KEYFILE,
-                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, URL, TIMEOUT, TOKEN, CACERT, CERT, KEY,
-                                 WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES)
+SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, CERTFILE, KEYFILE,
+                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES,
+                                 URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
 BY_NAME = {s.name: s for s in SETTINGS}
-SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG,
+SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR,
                    CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND,
                    WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES)  # kv serve's
 CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client

@@ -302,6 +302,7 @@ def main() -> int:
                     "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # other work on the machine skews absolute times
     }
     baseline = python_baseline_rss()
     result["python_baseline_rss_kib"] = baseline
@@ -355,6 +356,7 @@ def main() -> int:
     result["string_keys"] = bench_string_keys(work, n, args.keys, args.rounds, result["lookups"])
     print(f"string keys: {result['string_keys']}", file=sys.stderr)
 
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
