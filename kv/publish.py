@@ -11,11 +11,14 @@
 A table file is never modified in place: a worker maps it, and a file that
 changed under a mapping would show it mixed bytes or kill it with SIGBUS when
 truncated. Publishing writes a new file under a temporary name, fsyncs it,
-verifies it completely, renames it to its final name, then replaces the
-`current` symlink with rename(2), which is atomic: a reader opening `current`
-gets the old table or the new one, never neither or a mix. Running workers
-keep the table they mapped until a reload (SIGHUP) replaces them; deleting an
-old generation's file does not disturb a worker still mapping it (the inode
+verifies it completely, renames it to its final name, then, under
+ROOT/.write.lock, writes an empty change log for it, replaces the `current`
+symlink with rename(2), which is atomic (a reader opening `current` gets the
+old table or the new one, never neither or a mix), and bumps ROOT/head.
+Running workers compare its change counter on every request and switch to
+the new table at their next one, without a reload (kv/live.py,
+docs/WRITES.md); SIGHUP stays for new code or configuration. Deleting an old
+generation's file does not disturb a worker still mapping it (the inode
 lives until the last mapping goes).
 """
 
