@@ -1,5 +1,7 @@
 # make run     install, build the example table, serve it on 127.0.0.1:8000
-# make test    install, run every test (installs nginx and systemd tools with apt when missing)
+# make test    install, lint and type checks, then every test (installs nginx, systemd tools, wrk with apt when missing)
+# make test-fast  tests/unit only: the inner loop, well under a minute
+# make lint     ruff (lint and format) and mypy
 # make bench   engine and HTTP benchmarks -> docs/bench/*.json, docs/img/*.png
 # make image   the container image kv:dev and the nginx front kv-nginx:dev (deploy/docker/make-image.sh)
 SHELL := /bin/bash
@@ -11,7 +13,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean image test-container
+.PHONY: run test test-fast lint install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean image test-container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,9 +47,18 @@ run: install example.kvt
 	$(BIN)/kv serve example.data
 
 # The second run: the engine tests again on the pure-Python paths (kv/speedups.py).
-PURE_PYTHON_TESTS := tests/test_table.py tests/test_corruption.py tests/test_build.py tests/test_fastpath.py tests/test_shard_build.py tests/test_string_table.py tests/test_string_build.py
+PURE_PYTHON_TESTS := $(addprefix tests/unit/,test_table.py test_corruption.py test_build.py test_fastpath.py test_shard_build.py \
+	test_string_table.py test_string_build.py)
 
-test: install sysdeps
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test: install sysdeps lint
 	$(BIN)/python -m pytest -q tests
 	KV_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(PURE_PYTHON_TESTS)
 
@@ -81,7 +92,7 @@ image:
 
 # Only the container tests (`make test` runs them too): a real Docker engine, the image built if outdated.
 test-container: install
-	$(BIN)/python -m pytest -q -m container tests/test_container.py
+	$(BIN)/python -m pytest -q -m container tests/integration/test_container.py
 
 clean:
 	rm -rf $(VENV) example.kvt loadtest/results bench-data

@@ -20,6 +20,8 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from . import __version__
 from . import format as fmt
@@ -43,7 +45,7 @@ def build_table(
     *,
     progress: bool | None = None,
     block_size: int = BLOCK,
-    **option_fields,
+    **option_fields: Any,
 ) -> BuildReport:
     """Build the table for `data` at `out` (default: data's name with `.kvt`).
 
@@ -110,7 +112,7 @@ def build_time(st: os.stat_result) -> str:
 def install_sigterm_cleanup() -> None:
     """Turn SIGTERM into SystemExit so a killed build removes its temp file."""
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)

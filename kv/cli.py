@@ -17,7 +17,7 @@ from .errors import SettingError
 
 # name: one-line help (the module is kv.commands.<name>)
 COMMANDS = {
-    "gen": "generate a random data file of UUID value lines",
+    "gen": "generate a random data file (UUID value lines, or key<TAB>value lines with --keys string)",
     "build": "build a table file from a data file",
     "verify": "check a table file completely (checksums, structure)",
     "inspect": "print a table's metadata and health",

@@ -12,6 +12,7 @@ not answer within the timeout is not retried: that would only double the wait.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import httpx
@@ -304,7 +305,7 @@ class Client:
         self.close()
 
 
-def write_body(items: dict, deletes) -> dict:
+def write_body(items: dict, deletes: Sequence[str]) -> dict:
     """The POST /v1/write body: UTF-8 values in "set", other bytes in "set_base64"."""
     text: dict[str, str] = {}
     binary: dict[str, str] = {}

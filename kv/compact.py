@@ -46,9 +46,9 @@ def merged_items(table: Table, changes: dict[bytes, bytes | None]) -> Iterator[t
     for key, value in table.items():
         if key not in changes:
             yield key, value
-    for key, value in changes.items():
-        if value is not None:
-            yield key, value
+    for key, change in changes.items():
+        if change is not None:
+            yield key, change
 
 
 def compact(root: str | os.PathLike, log: Callable[[str], object] = print, keep: int | None = None) -> str | None:

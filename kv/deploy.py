@@ -95,8 +95,7 @@ def render_nginx(
         # Idle upstream connections close on nginx's side first (kv closes them
         # after --keepalive, 5 s by default): a request never lands on a
         # connection the server is closing, which would count as a failure.
-        blocks.append(f"upstream kv_shard_{i} {{\n{servers}\n    keepalive {keepalive};\n"
-                      f"    keepalive_timeout {keepalive_timeout};\n}}\n")
+        blocks.append(f"upstream kv_shard_{i} {{\n{servers}\n    keepalive {keepalive};\n    keepalive_timeout {keepalive_timeout};\n}}\n")
     bits = shards.bit_length() - 1
     if keys == "string":
         routing = _string_routing(shards, upstreams, max_fails, fail_timeout, keepalive, keepalive_timeout)
@@ -113,9 +112,13 @@ def render_nginx(
         shard_entries="\n".join(f"    {i} kv_shard_{i};" for i in range(shards)),
         listen=listen,
         listen_line=f"{listen} ssl" if certfile else listen,
-        tls=(f"    # TLS ends here; the shards behind are on a private network or loopback.\n"
-             f"    ssl_certificate {certfile};\n    ssl_certificate_key {keyfile};\n"
-             f"    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:kv_tls:10m;\n") if certfile else "",
+        tls=(
+            f"    # TLS ends here; the shards behind are on a private network or loopback.\n"
+            f"    ssl_certificate {certfile};\n    ssl_certificate_key {keyfile};\n"
+            f"    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:kv_tls:10m;\n"
+        )
+        if certfile
+        else "",
         rate_doc=f"{rate} requests/s per client address, bursts of {burst}" if rate else "off: --rate 0",
         limit_zone=f"limit_req_zone $binary_remote_addr zone=kv_per_client:10m rate={rate}r/s;" if rate else "",
         limit_req=f"limit_req zone=kv_per_client burst={burst} nodelay;" if rate else "# limit_req off (--rate 0)",
@@ -134,20 +137,22 @@ def _uuid_routing(shards: int, bits: int) -> dict[str, str]:
         shard = byte >> (8 - bits) if bits else 0
         entries.append(f"    {byte:02x} kv_shard_{shard};")  # nginx map strings ignore case
     return {
-        "routing_comment": f"# Keys route by their first two hex digits: shard i of {shards} holds the keys\n"
-                           f"# whose first byte's leading {bits} bits equal i (see docs/OPERATIONS.md, Scale-out).",
-        "key_maps": "# First two hex digits of the key (either case) -> that shard's upstream.\n"
-                    "map $kv_prefix $kv_upstream {\n"
-                    "    default kv_shard_0;  # not a key: any shard answers 400 with the reason\n"
-                    + "\n".join(entries) + "\n}",
-        "key_locations": '    location ~ "^/v1/keys/(?<kv_prefix>[0-9a-fA-F]{2})" {\n'
-                         "        proxy_pass http://$kv_upstream;\n"
-                         "    }",
+        "routing_comment": (
+            f"# Keys route by their first two hex digits: shard i of {shards} holds the keys\n"
+            f"# whose first byte's leading {bits} bits equal i (see docs/OPERATIONS.md, Scale-out)."
+        ),
+        "key_maps": (
+            "# First two hex digits of the key (either case) -> that shard's upstream.\n"
+            "map $kv_prefix $kv_upstream {\n"
+            "    default kv_shard_0;  # not a key: any shard answers 400 with the reason\n" + "\n".join(entries) + "\n}"
+        ),
+        "key_locations": '    location ~ "^/v1/keys/(?<kv_prefix>[0-9a-fA-F]{2})" {\n        proxy_pass http://$kv_upstream;\n    }',
     }
 
 
-def _string_routing(shards: int, upstreams: dict[int, list[str]], max_fails: int, fail_timeout: str,
-                    keepalive: int, keepalive_timeout: str) -> dict[str, str]:
+def _string_routing(
+    shards: int, upstreams: dict[int, list[str]], max_fails: int, fail_timeout: str, keepalive: int, keepalive_timeout: str
+) -> dict[str, str]:
     everyone = [a for i in range(shards) for a in upstreams[i]]
     servers = "\n".join(f"    server {a} max_fails={max_fails} fail_timeout={fail_timeout};" for a in dict.fromkeys(everyone))
     redirect = SHARD_REDIRECT.replace("{index}", "(?<kv_redirect_index>[0-9]+)")
@@ -157,11 +162,15 @@ def _string_routing(shards: int, upstreams: dict[int, list[str]], max_fails: int
             "# nginx cannot compute. A key request goes to any replica of any shard\n"
             "# (kv_any, round robin); a server that does not hold the key answers 421\n"
             f"# with X-Accel-Redirect: {SHARD_REDIRECT}, which nginx follows internally to\n"
-            "# that shard's upstream with the client's request URI unchanged: one extra hop."),
-        "key_maps": (f"upstream kv_any {{\n{servers}\n    keepalive {keepalive};\n    keepalive_timeout {keepalive_timeout};\n}}\n\n"
-                     "# Shard index in a server's X-Accel-Redirect -> that shard's upstream; \"\" for none.\n"
-                     "map $kv_redirect_index $kv_redirect_upstream {\n    default \"\";\n"
-                     + "\n".join(f"    {i} kv_shard_{i};" for i in range(shards)) + "\n}"),
+            "# that shard's upstream with the client's request URI unchanged: one extra hop."
+        ),
+        "key_maps": (
+            f"upstream kv_any {{\n{servers}\n    keepalive {keepalive};\n    keepalive_timeout {keepalive_timeout};\n}}\n\n"
+            "# Shard index in a server's X-Accel-Redirect -> that shard's upstream; \"\" for none.\n"
+            'map $kv_redirect_index $kv_redirect_upstream {\n    default "";\n'
+            + "\n".join(f"    {i} kv_shard_{i};" for i in range(shards))
+            + "\n}"
+        ),
         "key_locations": (
             "    location /v1/keys/ {\n"
             "        proxy_pass http://kv_any;\n"
@@ -175,7 +184,8 @@ def _string_routing(shards: int, upstreams: dict[int, list[str]], max_fails: int
             '"detail":"a server redirected to a shard this front does not know; are the tables and the front of one deployment?"}\';\n'
             "        }\n"
             "        proxy_pass http://$kv_redirect_upstream$request_uri;\n"
-            "    }"),
+            "    }"
+        ),
     }
 
 
@@ -194,9 +204,20 @@ def parse_upstreams(specs: list[str]) -> dict[int, list[str]]:
     return out
 
 
-def command_line(shards: int, upstreams: dict[int, list[str]], *, listen: str = "127.0.0.1:8080", max_fails: int = 1,
-                 fail_timeout: str = "5s", output: str = "-", keys: str = "uuid", certfile: str | None = None,
-                 keyfile: str | None = None, rate: int = DEFAULT_RATE, burst: int = DEFAULT_BURST) -> str:
+def command_line(
+    shards: int,
+    upstreams: dict[int, list[str]],
+    *,
+    listen: str = "127.0.0.1:8080",
+    max_fails: int = 1,
+    fail_timeout: str = "5s",
+    output: str = "-",
+    keys: str = "uuid",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    rate: int = DEFAULT_RATE,
+    burst: int = DEFAULT_BURST,
+) -> str:
     """The `kv deploy nginx` command that renders this front (written into the
     file's header so that running it again regenerates the file)."""
     parts = ["kv deploy nginx", f"--shards {shards}"]

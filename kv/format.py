@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import mmap
 
 MAGIC = b"KVTABLE\x00"
 # The format version names the key kind: 1, UUID keys (records are canonical
@@ -97,7 +101,7 @@ class Header:
         return HEADER.pack(*(getattr(self, f.name) for f in fields(self)))
 
     @classmethod
-    def unpack(cls, buf) -> Header:
+    def unpack(cls, buf: bytes | bytearray | memoryview | mmap.mmap) -> Header:
         return cls(*HEADER.unpack_from(buf, 0))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,7 +20,7 @@ _KEY_CHARS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789:/_-.", dtype=n
 STRING_KEY_LENGTHS = (8, 40)  # bytes, inclusive
 
 
-def generate(n: int, out, seed: int = 0, block: int = BLOCK, keys: str = "uuid") -> int:
+def generate(n: int, out: BinaryIO, seed: int = 0, block: int = BLOCK, keys: str = "uuid") -> int:
     """Write `n` records to the binary file object `out`; return bytes written.
     keys="string" writes tsv lines instead: keys of 8-40 characters from
     [a-z0-9:/_-.], unique (the last 8 are the record's number in hex)."""

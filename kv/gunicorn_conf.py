@@ -4,13 +4,27 @@
 hand: KV_TABLE=table.kvt gunicorn -c deploy/gunicorn.conf.py 'kv.app:create_app()'
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import ssl
+from typing import TYPE_CHECKING
 
 from kv.settings import (  # noqa: F401 (available_cpus: kept importable here)
-    BIND, CA_CERTS, CERTFILE, KEEPALIVE, KEYFILE, LOG_LEVEL, WORKERS, available_cpus,
+    BIND,
+    CA_CERTS,
+    CERTFILE,
+    KEEPALIVE,
+    KEYFILE,
+    LOG_LEVEL,
+    WORKERS,
+    available_cpus,
 )
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 # bind, workers, keepalive and loglevel: the KV_* variable, else kv's default
 # (both declared in kv/settings.py). A copy of this file may set them; `kv
@@ -39,7 +53,7 @@ cert_reqs = ssl.CERT_REQUIRED if ca_certs else ssl.CERT_NONE
 # kv.app.FastPath (path, header and body sizes).
 
 
-def on_starting(server):
+def on_starting(server: Arbiter) -> None:
     d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if d:
         os.makedirs(d, exist_ok=True)
@@ -48,13 +62,13 @@ def on_starting(server):
                 os.unlink(os.path.join(d, name))
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from kv.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if d and os.environ.get("KV_OWN_METRICS_DIR") == d:
         shutil.rmtree(d, ignore_errors=True)

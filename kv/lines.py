@@ -184,7 +184,9 @@ class LineReader:
         h64, checks = _hash_block(data, starts, lens)
         return Records(data, starts, lens - fmt.VALUE_AT, h64, checks)
 
-    def _stop_at_first_problem(self, buf, starts, ends, lens, cr, bad) -> None:
+    def _stop_at_first_problem(
+        self, buf: bytearray, starts: np.ndarray, ends: np.ndarray, lens: np.ndarray, cr: np.ndarray, bad: np.ndarray
+    ) -> None:
         """Raise for the first line, in line order, that the options do not allow."""
         n = len(starts)
         first_cr = int(np.argmax(cr)) if not self.options.strip_cr and cr.any() else n
@@ -202,7 +204,7 @@ class LineReader:
             text = bytes(buf[starts[i] : starts[i] + lens[i]])
             self._fail(self.line_base + i + 1, line_problem(text), text)
 
-    def _count_skipped(self, buf, starts, lens, cr, bad) -> None:
+    def _count_skipped(self, buf: bytearray, starts: np.ndarray, lens: np.ndarray, cr: np.ndarray, bad: np.ndarray) -> None:
         """Count the stripped CRs and the skipped lines, sampling the first lines skipped."""
         self.report.cr_stripped += int(cr.sum())
         if not len(bad):
@@ -338,7 +340,7 @@ def key_lines(
     a skipped line. Used for messages about a shard's duplicates, whose
     records are a subset of the input's."""
     wanted = set(wanted)
-    need = {}
+    need: dict[bytes, int] = {}
     for key, nth in wanted:
         need[key] = max(need.get(key, 0), nth + 1)
     seen: dict[bytes, list[int]] = {key: [] for key in need}

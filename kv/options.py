@@ -9,6 +9,7 @@ table's record with the options it was asked for (`differences`).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass, fields, replace
 
 ON_DUPLICATE = ("error", "first", "last")
@@ -66,7 +67,7 @@ class BuildOptions:
             del out["format"]
         return out
 
-    def for_data(self, path: object) -> BuildOptions:
+    def for_data(self, path: str | os.PathLike) -> BuildOptions:
         """These options with an "auto" format resolved from `path`'s name."""
         if self.format != "auto":
             return self

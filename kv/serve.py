@@ -283,7 +283,7 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
             env.pop(setting.env, None)
     for name in ("KV_ROOT", "KV_WRITABLE"):
         env.pop(name, None)
-    if live:
+    if live and root:
         env["KV_ROOT"] = str(Path(root).absolute())  # the workers follow ROOT/head
         desc += " (writable)" if writable else " (following publishes live)"
     if writable:

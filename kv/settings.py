@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import SettingError
 
@@ -154,10 +155,13 @@ class Setting:
         from_env = self.from_env(environ)
         return self.default_value() if from_env is None else from_env
 
-    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None, **kw: Any) -> None:
+    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None, shown_default: str | None = None,
+               **kw: Any) -> None:
         """Declare the flag. Its default is None so that "not given" is visible:
-        resolve with `value()` (or `resolve()`) after parsing."""
-        shown = self.shown_default or ("none" if self.default is None else str(self.default))
+        resolve with `value()` (or `resolve()`) after parsing. `shown_default`
+        replaces the setting's own description of its default, for a command
+        whose default differs (kv reload looks for the file `kv serve` writes)."""
+        shown = shown_default or self.shown_default or ("none" if self.default is None else str(self.default))
         parser.add_argument(
             self.flag, dest=self.name, type=_argparse_type(self.parse), default=None, metavar=self.metavar,
             help=f"{help or self.help} (default: {shown}; env {self.env})", **kw,

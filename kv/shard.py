@@ -117,7 +117,7 @@ class ShardWriter(TableWriter):
     """A shard's table. Its records are a subset of the input's, so a record's
     input line is found in the data file, by key."""
 
-    def __init__(self, out: Path, capacity: int, shard: tuple[int, int], data: Path, key_kind: str = "uuid"):
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int], data: Path, key_kind: str = "uuid") -> None:
         super().__init__(out, capacity, shard, key_kind)
         self.data = data
         self.ordinals: list[np.ndarray] = []  # string shards: each record's ordinal among the input's records
@@ -132,6 +132,7 @@ class ShardWriter(TableWriter):
         if self.version != fmt.VERSION_UUID:
             ordinals = np.concatenate(self.ordinals)
             refs = self._all_refs
+            assert refs is not None, "lines_of is called from finish()"
             return [skipped.line_of_record(int(ordinals[np.count_nonzero(refs < o.ref)])) for o in found]
         lines = key_lines(self.data, [(o.key, o.nth) for o in found], skipped)
         return [lines.get((o.key, o.nth), 0) for o in found]

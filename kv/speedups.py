@@ -9,9 +9,10 @@ the Python paths even when the extension is present (tests run both).
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 
-def native():
+def native() -> ModuleType | None:
     """The compiled kv._speedups module, or None when absent or disabled."""
     if os.environ.get("KV_PURE_PYTHON", "") not in ("", "0"):
         return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 
 import numpy as np
 
@@ -36,7 +37,7 @@ FORMATS = ("uuid", "tsv", "jsonl")
 SUFFIXES = {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-def detect_format(path) -> str:
+def detect_format(path: str | os.PathLike) -> str:
     """The input format a file name implies: .tsv, .jsonl (or .ndjson); else uuid."""
     from pathlib import Path
 
@@ -126,7 +127,17 @@ class TsvReader(StringReader):
                     valid[i] = False
         return valid
 
-    def _check_lines(self, buf, starts, lens, has_tab, klen, vlen, ok, cr) -> None:
+    def _check_lines(
+        self,
+        buf: bytearray,
+        starts: np.ndarray,
+        lens: np.ndarray,
+        has_tab: np.ndarray,
+        klen: np.ndarray,
+        vlen: np.ndarray,
+        ok: np.ndarray,
+        cr: np.ndarray,
+    ) -> None:
         """Stop at (or skip) each line the rules refuse, in line order."""
         cr = cr & ok  # a malformed line is reported as malformed, CR or not
         first_cr = int(np.argmax(cr)) if not self.options.strip_cr and cr.any() else len(starts)
@@ -248,7 +259,16 @@ def jsonl_record(line: bytes) -> tuple[bytes, bytes] | str:
 # -- records -------------------------------------------------------------------------------
 
 
-def _assemble(arr, keep_line, ok, cr, starts, ends, klen, vlen):
+def _assemble(
+    arr: np.ndarray,
+    keep_line: np.ndarray,
+    ok: np.ndarray,
+    cr: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    klen: np.ndarray,
+    vlen: np.ndarray,
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
     """The kept lines' key and value bytes with a u16 key length in front of
     each: (bytes, record starts, key lengths, value lengths)."""
     klen, vlen = klen[ok], vlen[ok]

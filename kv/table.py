@@ -16,8 +16,10 @@ import mmap
 import os
 import re
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import xxhash
 
@@ -26,9 +28,15 @@ from .errors import InvalidKey, TableCorrupt
 from .keys import canonical_key, string_key
 from .speedups import native
 
+if TYPE_CHECKING:
+    import numpy as np
+
 _xxh3 = xxhash.xxh3_64_intdigest
 # A canonical key: the only form whose absence the fast path may report.
 _CANONICAL = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+# A lookup: value bytes or None. It takes any object (str and bytes are keys;
+# anything else raises InvalidKey), hence Any.
+Getter = Callable[[Any], "bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Stats:
 class Table:
     """A read-only table. `get(key)` returns the value bytes or None."""
 
-    def __init__(self, path: str | os.PathLike, fd: int | None = None):
+    def __init__(self, path: str | os.PathLike[str], fd: int | None = None) -> None:
         """`fd`: an open descriptor of the file to map instead of opening `path`
         (which then only names it); it is duplicated, not taken."""
         self.path = Path(path)
@@ -81,17 +89,17 @@ class Table:
         self.generation = fmt.generation_id(h.content_checksum)
         self.mtime_ns = st.st_mtime_ns
         self.inode = (st.st_dev, st.st_ino)
-        self.get = self._make_get()
+        self.get: Getter = self._make_get()
 
     # -- the hot path ----------------------------------------------------------
 
-    def _make_get(self):
+    def _make_get(self) -> Getter:
         """`get`: the C lookup when kv._speedups is built (same algorithm and
         checks as `_probe`, about 4x faster), else the Python closure below."""
         c = native()
         if c is not None and (self.key_kind == "uuid" or hasattr(c, "KIND_STRING")):
             h = self.header
-            self.implementation = "c"
+            self.implementation: str = "c"
             kind = c.KIND_STRING if self.key_kind == "string" else 0
             args = (
                 self._mm,
@@ -107,7 +115,7 @@ class Table:
         self.implementation = "python"
         return self._make_python_get() if self.key_kind == "uuid" else self._make_python_get_str()
 
-    def _make_python_get(self):
+    def _make_python_get(self) -> Getter:
         """Build `get` as a closure over locals: each attribute or global
         looked up per call costs about as much as the hash, so none is."""
         mm = self._mm
@@ -125,7 +133,7 @@ class Table:
         slow = self._get_slow
         corrupt = self._corrupt
 
-        def get(key):
+        def get(key: Any) -> bytes | None:  # Any: see Getter
             """Value bytes for `key`, or None if absent. Raises InvalidKey for a
             malformed key and TableCorrupt when the file is damaged."""
             # Hash the caller's bytes as they are: no parsing on the hit path.
@@ -158,7 +166,7 @@ class Table:
 
         return get
 
-    def _make_python_get_str(self):
+    def _make_python_get_str(self) -> Getter:
         """`get` for string keys (format version 2): the same single `find`
         over the key's slot window, repeated past slots that share its 32-bit
         hash; a record is `u16 key length, key, value`."""
@@ -175,7 +183,7 @@ class Table:
         slow = self._get_slow
         corrupt = self._corrupt
 
-        def get(key):
+        def get(key: Any) -> bytes | None:  # Any: see Getter
             """Value bytes for `key`, or None if absent. Raises InvalidKey for
             an empty, overlong or non-UTF-8 key, TableCorrupt when damaged."""
             try:
@@ -210,17 +218,17 @@ class Table:
 
         return get
 
-    def _corrupt(self, off: int):
+    def _corrupt(self, off: int) -> NoReturn:
         raise TableCorrupt(f"{self.path}: record at offset {off} is out of bounds or fails its checksum; run `kv verify`")
 
-    def _get_slow(self, key):
+    def _get_slow(self, key: Any) -> bytes | None:
         """Full lookup: validate and canonicalise the key, then probe each slot
         a key with its hash may occupy, stopping at a larger hash."""
         if self.key_kind == "string":
             return self._probe_str(string_key(key))
         return self._probe(canonical_key(key))
 
-    def _probe(self, kb: bytes):
+    def _probe(self, kb: bytes) -> bytes | None:
         h = self.header
         mm = self._mm
         h32 = _xxh3(kb) >> 32
@@ -240,7 +248,7 @@ class Table:
                 return mm[off + fmt.VALUE_AT : end]
         return None
 
-    def _probe_str(self, kb: bytes):
+    def _probe_str(self, kb: bytes) -> bytes | None:
         h = self.header
         mm = self._mm
         h32 = _xxh3(kb) >> 32
@@ -273,11 +281,11 @@ class Table:
             self._corrupt(off)
         return mm[off + 2 : off + 2 + n], mm[off + 2 + n : end]
 
-    def validate_key(self, key) -> bytes:
+    def validate_key(self, key: str | bytes) -> bytes:
         """The key as this table stores it (canonical UUID, or UTF-8 bytes); raises InvalidKey."""
         return string_key(key) if self.key_kind == "string" else canonical_key(key)
 
-    def get_canonical(self, key) -> tuple[bytes, bytes | None]:
+    def get_canonical(self, key: str | bytes) -> tuple[bytes, bytes | None]:
         """(canonical key, value or None); raises InvalidKey. For batch answers."""
         kb = self.validate_key(key)
         return kb, self.get(kb)
@@ -287,19 +295,19 @@ class Table:
     def __len__(self) -> int:
         return self.header.record_count
 
-    def __contains__(self, key) -> bool:
+    def __contains__(self, key: object) -> bool:
         try:
             return self.get(key) is not None
         except InvalidKey:
             return False
 
-    def __getitem__(self, key) -> bytes:
+    def __getitem__(self, key: str | bytes) -> bytes:
         v = self.get(key)
         if v is None:
             raise KeyError(key)
         return v
 
-    def items(self):
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs in slot order, each record checked."""
         h = self.header
         mm = self._mm
@@ -319,7 +327,7 @@ class Table:
         return self.header.file_size
 
     @property
-    def source(self) -> dict:
+    def source(self) -> dict[str, Any]:
         return self.meta.get("source", {})
 
     def stats(self) -> Stats:
@@ -342,7 +350,7 @@ class Table:
             max_probe=int(probe.max()) if len(probe) else 0,
         )
 
-    def _slots(self):
+    def _slots(self) -> np.ndarray:
         import numpy as np
 
         slot_type = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
@@ -389,21 +397,21 @@ class Table:
             release()
         self._mm.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Table:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"Table({str(self.path)!r}, keys={self.key_kind}, records={len(self)}, generation={self.generation})"
 
 
-def _closed(key):
+def _closed(key: Any) -> NoReturn:
     raise ValueError("table is closed")
 
 
-def _check_header(mm, size: int, path: Path) -> fmt.Header:
+def _check_header(mm: mmap.mmap, size: int, path: Path) -> fmt.Header:
     raw = mm[: fmt.HEADER.size]
     if raw[:8] != fmt.MAGIC:
         raise TableCorrupt(f"{path}: not a kv table (bad magic {raw[:8]!r}); build one with `kv build DATA`")
@@ -444,7 +452,7 @@ def _check_header(mm, size: int, path: Path) -> fmt.Header:
     return h
 
 
-def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
+def _read_meta(mm: mmap.mmap, h: fmt.Header, path: Path) -> dict[str, Any]:
     raw = mm[h.meta_offset : h.meta_offset + h.meta_size]
     try:
         meta = json.loads(raw)
@@ -457,7 +465,7 @@ def _read_meta(mm, h: fmt.Header, path: Path) -> dict:
     return meta
 
 
-def open_table(path: str | os.PathLike, fd: int | None = None) -> Table:
+def open_table(path: str | os.PathLike[str], fd: int | None = None) -> Table:
     """Map the table at `path` (or the open descriptor `fd` of it) read-only.
     Raises TableCorrupt for a truncated, foreign, damaged or other-version
     file, FileNotFoundError if missing."""

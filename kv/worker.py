@@ -79,7 +79,7 @@ from uvicorn_worker import UvicornWorker
 
 # Bytes of one request head (request line and headers) while it arrives; over
 # kv/http/fastpath.py's MAX_PATH + MAX_HEADERS with room for separators
-# (tests/test_security.py checks). Not imported from there: the master loads
+# (tests/integration/test_security.py checks). Not imported from there: the master loads
 # this module, and needs no FastAPI.
 HEAD_LIMIT = 64 * 1024
 LINGER_BYTES, LINGER_SECONDS = 1 << 20, 2.0  # read and dropped after refusing a head, before the close

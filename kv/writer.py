@@ -28,7 +28,7 @@ from .report import BuildReport
 class TableWriter:
     """Appends records to a temporary file, then places slots and renames."""
 
-    def __init__(self, out: Path, capacity: int, shard: tuple[int, int] = (0, 1), key_kind: str = "uuid"):
+    def __init__(self, out: Path, capacity: int, shard: tuple[int, int] = (0, 1), key_kind: str = "uuid") -> None:
         if out.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory; name the table file to write", str(out))
         self.out = out
@@ -43,10 +43,11 @@ class TableWriter:
         self.content = xxhash.xxh3_64()
         self.pos = fmt.HEADER_SIZE
         # Upper bounds, allocated lazily by the OS: only touched pages cost memory.
-        self.h64 = np.empty(capacity, dtype=np.uint64)
-        self.refs = np.empty(capacity, dtype=np.uint64)
-        self.checks = np.empty(capacity, dtype=np.uint32)
+        self.h64: np.ndarray = np.empty(capacity, dtype=np.uint64)
+        self.refs: np.ndarray = np.empty(capacity, dtype=np.uint64)
+        self.checks: np.ndarray = np.empty(capacity, dtype=np.uint32)
         self.n = 0
+        self._all_refs: np.ndarray | None = None  # set while finish() resolves duplicates
 
     def add(self, records: Records) -> None:
         """Append one block's records."""
@@ -79,7 +80,7 @@ class TableWriter:
         """Place the slots, write them, the metadata (`meta` plus the counts)
         and the header, and rename the file into place."""
         columns = [self.h64[: self.n], self.refs[: self.n], self.checks[: self.n]]
-        self.h64 = self.refs = self.checks = None  # the list holds the only references
+        del self.h64, self.refs, self.checks  # the list holds the only references
         sort_by_hash(columns)
         h64, refs, checks = columns
         del columns
@@ -114,8 +115,9 @@ class TableWriter:
         report.generation = fmt.generation_id(header.content_checksum)
         report.max_displacement = header.max_displacement
 
-    def _write(self, data) -> None:
-        data = memoryview(data).cast("B")
+    def _write(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+        # ignore: numpy declares ndarray.__buffer__ only for Python >= 3.12 (python_version is 3.11); ndarray is a buffer
+        data = memoryview(data).cast("B")  # type: ignore[arg-type]
         self.f.write(data)
         self.content.update(data)
         self.pos += len(data)
@@ -163,7 +165,9 @@ class TableWriter:
         os.replace(self.tmp, self.out)
         fsync_dir(self.out.parent)
 
-    def _resolve_duplicates(self, h64, refs, report, source, skipped, policy) -> np.ndarray | None:
+    def _resolve_duplicates(
+        self, h64: np.ndarray, refs: np.ndarray, report: BuildReport, source: Path, skipped: SkippedLines, policy: str
+    ) -> np.ndarray | None:
         self.f.flush()
 
         def key_at(row: int) -> bytes:
@@ -196,9 +200,10 @@ class TableWriter:
         before it: refs grow with input order."""
         if self.version != fmt.VERSION_UUID:
             refs = self._all_refs
+            assert refs is not None, "lines_of is called from finish()"
             return [skipped.line_of_record(int(np.count_nonzero(refs < o.ref))) for o in found]
         self.f.flush()
-        ordinals = {}
+        ordinals: dict[int, int] = {}
         newlines, pos = 0, fmt.HEADER_SIZE
         with open(self.tmp, "rb") as r:
             r.seek(pos)

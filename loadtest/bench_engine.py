@@ -55,8 +55,12 @@ def run_build(data: Path, out: Path) -> dict:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": float(p.stdout.strip().splitlines()[-1]), "wall_seconds": wall, "peak_rss_kib": peak,
-            "peak_rss_tool": "/usr/bin/time -v" if timer else "getrusage(RUSAGE_CHILDREN)"}
+    return {
+        "seconds": float(p.stdout.strip().splitlines()[-1]),
+        "wall_seconds": wall,
+        "peak_rss_kib": peak,
+        "peak_rss_tool": "/usr/bin/time -v" if timer else "getrusage(RUSAGE_CHILDREN)",
+    }
 
 
 def python_baseline_rss() -> int:
@@ -165,8 +169,14 @@ def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups
     table = work / f"{n}-string.kvt"
     runs = [run_build(data, table) for _ in range(3)]
     b = sorted(runs, key=lambda r: r["seconds"])[1]
-    out = {"records": n, "build_seconds": round(b["seconds"], 3), "build_runs_seconds": [round(r["seconds"], 3) for r in runs],
-           "peak_rss_kib": b["peak_rss_kib"], "input_bytes": data.stat().st_size, "table_bytes": table.stat().st_size}
+    out = {
+        "records": n,
+        "build_seconds": round(b["seconds"], 3),
+        "build_runs_seconds": [round(r["seconds"], 3) for r in runs],
+        "peak_rss_kib": b["peak_rss_kib"],
+        "input_bytes": data.stat().st_size,
+        "table_bytes": table.stat().st_size,
+    }
     out["size_ratio"] = round(out["table_bytes"] / out["input_bytes"], 3)
     d = {}
     with open(data, "rb") as f:
@@ -180,8 +190,7 @@ def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups
     rnd.shuffle(keys)
     t = kv.open_table(table)
     kv_get, d_get = t.get, d.get
-    contenders = {"kv": lambda: sum(1 for k in keys if kv_get(k) is not None),
-                  "dict": lambda: sum(1 for k in keys if d_get(k) is not None)}
+    contenders = {"kv": lambda: sum(1 for k in keys if kv_get(k) is not None), "dict": lambda: sum(1 for k in keys if d_get(k) is not None)}
     for name, fn in contenders.items():
         assert fn() == len(hits), name
     times = {name: [] for name in contenders}
@@ -192,10 +201,14 @@ def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups
             times[name].append(time.perf_counter() - t0)
     t.close()
     us = {name: statistics.median(ts) / len(keys) * 1e6 for name, ts in times.items()}
-    out["lookups"] = {"keys": len(keys), "hits": len(hits), "rounds": rounds,
-                      "us_per_lookup": {k: round(v, 3) for k, v in us.items()},
-                      "kv_vs_dict": round(us["dict"] / us["kv"], 2),
-                      "uuid_kv_us_per_lookup": uuid_lookups["us_per_lookup"]["kv"]}
+    out["lookups"] = {
+        "keys": len(keys),
+        "hits": len(hits),
+        "rounds": rounds,
+        "us_per_lookup": {k: round(v, 3) for k, v in us.items()},
+        "kv_vs_dict": round(us["dict"] / us["kv"], 2),
+        "uuid_kv_us_per_lookup": uuid_lookups["us_per_lookup"]["kv"],
+    }
     return out
 
 
@@ -217,8 +230,7 @@ GEN_TIMED_UP_TO = 10_000_000  # sizes whose generation is timed even when the da
 def run_gen(path: Path, n: int) -> float:
     """`kv gen N -o path --seed 1` in a subprocess; wall seconds, interpreter start included."""
     t0 = time.perf_counter()
-    subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run([PY, "-m", "kv.cli", "gen", str(n), "-o", str(path), "--seed", "1"], check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
@@ -298,8 +310,12 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # other work on the machine skews absolute times
@@ -330,9 +346,12 @@ def main() -> int:
         b["lookup"] = bench_scale(data, table)
         builds[n] = b
         gen = "not timed" if gen_seconds is None else f"{gen_seconds:.2f} s"
-        print(f"{n:,}: gen {gen}, build {b['seconds']:.2f} s ({b['records_per_s']:,} rec/s), table {b['size_ratio']}x input, "
-              f"peak RSS {b['peak_rss_kib']} KiB, open {b['open']['median_ms']} ms, lookup cold {b['lookup']['cold_us_per_lookup']} us "
-              f"hot {b['lookup']['hot_us_per_lookup']} us", file=sys.stderr)
+        print(
+            f"{n:,}: gen {gen}, build {b['seconds']:.2f} s ({b['records_per_s']:,} rec/s), table {b['size_ratio']}x input, "
+            f"peak RSS {b['peak_rss_kib']} KiB, open {b['open']['median_ms']} ms, lookup cold {b['lookup']['cold_us_per_lookup']} us "
+            f"hot {b['lookup']['hot_us_per_lookup']} us",
+            file=sys.stderr,
+        )
     result["build"] = builds
     if 10 * args.records in builds and args.records in builds:
         result["build_scaling_10x"] = round(builds[10 * args.records]["seconds"] / builds[args.records]["seconds"], 2)

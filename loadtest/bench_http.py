@@ -140,8 +140,20 @@ class Server:
 
 
 def gunicorn(app: str, workers: int = 2, worker_class: str = "uvicorn_worker.UvicornWorker") -> list[str]:
-    return [str(BIN / "gunicorn"), "-k", worker_class, "-w", str(workers), "-b", "127.0.0.1:{port}",
-            "--log-level", "warning", "--keep-alive", "5", app]
+    return [
+        str(BIN / "gunicorn"),
+        "-k",
+        worker_class,
+        "-w",
+        str(workers),
+        "-b",
+        "127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        "--keep-alive",
+        "5",
+        app,
+    ]
 
 
 def kv_serve(path: Path, workers: int = 2) -> list[str]:
@@ -150,8 +162,17 @@ def kv_serve(path: Path, workers: int = 2) -> list[str]:
 
 def typical(workers: int = 1) -> list[str]:
     if workers == 1:
-        return [str(BIN / "uvicorn"), "loadtest.contenders.fastapi_dict:app", "--host", "127.0.0.1", "--port", "{port}",
-                "--log-level", "warning", "--no-access-log"]
+        return [
+            str(BIN / "uvicorn"),
+            "loadtest.contenders.fastapi_dict:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     return gunicorn("loadtest.contenders.fastapi_dict:app", workers)
 
 
@@ -174,11 +195,15 @@ def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
     With `delay_ms`, each connection waits that long before each request. wrk
     takes whole milliseconds, so a fractional delay is dithered: floor or
     floor + 1 at random, averaging `delay_ms`."""
-    body = ["local keys = {", ",\n".join(f'"{k}"' for k in keys), "}",
-            "local reqs = {}",
-            "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
-            "local n = #reqs",
-            "request = function() return reqs[math.random(n)] end"]
+    body = [
+        "local keys = {",
+        ",\n".join(f'"{k}"' for k in keys),
+        "}",
+        "local reqs = {}",
+        "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
+        "local n = #reqs",
+        "request = function() return reqs[math.random(n)] end",
+    ]
     if delay_ms is not None:
         whole, frac = int(delay_ms), delay_ms - int(delay_ms)
         body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
@@ -193,9 +218,13 @@ def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
     lines = ["local bodies = {"]
     for _ in range(bodies):
         lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
-    lines += ["}", "local reqs = {}",
-              "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
-              "local n = #reqs", "request = function() return reqs[math.random(n)] end"]
+    lines += [
+        "}",
+        "local reqs = {}",
+        "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
+        "local n = #reqs",
+        "request = function() return reqs[math.random(n)] end",
+    ]
     path = LUA_DIR / f"batch-{size}.lua"
     path.write_text("\n".join(lines) + DONE)
     return path
@@ -288,17 +317,27 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "paired_ratios": {},
     }
     for key, (a, b, digits) in RATIOS.items():
-        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b])]
+        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b], strict=False)]
         out["paired_ratios"][key] = paired
-        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b])), digits)
+        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b], strict=False)), digits)
         out[f"{key}_best"] = round(rps[a] / rps[b], digits)
-        print(f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
-              file=sys.stderr)
+        print(
+            f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
+            file=sys.stderr,
+        )
     return out
 
 
-def paced(url: str, keys: list[str], target_rps: float, connections: int, duration: float,
-          tolerance: float = 0.05, probe_s: float = 3, max_probes: int = 8) -> dict:
+def paced(
+    url: str,
+    keys: list[str],
+    target_rps: float,
+    connections: int,
+    duration: float,
+    tolerance: float = 0.05,
+    probe_s: float = 3,
+    max_probes: int = 8,
+) -> dict:
     """A wrk run at `target_rps`. wrk (4.x; wrk2's -R is not packaged) cannot
     pace by rate, only by a delay before each request on each connection, and
     the rate that delay gives depends on the latency. So: start from the delay
@@ -310,8 +349,9 @@ def paced(url: str, keys: list[str], target_rps: float, connections: int, durati
     for _ in range(max_probes):
         r = wrk(url, lua_get(keys, delay_ms), connections, probe_s)
         probes.append({"delay_ms": round(delay_ms, 3), "rps": r["rps"], "achieved_vs_target": round(r["rps"] / target_rps, 3)})
-        print(f"half peak calibration: delay {delay_ms:.3f} ms -> {r['rps']:,} req/s ({r['rps'] / target_rps:.3f} of target)",
-              file=sys.stderr)
+        print(
+            f"half peak calibration: delay {delay_ms:.3f} ms -> {r['rps']:,} req/s ({r['rps'] / target_rps:.3f} of target)", file=sys.stderr
+        )
         if abs(r["rps"] / target_rps - 1) <= tolerance:
             break
         delay_ms = delay_ms * r["rps"] / target_rps
@@ -347,9 +387,12 @@ def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
     for k, v in out.items():
         print(f"latency {k}: {v['rps']:,} req/s, p50 {v['latency_ms']['p50']} ms, p99 {v['latency_ms']['p99']} ms", file=sys.stderr)
     h = out["half_peak"]
-    print(f"half peak: target {h['target_rps']:,} req/s (50% of {h['peak_rps']:,}), achieved {h['rps']:,} "
-          f"({h['achieved_vs_target']} of target), {h['connections']} connections, delay {h['delay_ms']} ms, "
-          f"{len(h['calibration'])} calibration runs", file=sys.stderr)
+    print(
+        f"half peak: target {h['target_rps']:,} req/s (50% of {h['peak_rps']:,}), achieved {h['rps']:,} "
+        f"({h['achieved_vs_target']} of target), {h['connections']} connections, delay {h['delay_ms']} ms, "
+        f"{len(h['calibration'])} calibration runs",
+        file=sys.stderr,
+    )
     if abs(h["achieved_vs_target"] - 1) > 0.05:
         print("half peak: WARNING the measured run is more than 5% off its target", file=sys.stderr)
     return out
@@ -385,8 +428,9 @@ def _curl_times(url: str, keys: list[str], n: int) -> list[float]:
     send, wait, receive; a new connection each time, as a shell user gets)."""
     out = []
     for k in keys[:n]:
-        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", f"{url}/v1/keys/{k}"],
-                           capture_output=True, text=True, check=True)
+        p = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", f"{url}/v1/keys/{k}"], capture_output=True, text=True, check=True
+        )
         out.append(float(p.stdout))
     return out
 
@@ -418,10 +462,19 @@ def clients(args, table: Path, keys: list[str]) -> dict:
         out["idle"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 300), 300))
         out["idle"]["python_client"] = _summary_ms(_python_client_times(srv.url, rnd.sample(keys, 5000), 5000))
         w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
-        out["idle"]["wrk"] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
+        out["idle"]["wrk"] = {
+            "mean": w["latency_ms"]["mean"],
+            "p50": w["latency_ms"]["p50"],
+            "p99": w["latency_ms"]["p99"],
+            "rps": w["rps"],
+        }
         # Loaded: wrk at peak (64 connections) in the background for the whole measurement.
-        bg = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", "30s", "--timeout", "5s", "-s",
-                               str(lua_get(keys)), srv.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        bg = subprocess.Popen(
+            ["wrk", "-t", "1", "-c", str(args.connections), "-d", "30s", "--timeout", "5s", "-s", str(lua_get(keys)), srv.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             time.sleep(1.0)
             out["loaded"]["curl"] = _summary_ms(_curl_times(srv.url, rnd.sample(keys, 200), 200))
@@ -431,16 +484,28 @@ def clients(args, table: Path, keys: list[str]) -> dict:
         m = re.search(r"WRKJSON (\{.*\})", stdout)
         if m:
             r = json.loads(m.group(1))
-            out["loaded"]["wrk"] = {"mean": round(r["lat_mean_us"] / 1000, 3), "p50": r["p50_us"] / 1000, "p99": r["p99_us"] / 1000,
-                                    "rps": round(r["requests"] / (r["duration_us"] / 1e6)), "connections": args.connections}
-    for name, srv in (("ceiling", Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app"))),
-                      ("bare_lookup", Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)})),
-                      ("kv", Server("kv", kv_serve(table)))):
+            out["loaded"]["wrk"] = {
+                "mean": round(r["lat_mean_us"] / 1000, 3),
+                "p50": r["p50_us"] / 1000,
+                "p99": r["p99_us"] / 1000,
+                "rps": round(r["requests"] / (r["duration_us"] / 1e6)),
+                "connections": args.connections,
+            }
+    for name, srv in (
+        ("ceiling", Server("ceiling", gunicorn("loadtest.contenders.bare_asgi:app"))),
+        ("bare_lookup", Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)})),
+        ("kv", Server("kv", kv_serve(table))),
+    ):
         with srv:
             srv.wait_ready(f"/v1/keys/{keys[0]}")
             wrk(srv.url, lua_get(keys), 4, 2)
             w = wrk(srv.url, lua_get(keys), 1, min(args.duration, 5))
-            out["concurrency_1"][name] = {"mean": w["latency_ms"]["mean"], "p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"], "rps": w["rps"]}
+            out["concurrency_1"][name] = {
+                "mean": w["latency_ms"]["mean"],
+                "p50": w["latency_ms"]["p50"],
+                "p99": w["latency_ms"]["p99"],
+                "rps": w["rps"],
+            }
     for state in ("idle", "loaded"):
         for name, v in out[state].items():
             print(f"clients {state} {name}: mean {v['mean']} ms, p50 {v['p50']} ms, p99 {v['p99']} ms", file=sys.stderr)
@@ -476,12 +541,17 @@ def memory_by_size(args, sizes: list[int]) -> dict:
                 "lookups": r["requests"],
                 "rps": r["rps"],
                 "workers": len(workers),
-                "per_worker_kib": {k: round(sum(m[k] for m in per) / len(per)) for k in ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean")},
+                "per_worker_kib": {
+                    k: round(sum(m[k] for m in per) / len(per)) for k in ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean")
+                },
                 "master_pss_kib": _smaps(srv.proc.pid)["Pss"],
             }
         w = out[n]["per_worker_kib"]
-        print(f"memory {n:,}: per worker Rss {w['Rss'] / 1024:.0f} MiB, Pss {w['Pss'] / 1024:.0f} MiB, "
-              f"Private_Dirty {w['Private_Dirty'] / 1024:.0f} MiB", file=sys.stderr)
+        print(
+            f"memory {n:,}: per worker Rss {w['Rss'] / 1024:.0f} MiB, Pss {w['Pss'] / 1024:.0f} MiB, "
+            f"Private_Dirty {w['Private_Dirty'] / 1024:.0f} MiB",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -518,11 +588,15 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=4,
-                    help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)")
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)"
+    )
     ap.add_argument("--startup-sizes", default="10000,10000000")
-    ap.add_argument("--memory-sizes", default="10000,1000000,10000000,100000000",
-                    help="table sizes for per-worker memory (bench-data/N.data is generated when missing)")
+    ap.add_argument(
+        "--memory-sizes",
+        default="10000,1000000,10000000,100000000",
+        help="table sizes for per-worker memory (bench-data/N.data is generated when missing)",
+    )
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,latency,clients,memory,memory_by_size,startup")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "http.json"))
     args = ap.parse_args()

@@ -86,8 +86,10 @@ def capacity(s: dict) -> str:
     e, big, h = s["engine"], s["engine-100m"], s["http"]
     builds = {**e.get("build", {}), **big.get("build", {})}
     mem = h.get("memory_by_size", {})
-    rows = ["| records | input | table (x input) | build | build peak RSS | open | per-worker memory (RSS / PSS / private) | lookup hot | lookup cold |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| records | input | table (x input) | build | build peak RSS | open | per-worker memory (RSS / PSS / private) | lookup hot | lookup cold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, b in builds.items():
         if n not in mem:
             continue
@@ -104,8 +106,11 @@ def capacity(s: dict) -> str:
 def clients(s: dict) -> str:
     """Client-side latency, idle and loaded: docs/DESIGN.md's latency table."""
     c = s["http"].get("clients", {})
-    names = {"curl": "curl (new process and connection each time, `time_total`)",
-             "python_client": "Python client `kv.Client.get` (keep-alive)", "wrk": "wrk, 1 connection"}
+    names = {
+        "curl": "curl (new process and connection each time, `time_total`)",
+        "python_client": "Python client `kv.Client.get` (keep-alive)",
+        "wrk": "wrk, 1 connection",
+    }
     loaded = {"curl": "curl", "python_client": "Python client", "wrk": "wrk, 64 connections (the load itself)"}
     rows = ["| server | client | mean | p50 | p99 |", "|---|---|---|---|---|"]
     for state, label in (("idle", names), ("loaded", loaded)):
@@ -114,14 +119,42 @@ def clients(s: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-TABLES = {"capacity": capacity, "clients": clients}
+def _printed(fn, *args) -> str:
+    """What a loadtest/tables.py function prints, as text."""
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "loadtest" / "tables.py")
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        getattr(tables, fn)(*args)
+    return out.getvalue()
+
+
+def engine_tables(s: dict) -> str:
+    """docs/BENCHMARKS.md's engine section: loadtest/tables.py's engine tables."""
+    return _printed("engine", s["engine"], s["engine-100m"])
+
+
+def http_tables(s: dict) -> str:
+    """docs/BENCHMARKS.md's HTTP section: loadtest/tables.py's HTTP tables."""
+    return _printed("http", s["http"])
+
+
+TABLES = {"capacity": capacity, "clients": clients, "engine": engine_tables, "http": http_tables}
 
 
 # -- rewrite and check ---------------------------------------------------------------------------
 
 
 def rewrite(text: str, sources: dict) -> str:
-    text = NUMBER.sub(lambda m: f"<!--n {m['src']} {m['path']} {m['fmt']}-->{render_number(sources, m['src'], m['path'], m['fmt'])}<!--/n-->", text)
+    text = NUMBER.sub(
+        lambda m: f"<!--n {m['src']} {m['path']} {m['fmt']}-->{render_number(sources, m['src'], m['path'], m['fmt'])}<!--/n-->", text
+    )
     return TABLE.sub(lambda m: m["open"] + TABLES[m["name"]](sources) + m["close"], text)
 
 

@@ -72,8 +72,7 @@ class KVUser(FastHttpUser):
 
     @task(2)
     def malformed(self):
-        with self.client.get("/v1/keys/not-a-uuid-" + str(random.randrange(10**6)), name="/v1/keys/[malformed]",
-                             catch_response=True) as r:
+        with self.client.get("/v1/keys/not-a-uuid-" + str(random.randrange(10**6)), name="/v1/keys/[malformed]", catch_response=True) as r:
             if r.status_code == 400:
                 r.success()
             else:
@@ -83,8 +82,9 @@ class KVUser(FastHttpUser):
     def batch(self):
         picked = random.sample(RECORDS, min(BATCH, len(RECORDS)))
         body = json.dumps({"keys": [k for k, _ in picked]})
-        with self.client.post("/v1/batch", data=body, headers={"Content-Type": "application/json"},
-                              name="/v1/batch[50]", catch_response=True) as r:
+        with self.client.post(
+            "/v1/batch", data=body, headers={"Content-Type": "application/json"}, name="/v1/batch[50]", catch_response=True
+        ) as r:
             if r.status_code != 200:
                 r.failure(f"batch: status {r.status_code}")
                 return

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
+# The formatter would dedent the example lines, which --help shows as they are.
+# fmt: off
 """Draw the benchmark plots from docs/bench/*.json into docs/img/*.png.
 
     python loadtest/plots.py
     python loadtest/plots.py --http /tmp/h.json --engine /tmp/e.json --img /tmp/img   # other runs' output
 """
+# fmt: on
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "docs" / "bench"
@@ -52,10 +55,10 @@ def throughput(http: dict) -> Path | None:
     colors = ["#1f77b4" if n == "kv" else "#c7c7c7" if n.startswith("ceiling") else "#999999" for n in names]
     labels = [LABELS[n] for n in names]
     bars = ax.bar(labels, rps, color=colors)
-    for label, n in zip(labels, names):
+    for label, n in zip(labels, names, strict=True):
         ax.scatter([label] * len(rounds[n]), rounds[n], color="black", s=8, zorder=3)
     ceiling = rps[names.index("ceiling")] if "ceiling" in names else None
-    for b, v, n in zip(bars, rps, names):
+    for b, v, n in zip(bars, rps, names, strict=True):
         label = f"{v:,}" + (f"\n{v / ceiling:.2f}x" if ceiling else "")
         ax.annotate(label, (b.get_x() + b.get_width() / 2, max(v, *rounds[n])), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("requests per second")
@@ -63,8 +66,11 @@ def throughput(http: dict) -> Path | None:
     headline = f"kv / ceiling {t['kv_vs_ceiling']}"
     if "kv_vs_ceiling_kvworker" in t:
         headline += f", kv / ceiling under kv's worker {t['kv_vs_ceiling_kvworker']} (medians of per-round ratios)"
-    ax.set_title(f"GET /v1/keys/{{key}}, {http['records']:,} records, 2 workers (typical: 1 process), {http['wrk']}\n"
-                 f"bars: median of {n_rounds} rounds, dots: each round; {headline}", fontsize=8)
+    ax.set_title(
+        f"GET /v1/keys/{{key}}, {http['records']:,} records, 2 workers (typical: 1 process), {http['wrk']}\n"
+        f"bars: median of {n_rounds} rounds, dots: each round; {headline}",
+        fontsize=8,
+    )
     ax.set_ylim(0, max(max(r) for r in rounds.values()) * 1.25)
     return _save(fig, "throughput.png")
 
@@ -84,7 +90,7 @@ def latency(http: dict) -> Path | None:
         xs = [j + (i - 1) * width for j in range(len(qs))]
         target = lat[key].get("target_rps")
         ax.bar(xs, vals, width, label=f"{label}: {lat[key]['rps']:,} req/s" + (f" (target {target:,})" if target else ""))
-        for x, v in zip(xs, vals):
+        for x, v in zip(xs, vals, strict=True):
             ax.annotate(f"{v:.2f}", (x, v), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(qs)), qs)
     ax.set_ylabel("milliseconds (wrk, client side)")

@@ -70,15 +70,38 @@ def main() -> int:
     if not host:
         port = free_port()
         host = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([str(BIN / "kv"), "serve", args.data, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)],
-                                  cwd=ROOT, start_new_session=True)
+        server = subprocess.Popen(
+            [str(BIN / "kv"), "serve", args.data, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)],
+            cwd=ROOT,
+            start_new_session=True,
+        )
     try:
         if server:
             wait_ready(host, server)
         prefix = results / "locust"
-        cmd = [str(BIN / "locust"), "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless", "--host", host,
-               "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.time}s", "--stop-timeout", "5",
-               "--csv", str(prefix), "--html", str(results / "report.html"), "--only-summary", "--exit-code-on-error", "1"]
+        cmd = [
+            str(BIN / "locust"),
+            "-f",
+            str(ROOT / "loadtest" / "locustfile.py"),
+            "--headless",
+            "--host",
+            host,
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            f"{args.time}s",
+            "--stop-timeout",
+            "5",
+            "--csv",
+            str(prefix),
+            "--html",
+            str(results / "report.html"),
+            "--only-summary",
+            "--exit-code-on-error",
+            "1",
+        ]
         env = dict(os.environ, KV_DATA=str(Path(args.data).resolve()))
         print("+", " ".join(cmd), file=sys.stderr)
         code = subprocess.run(cmd, env=env, timeout=args.time + 120).returncode
@@ -93,8 +116,11 @@ def main() -> int:
         rows = {r["Name"]: r for r in csv.DictReader(f)}
     agg = rows["Aggregated"]
     requests, failures, p95 = int(agg["Request Count"]), int(agg["Failure Count"]), float(agg["95%"])
-    print(f"locust: {requests:,} requests, {failures} failures, {float(agg['Requests/s']):,.0f} req/s, "
-          f"p50 {agg['50%']} ms, p95 {p95:g} ms, p99 {agg['99%']} ms", file=sys.stderr)
+    print(
+        f"locust: {requests:,} requests, {failures} failures, {float(agg['Requests/s']):,.0f} req/s, "
+        f"p50 {agg['50%']} ms, p95 {p95:g} ms, p99 {agg['99%']} ms",
+        file=sys.stderr,
+    )
     problems = []
     if requests == 0:
         problems.append("no requests were made")

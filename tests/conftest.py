@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DATA = ROOT.parent / "shared" / "reference" / "example.data"
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""A Docker engine, the kv images and throwaway containers for tests/test_container.py.
+"""A Docker engine, the kv images and throwaway containers for tests/integration/test_container.py.
 
 The engine is whichever answers (DOCKER_HOST, or the default socket); where
 none does, deploy/docker/private-dockerd.sh starts Debian's dockerd (installing
@@ -45,8 +45,10 @@ class Engine:
     def run(self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None):
         proc = subprocess.run(["docker", *map(str, args)], env=self.env, capture_output=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
-            raise AssertionError(f"docker {' '.join(map(str, args))} exited {proc.returncode}:\n"
-                                 f"{proc.stdout.decode(errors='replace')}{proc.stderr.decode(errors='replace')}")
+            raise AssertionError(
+                f"docker {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                f"{proc.stdout.decode(errors='replace')}{proc.stderr.decode(errors='replace')}"
+            )
         return proc
 
     def out(self, *args: str, **kw) -> str:
@@ -126,12 +128,16 @@ def start_engine() -> Engine:
         sweep_leftovers(engine)
         return engine
     if os.geteuid() != 0:
-        pytest.fail("no Docker engine answers and the tests are not root, so they cannot start one "
-                    "(run as root, or set DOCKER_HOST to an engine)", pytrace=False)
+        pytest.fail(
+            "no Docker engine answers and the tests are not root, so they cannot start one (run as root, or set DOCKER_HOST to an engine)",
+            pytrace=False,
+        )
     proc = subprocess.run([str(PRIVATE_DOCKERD), "start"], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        pytest.fail(f"cannot run a Docker engine on this machine (deploy/docker/private-dockerd.sh start "
-                    f"exited {proc.returncode}):\n{proc.stderr}", pytrace=False)
+        pytest.fail(
+            f"cannot run a Docker engine on this machine (deploy/docker/private-dockerd.sh start exited {proc.returncode}):\n{proc.stderr}",
+            pytrace=False,
+        )
     env["DOCKER_HOST"] = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
     engine = Engine(env, started_here=True)
     sweep_leftovers(engine)
@@ -141,8 +147,11 @@ def start_engine() -> Engine:
 def sweep_leftovers(engine: Engine) -> None:
     """On our private engine only: remove what an interrupted earlier run left
     (containers, compose projects, networks and volumes named kvtest*)."""
-    for listing, remove in ((["ps", "-aq"], ["rm", "-f", "-v"]), (["network", "ls", "-q"], ["network", "rm"]),
-                            (["volume", "ls", "-q"], ["volume", "rm"])):
+    for listing, remove in (
+        (["ps", "-aq"], ["rm", "-f", "-v"]),
+        (["network", "ls", "-q"], ["network", "rm"]),
+        (["volume", "ls", "-q"], ["volume", "rm"]),
+    ):
         ids = engine.out(*listing, "--filter", "name=kvtest", check=False).split()
         if ids:
             engine.run(*remove, *ids, check=False)
@@ -161,8 +170,13 @@ def compose_command(engine: Engine) -> list[str]:
     if subprocess.run(["docker", "compose", "version"], env=engine.env, capture_output=True).returncode == 0:
         return ["docker", "compose"]
     subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "docker-compose"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
     if proc.returncode != 0 or not shutil.which("docker-compose"):
         pytest.fail(f"docker-compose is missing and apt-get could not install it:\n{proc.stderr}", pytrace=False)
     return ["docker-compose"]

@@ -30,8 +30,14 @@ def record_bytes(key: bytes, value: bytes, kind: str) -> tuple[bytes, int]:
     return rec, len(rec)
 
 
-def reference_table(records: list[tuple[bytes, bytes]], *, kind: str = "string", load_factor: float = 0.8,
-                    meta: dict | None = None, shard: tuple[int, int] = (0, 1)) -> bytes:
+def reference_table(
+    records: list[tuple[bytes, bytes]],
+    *,
+    kind: str = "string",
+    load_factor: float = 0.8,
+    meta: dict | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> bytes:
     """The table file for `records` (distinct keys, in input order)."""
     xxh3 = xxhash.xxh3_64_intdigest
     region = bytearray()
@@ -72,7 +78,24 @@ def reference_table(records: list[tuple[bytes, bytes]], *, kind: str = "string",
     body = bytes(region) + slot_bytes + meta_bytes
     file_size = PAGE + len(body)
     version = 1 if kind == "uuid" else 2
-    head = HEADER.pack(b"KVTABLE\x00", version, PAGE, n, value_bytes, home_slots, slot_count, max_disp, PAGE, records_size,
-                       slots_offset, meta_offset, len(meta_bytes), file_size, xxh3(body), shard[0], shard[1])
+    head = HEADER.pack(
+        b"KVTABLE\x00",
+        version,
+        PAGE,
+        n,
+        value_bytes,
+        home_slots,
+        slot_count,
+        max_disp,
+        PAGE,
+        records_size,
+        slots_offset,
+        meta_offset,
+        len(meta_bytes),
+        file_size,
+        xxh3(body),
+        shard[0],
+        shard[1],
+    )
     head += xxh3(head).to_bytes(8, "little")
     return head + bytes(PAGE - len(head)) + body

@@ -11,15 +11,22 @@ import time
 from pathlib import Path
 
 import httpx
-
 from conftest import free_port
 
 KV = str(Path(sys.executable).parent / "kv")
 
 
 @contextlib.contextmanager
-def running_server(*args: str, workers: int = 2, env: dict | None = None, timeout: float = 30.0, log_level: str = "warning",
-                   https: bool = False, cacert=None, client_cert=None):
+def running_server(
+    *args: str,
+    workers: int = 2,
+    env: dict | None = None,
+    timeout: float = 30.0,
+    log_level: str = "warning",
+    https: bool = False,
+    cacert=None,
+    client_cert=None,
+):
     """Run `kv serve ARGS --workers N` until the block ends; yields (url, proc).
     The whole process group is terminated at the end, even on failure. With
     `https`, readiness is asked over TLS, verified with `cacert` (and

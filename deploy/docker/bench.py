@@ -75,8 +75,13 @@ def start_container(name: str, data: Path, *args: str, port: int | None = None) 
 def start_host(table: Path, port: int) -> subprocess.Popen:
     """kv serve from this checkout's venv (the host's Python build)."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    return subprocess.Popen([KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def start_host_same_files(container: str, port: int) -> subprocess.Popen:
@@ -86,9 +91,26 @@ def start_host_same_files(container: str, port: int) -> subprocess.Popen:
     without seccomp. Only the container differs from the contender it is paired with."""
     pid = docker("inspect", "-f", "{{.State.Pid}}", container)
     env = {"PATH": "/opt/kv/venv/bin:/usr/bin:/bin", "KV_TABLE_DIR": "/tmp/kv-tables"}
-    return subprocess.Popen(["/usr/sbin/chroot", "--userspec=10001:10001", f"/proc/{pid}/root", "/opt/kv/venv/bin/kv", "serve",
-                             "/data/t.kvt", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            "/usr/sbin/chroot",
+            "--userspec=10001:10001",
+            f"/proc/{pid}/root",
+            "/opt/kv/venv/bin/kv",
+            "serve",
+            "/data/t.kvt",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def server_pids(target) -> list[int]:
@@ -145,16 +167,32 @@ def main() -> int:
             if i % max(1, args.records // 20000) == 0:
                 keys.append(line.split(b" ", 1)[0].decode())
     key = keys[len(keys) // 2]
-    out: dict = {"records": args.records, "table_bytes": table.stat().st_size,
-                 "image_mib": round(int(docker("image", "inspect", "-f", "{{.Size}}", "kv:dev")) / 2**20, 1)}
+    out: dict = {
+        "records": args.records,
+        "table_bytes": table.stat().st_size,
+        "image_mib": round(int(docker("image", "inspect", "-f", "{{.Size}}", "kv:dev")) / 2**20, 1),
+    }
 
     script = lua_get(random.Random(1).sample(keys, min(len(keys), 10000)))
     pub_port, hostnet_port = free_port(), free_port()
     start_container("kvbench-rate", d, "/data/t.kvt", port=pub_port)
     # The same container on the host's network stack: what the container costs
     # without the bridge (veth, netfilter) between wrk and the server.
-    docker("run", "-d", "--name", "kvbench-hostnet", "--network", "host", *HARDENED, "-v", f"{d}:/data:ro", "kv:dev",
-           "/data/t.kvt", "--bind", f"127.0.0.1:{hostnet_port}")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        "kvbench-hostnet",
+        "--network",
+        "host",
+        *HARDENED,
+        "-v",
+        f"{d}:/data:ro",
+        "kv:dev",
+        "/data/t.kvt",
+        "--bind",
+        f"127.0.0.1:{hostnet_port}",
+    )
     procs = []
     try:
         # -- start to first 200 ----------------------------------------------------------------
@@ -165,8 +203,10 @@ def main() -> int:
             start_container(f"kvbench-start-{i}", d, "/data/t.kvt", port=port)
             starts["container_kvt"].append(first_200(f"http://127.0.0.1:{port}/v1/keys/{key}", t0))
             docker("rm", "-f", f"kvbench-start-{i}")
-            for name, starter in (("host_kvt", lambda p: start_host_same_files("kvbench-rate", p)),
-                                  ("host_checkout_venv_kvt", lambda p: start_host(table, p))):
+            for name, starter in (
+                ("host_kvt", lambda p: start_host_same_files("kvbench-rate", p)),
+                ("host_checkout_venv_kvt", lambda p: start_host(table, p)),
+            ):
                 port = free_port()
                 t0 = time.monotonic()
                 proc = starter(port)
@@ -178,19 +218,28 @@ def main() -> int:
             start_container(f"kvbench-startd-{i}", d, "/data/t.data", port=port)
             starts["container_data"].append(first_200(f"http://127.0.0.1:{port}/v1/keys/{key}", t0))
             docker("rm", "-f", f"kvbench-startd-{i}")
-        out["start_to_first_200_s"] = {k: {"median": round(statistics.median(v), 3), "runs": [round(x, 3) for x in v]}
-                                       for k, v in starts.items()}
+        out["start_to_first_200_s"] = {
+            k: {"median": round(statistics.median(v), 3), "runs": [round(x, 3) for x in v]} for k, v in starts.items()
+        }
 
         # -- GET rate, paired rounds -------------------------------------------------------------
         host_port, checkout_port = free_port(), free_port()
         procs = [start_host_same_files("kvbench-rate", host_port), start_host(table, checkout_port)]
         ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "kvbench-rate")
-        urls = {"host": f"http://127.0.0.1:{host_port}", "container": f"http://{ip}:8000",
-                "container_host_network": f"http://127.0.0.1:{hostnet_port}",
-                "container_published_port": f"http://127.0.0.1:{pub_port}",
-                "host_checkout_venv": f"http://127.0.0.1:{checkout_port}"}
-        servers = {"host": procs[0], "container": "kvbench-rate", "container_host_network": "kvbench-hostnet",
-                   "container_published_port": "kvbench-rate", "host_checkout_venv": procs[1]}
+        urls = {
+            "host": f"http://127.0.0.1:{host_port}",
+            "container": f"http://{ip}:8000",
+            "container_host_network": f"http://127.0.0.1:{hostnet_port}",
+            "container_published_port": f"http://127.0.0.1:{pub_port}",
+            "host_checkout_venv": f"http://127.0.0.1:{checkout_port}",
+        }
+        servers = {
+            "host": procs[0],
+            "container": "kvbench-rate",
+            "container_host_network": "kvbench-hostnet",
+            "container_published_port": "kvbench-rate",
+            "host_checkout_venv": procs[1],
+        }
         for u in urls.values():
             first_200(f"{u}/v1/keys/{key}", time.monotonic())
             wrk(u, script, 64, 2)  # warm-up
@@ -208,7 +257,7 @@ def main() -> int:
         others = names[1:]
         for r in range(args.rounds):
             # host first in even rounds, last in odd ones; the others in rotating order
-            rot = others[r % len(others):] + others[:r % len(others)]
+            rot = others[r % len(others) :] + others[: r % len(others)]
             order = ["host", *rot] if r % 2 == 0 else [*rot, "host"]
             row, cpu = {}, {}
             for name in order:
@@ -218,9 +267,11 @@ def main() -> int:
             row["cpu_us_per_request"] = cpu
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr)
-        out["get_rate"] = {"rounds": rounds} | {
-            f"median_ratio_{name}": round(statistics.median(x[f"ratio_{name}"] for x in rounds), 3) for name in others} | {
-            "median_cpu_us_per_request": {name: statistics.median(x["cpu_us_per_request"][name] for x in rounds) for name in names}}
+        out["get_rate"] = (
+            {"rounds": rounds}
+            | {f"median_ratio_{name}": round(statistics.median(x[f"ratio_{name}"] for x in rounds), 3) for name in others}
+            | {"median_cpu_us_per_request": {name: statistics.median(x["cpu_us_per_request"][name] for x in rounds) for name in names}}
+        )
     finally:
         for proc in procs:
             stop_host(proc)

@@ -1,5 +1,7 @@
 """kv build DATA [-o TABLE] (also: python build_table.py DATA [-o TABLE])"""
 
+from __future__ import annotations
+
 import argparse
 import json
 import sys
@@ -10,17 +12,18 @@ from ..options import BuildOptions
 EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot be read or written; no table written", 2: "bad usage"}
 
 
-def add_arguments(p):
-    p.add_argument("data", metavar="DATA", help="data file of `UUID value` lines")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="data file: `UUID value` lines, `key<TAB>value` lines (.tsv) or JSON lines (.jsonl); see --format")
     p.add_argument("-o", "--output", metavar="TABLE", help="table file to write (default: DATA with suffix .kvt)")
     BuildOptions.add_arguments(p)
     p.add_argument("--shards", type=int, default=1, metavar="N", help="split into N shard tables by key prefix (power of two, up to 256)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="show a progress bar (default: when stderr is a terminal)"
+    )
     p.add_argument("--json", action="store_true", help="print the build report as JSON on stdout")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..build import build_table, install_sigterm_cleanup
 
     install_sigterm_cleanup()

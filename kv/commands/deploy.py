@@ -27,43 +27,81 @@ The file's first line names the command that rendered it: run that command
 again (from the repository root) to regenerate it."""
 
 
-def add_arguments(p) -> None:
-    from ..settings import NGINX_BURST as DEFAULT_BURST, NGINX_RATE as DEFAULT_RATE
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..settings import NGINX_BURST as DEFAULT_BURST
+    from ..settings import NGINX_RATE as DEFAULT_RATE
 
     sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    n = sub.add_parser("nginx", help="render the nginx front for sharded servers",
-                       description="Render the nginx front for sharded servers.",
-                       epilog=f"{NGINX_EXAMPLE}\n\n{epilog(EXITS)}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    n = sub.add_parser(
+        "nginx",
+        help="render the nginx front for sharded servers",
+        description="Render the nginx front for sharded servers.",
+        epilog=f"{NGINX_EXAMPLE}\n\n{epilog(EXITS)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     n.add_argument("--shards", type=int, required=True, help="number of shards (power of two, up to 256)")
-    n.add_argument("--upstream", action="append", default=[], metavar="SHARD=HOST:PORT[,HOST:PORT...]",
-                   help="the replicas serving one shard; repeat for every shard")
-    n.add_argument("--keys", choices=("uuid", "string"), default="uuid",
-                   help="the tables' key kind (`kv inspect TABLE` says): uuid keys route in nginx by their first hex "
-                        "digits; string keys go to any shard, which redirects to the key's shard (default uuid)")
+    n.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="SHARD=HOST:PORT[,HOST:PORT...]",
+        help="the replicas serving one shard; repeat for every shard",
+    )
+    n.add_argument(
+        "--keys",
+        choices=("uuid", "string"),
+        default="uuid",
+        help="the tables' key kind (`kv inspect TABLE` says): uuid keys route in nginx by their first hex "
+        "digits; string keys go to any shard, which redirects to the key's shard (default uuid)",
+    )
     n.add_argument("--listen", default="127.0.0.1:8080", help="address nginx listens on (default 127.0.0.1:8080)")
     n.add_argument("--max-fails", type=int, default=1, help="failures before a replica is skipped (default 1)")
     n.add_argument("--fail-timeout", default="5s", help="how long a failed replica is skipped (default 5s)")
     n.add_argument("--certfile", metavar="FILE", help="terminate TLS in nginx with this certificate (needs --keyfile)")
     n.add_argument("--keyfile", metavar="FILE", help="the private key of --certfile")
-    n.add_argument("--rate", type=int, default=DEFAULT_RATE, metavar="N",
-                   help=f"requests/s each client address may send (nginx limit_req; over it: 429; 0: no limit; "
-                        f"default {DEFAULT_RATE})")
-    n.add_argument("--burst", type=int, default=DEFAULT_BURST, metavar="N",
-                   help=f"requests over --rate a client may send at once (default {DEFAULT_BURST})")
+    n.add_argument(
+        "--rate",
+        type=int,
+        default=DEFAULT_RATE,
+        metavar="N",
+        help=f"requests/s each client address may send (nginx limit_req; over it: 429; 0: no limit; default {DEFAULT_RATE})",
+    )
+    n.add_argument(
+        "--burst",
+        type=int,
+        default=DEFAULT_BURST,
+        metavar="N",
+        help=f"requests over --rate a client may send at once (default {DEFAULT_BURST})",
+    )
     n.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"file to write ('-' for stdout; default {DEFAULT_OUTPUT})")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..deploy import command_line, parse_upstreams, render_nginx, write_config
 
     try:
         ups = parse_upstreams(args.upstream)
         tls = {"certfile": args.certfile, "keyfile": args.keyfile, "rate": args.rate, "burst": args.burst}
-        command = command_line(args.shards, ups, listen=args.listen, max_fails=args.max_fails,
-                               fail_timeout=args.fail_timeout, output=args.output, keys=args.keys, **tls)
-        text = render_nginx(args.shards, ups, listen=args.listen, max_fails=args.max_fails,
-                            fail_timeout=args.fail_timeout, command=command, keys=args.keys, **tls)
+        command = command_line(
+            args.shards,
+            ups,
+            listen=args.listen,
+            max_fails=args.max_fails,
+            fail_timeout=args.fail_timeout,
+            output=args.output,
+            keys=args.keys,
+            **tls,
+        )
+        text = render_nginx(
+            args.shards,
+            ups,
+            listen=args.listen,
+            max_fails=args.max_fails,
+            fail_timeout=args.fail_timeout,
+            command=command,
+            keys=args.keys,
+            **tls,
+        )
     except ValueError as e:
         print(f"kv deploy nginx: {e}", file=sys.stderr)
         return Exit.USAGE

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Any
 
 from .. import settings
 from ..errors import InvalidKey
@@ -14,8 +16,7 @@ EXITS = {
     Exit.USAGE: "bad usage or malformed key",
     Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
 }
-EXAMPLE = ("kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; "
-           "kv get -- -KEY (a key starting with '-')")
+EXAMPLE = "kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; kv get -- -KEY (a key starting with '-')"
 
 OUTPUT = """\
 output: one KEY prints its value's raw bytes, with no newline added (so
@@ -34,24 +35,26 @@ def escape_key(key: str) -> str:
     return key.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def add_client_arguments(p) -> None:
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
     """--url, --timeout, --token, --cacert, --cert, --key: where the server is,
     how long to wait for it, and how to prove who the client is."""
     for s in settings.CLIENT_SETTINGS:
         s.add_to(p)
 
 
-def client_kwargs(args) -> dict:
+def client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"timeout": args.timeout, "token": args.token, "cacert": args.cacert, "cert": args.cert, "key": args.key}
 
 
-def add_arguments(p) -> None:
-    p.add_argument("keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "keys", nargs="+", metavar="KEY", help="key(s): UUIDs, or any strings for a string-key table; after `--`, a key may start with '-'"
+    )
     add_client_arguments(p)
     p.description = f"{p.description}\n\n{OUTPUT}"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..client import Client, ServerError, ServerUnreachable
 
     out = sys.stdout.buffer

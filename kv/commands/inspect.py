@@ -1,20 +1,27 @@
 """kv inspect TABLE"""
 
+from __future__ import annotations
+
+import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TableCorrupt
 from .exits import Exit
 
+if TYPE_CHECKING:
+    from ..table import Table
+
 EXITS = {Exit.OK: "printed", Exit.FAILED: "the table is missing, unreadable or corrupt", Exit.USAGE: "bad usage"}
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("table", metavar="TABLE", help="table file")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def describe(t) -> dict:
+def describe(t: Table) -> dict[str, Any]:
     s = t.stats()
     h = t.header
     return {
@@ -37,7 +44,7 @@ def describe(t) -> dict:
     }
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..table import open_table
 
     try:

@@ -11,8 +11,11 @@ from ..publish import DEFAULT_KEEP  # kv.publish imports no heavy package at the
 from .exits import Exit
 from .reload import add_reload_options, logger
 
-EXITS = {Exit.OK: "published (the generation is printed on stdout)", Exit.FAILED: "refused or failed; current is unchanged",
-         Exit.USAGE: "bad usage"}
+EXITS = {
+    Exit.OK: "published (the generation is printed on stdout)",
+    Exit.FAILED: "refused or failed; current is unchanged",
+    Exit.USAGE: "bad usage",
+}
 EXAMPLE = "kv publish new.data --root /var/lib/kv --reload (one line per step on stderr)"
 
 
@@ -26,16 +29,21 @@ def _keep_count(text: str) -> int:
     return n
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="DATA_OR_TABLE", help="data file to build, or a table (.kvt) to copy in")
     p.add_argument("--root", required=True, metavar="DIR", help="publish root (what `kv serve --root` serves)")
-    p.add_argument("--keep", type=_keep_count, default=DEFAULT_KEEP, metavar="N",
-                   help=f"generations to keep besides the current one (default {DEFAULT_KEEP}, at least 1)")
+    p.add_argument(
+        "--keep",
+        type=_keep_count,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"generations to keep besides the current one (default {DEFAULT_KEEP}, at least 1)",
+    )
     BuildOptions.add_arguments(p, prefix="when DATA_OR_TABLE is a data file")
     add_reload_options(p, with_flag=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..errors import DataFormatError
     from ..publish import PublishError, publish, reload
 

@@ -2,36 +2,49 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 
 from .. import settings
 from .exits import Exit
 
-EXITS = {Exit.OK: "reloaded", Exit.FAILED: "refused or failed (no pid file, server not running, bad current table)",
-         Exit.USAGE: "bad usage"}
+EXITS = {
+    Exit.OK: "reloaded",
+    Exit.FAILED: "refused or failed (no pid file, server not running, bad current table)",
+    Exit.USAGE: "bad usage",
+}
 EXAMPLE = "kv reload --root /var/lib/kv"
 
 
-def add_reload_options(p, with_flag: bool) -> None:
+def add_reload_options(p: argparse.ArgumentParser, with_flag: bool) -> None:
     """--pid-file and --wait (and --reload, for publish and rollback)."""
     if with_flag:
         p.add_argument("--reload", action="store_true", help="then SIGHUP the server (as `kv reload` does)")
-    settings.PID_FILE.add_to(p, help="the server's pid file; when neither is given, the first that exists of "
-                                     "ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                   help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)")
+    settings.PID_FILE.add_to(
+        p,
+        help="the server's pid file",
+        shown_default="the first that exists of ROOT/kv.pid, $RUNTIME_DIRECTORY/kv.pid, /run/kv/kv.pid",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGHUP, wait this long for the old workers to exit (0: do not wait; default 30)",
+    )
 
 
-def logger(command: str):
+def logger(command: str) -> Callable[[str], None]:
     return lambda m: print(f"kv {command}: {m}", file=sys.stderr)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR", help="publish root (its kv.pid is one place the pid file is looked for)")
     add_reload_options(p, with_flag=False)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..publish import PublishError, reload
 
     log = logger("reload")

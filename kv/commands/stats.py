@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -11,12 +12,12 @@ from .get import add_client_arguments, client_kwargs
 EXITS = {Exit.OK: "printed", Exit.USAGE: "bad usage", Exit.UNREACHABLE: "server unreachable or answering with an error"}
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..client import Client, ServerError, ServerUnreachable
 
     try:

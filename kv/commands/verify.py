@@ -1,5 +1,8 @@
 """kv verify TABLE"""
 
+from __future__ import annotations
+
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -10,11 +13,11 @@ from .exits import Exit
 EXITS = {Exit.OK: "every table is sound", Exit.FAILED: "a table is corrupt, missing or unreadable", Exit.USAGE: "bad usage"}
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("tables", nargs="+", metavar="TABLE", help="table file(s) to check")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..table import open_table
 
     status = 0
@@ -36,5 +39,5 @@ def run(args) -> int:
 def _without_path(message: str, path: str) -> str:
     for prefix in (f"{path}: ", f"{Path(path)}: "):
         if message.startswith(prefix):
-            return message[len(prefix):]
+            return message[len(prefix) :]
     return message

@@ -57,7 +57,7 @@ def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | 
     return app
 
 
-def live_state(root, max_batch: int, writable: bool) -> State:
+def live_state(root: str | os.PathLike, max_batch: int, writable: bool) -> State:
     """A worker's State on a root: a LiveTable, and a Writer when writable."""
     from ..live import LiveTable
     from ..writes import Writer

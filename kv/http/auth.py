@@ -38,10 +38,11 @@ import hashlib
 import hmac
 import os
 import stat
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.responses import Response
 
+from ..errors import KVError
 from .problems import problem
 
 OPEN_PATHS = (b"/healthz", b"/readyz")  # probes: orchestrators and load balancers carry no token
@@ -49,7 +50,7 @@ MIN_TOKEN, MAX_TOKEN = 8, 512
 COMPARE_UP_TO = 8  # tokens checked one by one with compare_digest; more: a keyed MAC and a set
 
 
-class TokenFileError(ValueError):
+class TokenFileError(KVError, ValueError):
     """The token file cannot be used; the message names the file (and line), never a token."""
 
 
@@ -65,8 +66,9 @@ def read_token_file(path: str) -> list[bytes]:
         if not line or line.startswith(b"#"):
             continue
         if not MIN_TOKEN <= len(line) <= MAX_TOKEN or not all(0x21 <= c <= 0x7E for c in line):
-            raise TokenFileError(f"read token file {path}, line {n}: a token is {MIN_TOKEN} to {MAX_TOKEN} "
-                                 "visible ASCII characters without spaces")
+            raise TokenFileError(
+                f"read token file {path}, line {n}: a token is {MIN_TOKEN} to {MAX_TOKEN} visible ASCII characters without spaces"
+            )
         tokens.append(line)
     if not tokens:
         raise TokenFileError(f"read token file {path} holds no token (one a line; # starts a comment)")
@@ -80,8 +82,7 @@ def permission_warning(path: str) -> str | None:
     except OSError:
         return None
     if mode & stat.S_IROTH:
-        return (f"read token file {path} is readable by every user (mode {stat.S_IMODE(mode):04o}); "
-                f"chmod o-rwx {path}")
+        return f"read token file {path} is readable by every user (mode {stat.S_IMODE(mode):04o}); chmod o-rwx {path}"
     return None
 
 
@@ -151,7 +152,15 @@ class Guard:
         if self.allows(value) or (value is not None and self.allows(b"Bearer " + value[7:])):  # the scheme in any case
             return None
         if value is None or not value[:7].lower() == b"bearer ":
-            return problem(401, "Unauthorized", "this server needs `Authorization: Bearer TOKEN` (a read token)",
-                           headers={"www-authenticate": 'Bearer realm="kv"'})
-        return problem(403, "Forbidden", "the bearer token is not accepted here",
-                       headers={"www-authenticate": 'Bearer realm="kv", error="invalid_token"'})
+            return problem(
+                401,
+                "Unauthorized",
+                "this server needs `Authorization: Bearer TOKEN` (a read token)",
+                headers={"www-authenticate": 'Bearer realm="kv"'},
+            )
+        return problem(
+            403,
+            "Forbidden",
+            "the bearer token is not accepted here",
+            headers={"www-authenticate": 'Bearer realm="kv", error="invalid_token"'},
+        )

@@ -11,7 +11,7 @@ HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
 which enforces the limits, then sends every request whose RAW path starts
 with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
 where a key's "%2F" would become a path separator) and the rest to FastAPI.
-The handler produces the same bytes for a hit (tests/test_fastpath.py proves
+The handler produces the same bytes for a hit (tests/unit/test_fastpath.py proves
 it).
 
 The checked path refuses, each with a problem response:
@@ -240,7 +240,7 @@ class FastPath:
         finally:
             self.state.counts.request(route, status[0], time.perf_counter() - t0)
 
-    async def _write(self, scope, receive, send, route: str, status: list) -> None:
+    async def _write(self, scope: dict, receive: Callable, send: Callable, route: str, status: list) -> None:
         """PUT and DELETE /v1/keys/{key}, POST /v1/write (kv/http/writes.py):
         405 unless writable, then the token (before the body is read), then the body, then the write."""
         state = self.state
@@ -250,15 +250,16 @@ class FastPath:
             return await _closing_if_body(scope, refusal)(scope, receive, send)
         body = b""
         if body_follows:
-            body = await self._read_body(receive, self.max_write_body)
-            if body is None:
+            read = await self._read_body(receive, self.max_write_body)
+            if read is None:
                 status[0] = DISCONNECTED
                 return
-            if isinstance(body, Response):
-                return await _closing_if_body(scope, body)(scope, receive, send)
+            if isinstance(read, Response):
+                return await _closing_if_body(scope, read)(scope, receive, send)
+            body = read
         try:
             resp = await writes.dispatch(state, scope, route, body)
-        except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+        except Exception:  # still an answer, as the api's handler gives
             log.exception("unexpected error on %s %s", scope["method"], route)
             resp = problem(500, "Internal error", "see the server log; the write may or may not have been committed")
         await resp(scope, receive, send)

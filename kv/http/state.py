@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import TableCorrupt
 from ..live import LiveTable
 from ..table import Table
-from ..writes import Writer
+from ..writes import Committed, Writer
 from . import handlers
 from .auth import Guard
 from .problems import problem
@@ -40,7 +40,7 @@ class State:
         # list: it is changed in place.
         self.hit_headers: list = [(b"etag", b""), (b"x-kv-generation", b"")]
         self.generation = ""
-        self.base = None  # the base Table whose record /readyz reads back
+        self.base: Table = table.table if isinstance(table, LiveTable) else table  # whose record /readyz reads back
         self.probe_key: bytes | None = None
         self.on_change()
         if self.live is not None:
@@ -75,15 +75,15 @@ class State:
         self.etag = f'"{generation}"'
         self.hit_headers[0] = (b"etag", self.etag.encode())
         self.hit_headers[1] = (b"x-kv-generation", generation.encode())
-        base = t.table if self.live is not None else t
-        previous = self.base.generation if self.base is not None else None
-        if base is not self.base:
+        base = t.table if isinstance(t, LiveTable) else t
+        previous = self.base.generation if self.base is not base else None
+        if base is not self.base or self.probe_key is None:
             self.base = base
             # A record known to be there, read back by /readyz (from the base: writes may delete it).
             self.probe_key = next((k for k, _ in base.items()), None) if len(base) else None
         metrics.set_table_gauges(t, base.generation, previous)
 
-    def counts_writes(self, committed) -> None:
+    def counts_writes(self, committed: Committed) -> None:
         self.counts.writes[0] += committed.sets
         self.counts.writes[1] += committed.deletes
 

@@ -14,7 +14,7 @@ RENDER_SECONDS.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.responses import Response
 

@@ -1,0 +1,199 @@
+"""Shards behind a real nginx: 2 shards x 2 replicas (4 real servers, 1 worker
+each) on free 127.0.0.1 ports, routed by the config `kv deploy nginx` renders."""
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port
+from serverutil import KV, stop, wait_ready
+
+from kv.client import Client
+from kv.deploy import render_nginx
+from kv.gen import generate_file
+from kv.keys import shard_of
+from kv.shard import build_shards
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
+THREADS = 8
+
+
+def start_replica(table: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_ready(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    data = d / "s.data"
+    generate_file(3000, data, seed=9)
+    records = [(line[:36].decode(), line[37:].rstrip(b"\n")) for line in open(data, "rb")]
+    reports = build_shards(data, d / "s.kvt", shards=2)
+    ports = {(s, r): free_port() for s in range(2) for r in range(2)}
+    replicas = {}
+    front = free_port()
+    nginx = None
+    try:
+        for (s, r), port in ports.items():
+            replicas[(s, r)] = start_replica(Path(reports[s].table), port)
+        conf = render_nginx(
+            2, {s: [f"127.0.0.1:{ports[(s, r)]}" for r in range(2)] for s in range(2)}, listen=f"127.0.0.1:{front}", fail_timeout="2s"
+        )
+        (d / "kv.conf").write_text(conf)
+        (d / "nginx.conf").write_text(f"""
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    include {d}/kv.conf;
+}}
+""")
+        check = subprocess.run([NGINX, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], start_new_session=True)
+        url = f"http://127.0.0.1:{front}"
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v1/shards").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.05)
+        yield {"url": url, "records": records, "replicas": replicas, "ports": ports, "reports": reports, "dir": d}
+    finally:
+        if nginx:
+            nginx.send_signal(signal.SIGQUIT)
+            try:
+                nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+        for p in replicas.values():
+            stop(p)
+
+
+def test_every_key_is_served_through_nginx_byte_exact(cluster):
+    with httpx.Client(base_url=cluster["url"], timeout=5) as c:
+        for k, v in cluster["records"]:
+            r = c.get(f"/v1/keys/{k}")
+            assert r.status_code == 200 and r.content == v, k
+        assert c.get(f"/v1/keys/{cluster['records'][0][0].upper()}").content == cluster["records"][0][1]
+
+
+def test_misses_are_404_and_malformed_keys_400(cluster):
+    with httpx.Client(base_url=cluster["url"]) as c:
+        for _ in range(20):
+            assert c.get(f"/v1/keys/{uuid.uuid4()}").status_code == 404
+        for bad in ("zz-not-a-key", "x", "0123"):
+            assert c.get(f"/v1/keys/{bad}").status_code == 400
+
+
+def test_front_serves_the_shard_map(cluster):
+    m = httpx.get(f"{cluster['url']}/v1/shards").json()
+    assert m["shards"] == 2 and [s["first_prefix"] for s in m["map"]] == ["00", "80"]
+    assert len(m["map"][0]["replicas"]) == 2
+
+
+def test_a_shards_batch_path_routes_to_that_shard_and_unknown_shards_are_404(cluster):
+    k = next(k for k, _ in cluster["records"] if shard_of(k.encode(), 2) == 1)
+    with httpx.Client(base_url=cluster["url"], timeout=5) as c:
+        assert c.post("/v1/shards/1/batch", json={"keys": [k]}).json()["values"] == {k: dict(cluster["records"])[k].decode()}
+        assert c.post("/v1/shards/0/batch", json={"keys": [k]}).status_code == 421  # shard 0 does not hold it
+        for bad in ("2", "99", "007", "12345"):
+            r = c.post(f"/v1/shards/{bad}/batch", json={"keys": [k]})
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", bad
+            assert "numbered 0 to 1" in r.json()["detail"]
+
+
+def test_upstream_connections_idle_out_before_the_servers_keepalive(cluster):
+    conf = (cluster["dir"] / "kv.conf").read_text()
+    assert conf.count("keepalive_timeout 4s;") == 2  # below kv serve's default --keepalive 5
+
+
+def test_shard_servers_answer_421_for_foreign_keys(cluster):
+    k = next(k for k, _ in cluster["records"] if shard_of(k.encode(), 2) == 1)
+    port = cluster["ports"][(0, 0)]
+    r = httpx.get(f"http://127.0.0.1:{port}/v1/keys/{k}")
+    assert r.status_code == 421 and "shard 1" in r.json()["detail"]
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/batch", json={"keys": [k]})
+    assert r.status_code == 421 and r.json()["foreign"] == [{"key": k, "shard": 1}]
+
+
+def test_client_get_many_spans_all_shards(cluster):
+    wanted = random.Random(3).sample(cluster["records"], 1500)
+    with Client(cluster["url"]) as c:
+        assert c.shard_map()["shards"] == 2
+        got = c.get_many([k for k, _ in wanted] + [str(uuid.uuid4())])
+    assert got == dict(wanted)
+    assert list(got) == [k for k, _ in wanted]
+
+
+def test_killing_a_replica_of_each_shard_fails_no_request(cluster):
+    records = cluster["records"]
+    stop_flag = threading.Event()
+    failures = []
+    done = [0]
+    lock = threading.Lock()
+
+    def load():
+        rnd = random.Random()
+        with httpx.Client(base_url=cluster["url"], timeout=5) as c:
+            while not stop_flag.is_set():
+                k, v = rnd.choice(records)
+                try:
+                    r = c.get(f"/v1/keys/{k}")
+                    ok = r.status_code == 200 and r.content == v
+                except httpx.HTTPError as e:
+                    ok, r = False, e
+                with lock:
+                    done[0] += 1
+                    if not ok:
+                        failures.append(repr(r))
+
+    threads = [threading.Thread(target=load) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        for s in range(2):
+            os.killpg(cluster["replicas"][(s, 1)].pid, signal.SIGKILL)
+            cluster["replicas"][(s, 1)].wait()
+        time.sleep(3)
+        killed_phase = done[0]
+        for s in range(2):  # restart them: they take traffic again after fail_timeout
+            cluster["replicas"][(s, 1)] = start_replica(Path(cluster["reports"][s].table), cluster["ports"][(s, 1)])
+        time.sleep(3)
+    finally:
+        stop_flag.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert killed_phase > 500 and done[0] > killed_phase
+    served_by = set()
+    with httpx.Client(base_url=cluster["url"]) as c:
+        for k, _ in records[:200]:
+            served_by.add(c.get(f"/v1/keys/{k}").headers["x-kv-shard-upstream"])
+    restarted = {f"127.0.0.1:{cluster['ports'][(s, 1)]}" for s in range(2)}
+    assert restarted <= served_by
