@@ -554,6 +554,37 @@ static PyObject *mod_xxh3_64(PyObject *Py_UNUSED(mod), PyObject *arg)
     return PyLong_FromUnsignedLongLong(h);
 }
 
+/* unquote(bytes) -> bytes: percent-decoding (RFC 3986) of a raw path segment,
+ * as urllib.parse.unquote_to_bytes does it: "%XX" with two hex digits becomes
+ * that byte, anything else (a lone "%", "%zz", "+") stays as it is. The
+ * string-key hit paths decode every "%"-bearing key with it (Python's takes
+ * about 2 us a key, this about 0.05). */
+static PyObject *mod_unquote(PyObject *Py_UNUSED(mod), PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "unquote() takes bytes");
+        return NULL;
+    }
+    const uint8_t *s = (const uint8_t *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL)
+        return NULL;
+    uint8_t *d = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval[s[i + 1]] >= 0 && hexval[s[i + 2]] >= 0) {
+            d[j++] = (uint8_t)(hexval[s[i + 1]] << 4 | hexval[s[i + 2]]);
+            i += 2;
+        } else {
+            d[j++] = s[i];
+        }
+    }
+    if (j != n && _PyBytes_Resize(&out, j) < 0)
+        return NULL;
+    return out;
+}
+
 /* hash_spans(buffer, starts, ends, out): out[i] = xxh3_64(buffer[starts[i]:ends[i]]).
  * starts and ends are int64 arrays, out a uint64 array, all of one length; the
  * builder hashes a block of keys (or records) in one call, without the GIL. */
@@ -815,6 +846,7 @@ release_k:
 static PyMethodDef module_methods[] = {
     {"hash_spans", mod_hash_spans, METH_VARARGS, "hash_spans(buffer, starts, ends, out): xxh3_64 of each span into out"},
     {"sort_records", mod_sort_records, METH_VARARGS, "sort_records(h64, refs, checks): sort the three in place by (h64, ref)"},
+    {"unquote", mod_unquote, METH_O, "unquote(bytes) -> bytes: percent-decoding, as urllib.parse.unquote_to_bytes"},
     {"xxh3_64", mod_xxh3_64, METH_O, "xxh3_64(buffer) -> int, seed 0 (checked against the xxhash package in tests)"},
     {NULL, NULL, 0, NULL},
 };

@@ -34,19 +34,24 @@ TABLE_KEYS = Gauge("kv_table_keys", "Records in the table a live worker serves",
 TABLE_VALUE_BYTES = Gauge("kv_table_value_bytes", "Sum of value lengths in the served table", ["generation"], multiprocess_mode="livemax")
 TABLE_BYTES = Gauge("kv_table_file_bytes", "Size of the served table file", ["generation"], multiprocess_mode="livemax")
 WRITES = Counter("kv_writes", "Keys written (set or deleted) by committed writes", ["op"])
+PROTOCOL_HITS = Counter(
+    "kv_protocol_hits",
+    "Hits answered inside the connection protocol, before ASGI (kv/http/protocol.py); "
+    "also counted in kv_requests_total and kv_lookups_total",
+)
 WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["generation"], multiprocess_mode="livesum")
 
 OUTCOMES = ("hit", "miss", "invalid")
-_MIDPOINTS = [b / 2 for b in LATENCY_BUCKETS[:1]] + [
-    (a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])
-] + [LATENCY_BUCKETS[-1]]
+_MIDPOINTS = (
+    [b / 2 for b in LATENCY_BUCKETS[:1]] + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])] + [LATENCY_BUCKETS[-1]]
+)
 
 
 class Counts:
     """Per-process tallies the hot path adds to; flushed into prometheus_client.
     `fast_route` labels the fast path's hits (kv/http/routes.py: KEY.path)."""
 
-    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "fast_route", "last_flush", "writes")
+    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "protocol", "fast_route", "last_flush", "writes")
 
     def __init__(self, fast_route: str):
         self.requests: dict[tuple[str, int], int] = {}
@@ -57,6 +62,9 @@ class Counts:
         # Fast-path hits: latency bucket counts only (their sum is estimated
         # from bucket midpoints; a hit takes microseconds).
         self.fast = [0] * (len(LATENCY_BUCKETS) + 1)
+        # The same for hits answered in the connection protocol (kv/http/protocol.py),
+        # counted apart only to tell how many took that path (kv_protocol_hits).
+        self.protocol = [0] * (len(LATENCY_BUCKETS) + 1)
         self.fast_route = fast_route
         self.last_flush = time.monotonic()
 
@@ -92,19 +100,20 @@ class Counts:
             BATCHES.inc(len(batches))
             for size in batches:
                 BATCH_SIZE.observe(size)
-        fast = self.fast
-        if any(fast):
-            n = sum(fast)
-            counts = list(fast)
-            for i in range(len(fast)):  # in place: the fast path holds this list
-                fast[i] = 0
-            fast = counts
-            REQUESTS.labels(self.fast_route, "200").inc(n)
-            child = LATENCY.labels(self.fast_route)
-            for i, c in enumerate(fast):
-                if c:
-                    child._buckets[i].inc(c)
-                    child._sum.inc(c * _MIDPOINTS[i])
+        for fast in (self.fast, self.protocol):
+            if any(fast):
+                n = sum(fast)
+                counts = list(fast)
+                for i in range(len(fast)):  # in place: the fast paths hold these lists
+                    fast[i] = 0
+                REQUESTS.labels(self.fast_route, "200").inc(n)
+                if fast is self.protocol:
+                    PROTOCOL_HITS.inc(n)
+                child = LATENCY.labels(self.fast_route)
+                for i, c in enumerate(counts):
+                    if c:
+                        child._buckets[i].inc(c)
+                        child._sum.inc(c * _MIDPOINTS[i])
         latency, self.latency = self.latency, {}
         for route, counts in latency.items():
             child = LATENCY.labels(route)
@@ -137,8 +146,19 @@ def exposition() -> bytes:
 
 def totals() -> dict:
     """Counter totals summed over all workers, for /v1/stats."""
-    out = {"requests": 0, "lookups": 0, "hits": 0, "misses": 0, "invalid_keys": 0, "batches": 0, "batch_keys": 0,
-           "sets": 0, "deletes": 0, "workers": 0, "by_status": {}}
+    out = {
+        "requests": 0,
+        "lookups": 0,
+        "hits": 0,
+        "misses": 0,
+        "invalid_keys": 0,
+        "batches": 0,
+        "batch_keys": 0,
+        "sets": 0,
+        "deletes": 0,
+        "workers": 0,
+        "by_status": {},
+    }
     for metric in registry().collect():
         for s in metric.samples:
             if s.name == "kv_requests_total":
@@ -182,7 +202,7 @@ def lookups_by_worker() -> dict[str, int]:
         return {str(os.getpid()): totals()["lookups"]}
     out: dict[str, int] = {}
     for path in glob.glob(os.path.join(d, "counter_*.db")):
-        who = os.path.basename(path)[len("counter_"):-len(".db")]
+        who = os.path.basename(path)[len("counter_") : -len(".db")]
         if who != "retired" and not _is_sibling(who):
             continue  # the master's own file (it counts nothing per request), or a worker gone since
         n = 0

@@ -9,6 +9,7 @@ the Python paths even when the extension is present (tests run both).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 
@@ -26,3 +27,14 @@ def native() -> ModuleType | None:
 def implementation() -> str:
     """'c' or 'python': which lookup and hashing code this process uses."""
     return "c" if native() is not None else "python"
+
+
+def unquote_bytes() -> Callable[[bytes], bytes]:
+    """Percent-decoding of a raw path segment: the C `unquote` when built,
+    else urllib's `unquote_to_bytes` (same results; tests compare them)."""
+    c = native()
+    if c is not None and hasattr(c, "unquote"):
+        return c.unquote  # type: ignore[no-any-return]
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes

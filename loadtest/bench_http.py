@@ -8,7 +8,9 @@ by wrk with random keys.
 Contenders (2 gunicorn workers with uvicorn-worker unless noted):
   ceiling          bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
   ceiling_kvworker the same app under kv's worker class      (-k kv.worker.KVWorker)
-  kv               `kv serve TABLE` (fast path + FastAPI)
+  kv               `kv serve TABLE` (hits answered in the protocol, kv/http/protocol.py; ASGI fast path; FastAPI)
+  raw_protocol     a plain uvloop + httptools protocol doing the same lookup, 2 forked
+                   processes on one socket: the limit of Python HTTP here (loadtest/contenders/raw_protocol.py)
   bare_lookup      bare ASGI app doing the mmap table lookup (loadtest/contenders/bare_lookup.py)
   fastapi_route    the same lookup behind a plain FastAPI route
   typical          FastAPI + dict of the whole file, one uvicorn process
@@ -156,6 +158,10 @@ def gunicorn(app: str, workers: int = 2, worker_class: str = "uvicorn_worker.Uvi
     ]
 
 
+def raw_protocol(workers: int = 2) -> list[str]:
+    return [sys.executable, "-m", "loadtest.contenders.raw_protocol", "--port", "{port}", "--workers", str(workers)]
+
+
 def kv_serve(path: Path, workers: int = 2) -> list[str]:
     return [str(BIN / "kv"), "serve", str(path), "--workers", str(workers), "--bind", "127.0.0.1:{port}"]
 
@@ -188,7 +194,7 @@ end
 """
 
 
-def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
+def lua_get(keys: list[str], delay_ms: float | None = None, tag: str = "get") -> Path:
     """A wrk script that requests random keys from a preloaded array of requests
     (request() only indexes an array: Lua work here steals the server's CPU).
 
@@ -199,16 +205,17 @@ def lua_get(keys: list[str], delay_ms: float | None = None) -> Path:
         "local keys = {",
         ",\n".join(f'"{k}"' for k in keys),
         "}",
-        "local reqs = {}",
-        "for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end",
-        "local n = #reqs",
+        "local reqs, n = {}, 0",
+        # In init, not at load: wrk sets the Host header just before init, and
+        # kv answers a request without Host with 400 (RFC 9112, 3.2).
+        "init = function(args) for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end n = #reqs end",
         "request = function() return reqs[math.random(n)] end",
     ]
     if delay_ms is not None:
         whole, frac = int(delay_ms), delay_ms - int(delay_ms)
         body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
         delay_ms = round(delay_ms, 4)
-    path = LUA_DIR / f"get-{len(keys)}-{delay_ms}.lua"
+    path = LUA_DIR / f"{tag}-{len(keys)}-{delay_ms}.lua"
     path.write_text("\n".join(body) + DONE)
     return path
 
@@ -220,9 +227,8 @@ def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
         lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
     lines += [
         "}",
-        "local reqs = {}",
-        "for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end",
-        "local n = #reqs",
+        "local reqs, n = {}, 0",  # built in init, when wrk has set Host (see lua_get)
+        "init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end n = #reqs end",
         "request = function() return reqs[math.random(n)] end",
     ]
     path = LUA_DIR / f"batch-{size}.lua"
@@ -244,12 +250,36 @@ def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, thr
         "rps": round(r["requests"] / secs),
         "requests": r["requests"],
         "errors": errors,
+        "errors_status": r["errors_status"],
         "connections": connections,
         "duration_s": round(secs, 2),
         "latency_ms": {q: round(r[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}
         | {"mean": round(r["lat_mean_us"] / 1000, 3)},
         "command": " ".join(cmd),
     }
+
+
+def check_answers(name: str, r: dict) -> None:
+    """A run whose answers were errors measured the error path: say so loudly."""
+    if r["errors_status"] > 0.001 * max(1, r["requests"]):
+        print(f"WARNING {name}: {r['errors_status']:,} of {r['requests']:,} answers were not 2xx/3xx", file=sys.stderr)
+
+
+def protocol_hits(url: str) -> float:
+    """kv_protocol_hits_total summed over the workers (/metrics lags by up to about 1 s)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("kv_protocol_hits_total"))
+
+
+def protocol_share(url: str, before: float, run: dict) -> float:
+    """The share of a kv run's requests answered in the protocol (kv/http/protocol.py):
+    near 1 when the path measured is the protocol path."""
+    time.sleep(1.2)  # /metrics is rendered at most once a second
+    share = round((protocol_hits(url) - before) / max(1, run["requests"]), 3)
+    if share < 0.95:
+        print(f"WARNING kv: only {share:.1%} of the requests were answered in the protocol", file=sys.stderr)
+    return share
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -265,6 +295,46 @@ def ensure_table(n: int) -> tuple[Path, Path]:
     return data, table
 
 
+def ensure_string_table(n: int) -> tuple[Path, Path]:
+    """The string-key table (kv gen --keys string, as bench_engine.py makes it)."""
+    data, table = WORK / f"{n}-string.tsv", WORK / f"{n}-string.kvt"
+    WORK.mkdir(exist_ok=True)
+    if not data.exists():
+        subprocess.run([str(BIN / "kv"), "gen", str(n), "-o", str(data), "--seed", "1", "--keys", "string"], check=True)
+    if not table.exists() or table.stat().st_mtime < data.stat().st_mtime:
+        subprocess.run([str(BIN / "kv"), "build", str(data), "-o", str(table)], check=True, stderr=subprocess.DEVNULL)
+    return data, table
+
+
+def sample_string_keys(data: Path, n: int, seed: int = 1) -> list[str]:
+    """Random keys of the string table, percent-encoded as a client sends them
+    (":" and "/" are in the alphabet, so most keys take the decoding path)."""
+    from urllib.parse import quote
+
+    keys = []
+    with open(data, "rb") as f:
+        for line in f:
+            keys.append(line.split(b"\t", 1)[0].decode())
+    return [quote(k, safe="") for k in random.Random(seed).sample(keys, min(n, len(keys)))]
+
+
+def lua_get_with_token(keys: list[str], token: str) -> Path:
+    """As lua_get, each request also carrying `Authorization: Bearer TOKEN`
+    (Host first, as wrk and common clients send it)."""
+    body = [
+        "local keys = {",
+        ",\n".join(f'"{k}"' for k in keys),
+        "}",
+        "local reqs, n = {}, 0",
+        "init = function(args) for i, k in ipairs(keys) do reqs[i] = 'GET /v1/keys/' .. k .. ' HTTP/1.1\\r\\nHost: ' .. "
+        f"wrk.host .. ':' .. wrk.port .. '\\r\\nAuthorization: Bearer {token}\\r\\n\\r\\n' end n = #reqs end",
+        "request = function() return reqs[math.random(n)] end",
+    ]
+    path = LUA_DIR / f"get-token-{len(keys)}.lua"
+    path.write_text("\n".join(body) + DONE)
+    return path
+
+
 def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
     keys = []
     with open(data, "rb") as f:
@@ -276,24 +346,42 @@ def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
 # The ratios reported: name -> (numerator, denominator, decimals).
 RATIOS = {
     "kv_vs_ceiling": ("kv", "ceiling", 3),
+    "kv_vs_raw_protocol": ("kv", "raw_protocol", 3),
+    "raw_protocol_vs_ceiling": ("raw_protocol", "ceiling", 3),
     "kv_vs_ceiling_kvworker": ("kv", "ceiling_kvworker", 3),
     "ceiling_kvworker_vs_ceiling": ("ceiling_kvworker", "ceiling", 3),
     "kv_vs_fastapi_route": ("kv", "fastapi_route", 2),
     "kv_vs_typical": ("kv", "typical", 2),
+    "kv_string_vs_kv": ("kv_string", "kv", 3),
+    "kv_token_vs_kv": ("kv_token", "kv", 3),
 }
+BENCH_TOKEN = "bench-token-0123456789abcdef"
 
 
 def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
     script = lua_get(keys)
     ceiling_app = "loadtest.contenders.bare_asgi:app"
+    sdata, stable = ensure_string_table(args.records)
+    skeys = sample_string_keys(sdata, len(keys))
+    token_file = LUA_DIR / "read-tokens"
+    token_file.write_text(BENCH_TOKEN + "\n")
+    token_file.chmod(0o600)
+    scripts = {"kv_string": lua_get(skeys, tag="get-string"), "kv_token": lua_get_with_token(keys, BENCH_TOKEN)}
+    probes = {"kv_string": f"/v1/keys/{skeys[0]}"}
     contenders = {
+        "kv_string": Server("kv_string", kv_serve(stable)),
+        "kv_token": Server("kv_token", kv_serve(table) + ["--read-token-file", str(token_file)]),
         "ceiling": Server("ceiling", gunicorn(ceiling_app)),
         "ceiling_kvworker": Server("ceiling_kvworker", gunicorn(ceiling_app, worker_class="kv.worker.KVWorker")),
         "kv": Server("kv", kv_serve(table)),
+        "raw_protocol": Server("raw_protocol", raw_protocol(), {"KV_TABLE": str(table)}),
         "bare_lookup": Server("bare_lookup", gunicorn("loadtest.contenders.bare_lookup:app"), {"KV_TABLE": str(table)}),
         "fastapi_route": Server("fastapi_route", gunicorn("loadtest.contenders.fastapi_route:app"), {"KV_TABLE": str(table)}),
         "typical": Server("typical", typical(), {"KV_DATA": str(data)}),
     }
+    if args.contenders:
+        wanted = args.contenders.split(",")
+        contenders = {name: srv for name, srv in contenders.items() if name in wanted}
     probe = f"/v1/keys/{keys[0]}"
     results = {name: [] for name in contenders}
     for rnd in range(args.rounds):
@@ -301,10 +389,14 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         for name in order:
             srv = contenders[name]
             with srv:
-                srv.wait_ready(probe)
-                wrk(srv.url, script, args.connections, 2)  # warm-up: page cache, connections
-                r = wrk(srv.url, script, args.connections, args.duration)
+                srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
+                wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
+                before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
+                r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
                 r["round"] = rnd + 1
+                if before is not None:
+                    r["protocol_share"] = protocol_share(srv.url, before, r)
+                check_answers(name, r)
                 results[name].append(r)
                 print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
@@ -317,9 +409,11 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "paired_ratios": {},
     }
     for key, (a, b, digits) in RATIOS.items():
-        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b], strict=False)]
+        if a not in results or b not in results:
+            continue
+        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b], strict=True)]
         out["paired_ratios"][key] = paired
-        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b], strict=False)), digits)
+        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b], strict=True)), digits)
         out[f"{key}_best"] = round(rps[a] / rps[b], digits)
         print(
             f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",
@@ -371,8 +465,12 @@ def latency(args, table: Path, keys: list[str], peak_rps: int | None) -> dict:
     with Server("kv", kv_serve(table)) as srv:
         srv.wait_ready(f"/v1/keys/{keys[0]}")
         wrk(srv.url, lua_get(keys), 16, 2)
+        before = protocol_hits(srv.url)
         out["concurrency_1"] = wrk(srv.url, lua_get(keys), 1, args.duration)
+        out["concurrency_1"]["protocol_share"] = protocol_share(srv.url, before, out["concurrency_1"])
+        before = protocol_hits(srv.url)
         peak = wrk(srv.url, lua_get(keys), args.connections, args.duration)
+        peak["protocol_share"] = protocol_share(srv.url, before, peak)  # the half peak run sends the same requests
         source = "throughput: kv median req/s over the rounds" if peak_rps else "latency: this section's peak run"
         peak_rps = peak_rps or peak["rps"]
         r = paced(srv.url, keys, 0.5 * peak_rps, args.connections, args.duration)
@@ -573,7 +671,7 @@ def startup(args, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
         data, table = ensure_table(n)
-        key = sample_keys(data, 1)[0] if n <= 1_000_000 else open(data, "rb").readline()[:36].decode()
+        key = sample_keys(data, 1)[0] if n <= 1_000_000 else _first_key(data)
         times = []
         for _ in range(3):
             with Server("kv", kv_serve(table)) as srv:
@@ -591,6 +689,7 @@ def main() -> int:
     ap.add_argument(
         "--rounds", type=int, default=4, help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)"
     )
+    ap.add_argument("--contenders", default="", help="comma-separated throughput contenders to run (default: all)")
     ap.add_argument("--startup-sizes", default="10000,10000000")
     ap.add_argument(
         "--memory-sizes",

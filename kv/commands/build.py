@@ -13,7 +13,9 @@ EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot b
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="data file: `UUID value` lines, `key<TAB>value` lines (.tsv) or JSON lines (.jsonl); see --format")
+    p.add_argument(
+        "data", metavar="DATA", help="data file: `UUID value` lines, `key<TAB>value` lines (.tsv) or JSON lines (.jsonl); see --format"
+    )
     p.add_argument("-o", "--output", metavar="TABLE", help="table file to write (default: DATA with suffix .kvt)")
     BuildOptions.add_arguments(p)
     p.add_argument("--shards", type=int, default=1, metavar="N", help="split into N shard tables by key prefix (power of two, up to 256)")

@@ -4,7 +4,8 @@ below sets for uvicorn.
 
 FastAPI's routing, validation and response classes cost more than the table
 lookup itself, so `FastPath` answers plain hits directly: one prefix check, a
-scan of a handful of headers, `Table.get` on the raw path bytes (for a string
+scan of a handful of headers (no body, Host first, nothing conditional or
+JSON, the read token), `Table.get` on the raw path bytes (for a string
 table percent-decoded first, only when they hold a "%"), one precomputed
 header list, two `send` calls. Everything else (misses, malformed keys, JSON,
 HEAD, If-None-Match, every other route) takes the checked path, `_slow`,
@@ -13,6 +14,13 @@ with /v1/keys/ to the key handler itself (FastAPI routes on the decoded path,
 where a key's "%2F" would become a path separator) and the rest to FastAPI.
 The handler produces the same bytes for a hit (tests/unit/test_fastpath.py proves
 it).
+
+Under kv's worker most plain hits never reach this module's ASGI app: the
+connection protocol answers them first (kv/http/protocol.py), by the same
+rules, which live here (`plain_headers`, `plain_lookup`) so that both fast
+paths answer exactly the same requests. This one answers the plain GET hits
+the protocol leaves to uvicorn: those pipelined behind a request in flight,
+and every hit under another server.
 
 The checked path refuses, each with a problem response:
 - a request target (path and query) over MAX_PATH bytes: 414;
@@ -36,8 +44,8 @@ import logging
 import struct
 import time
 from bisect import bisect_left
-from typing import Any, Callable
-from urllib.parse import unquote_to_bytes
+from collections.abc import Callable
+from typing import Any
 
 from starlette.responses import Response
 from xxhash import xxh3_64_intdigest
@@ -46,6 +54,7 @@ from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
 from ..head import COUNTER_AT
 from ..keys import MAX_STRING_KEY
+from ..speedups import unquote_bytes
 from . import writes
 from .handlers import batch_from_body, key_from_scope
 from .negotiation import content_type
@@ -74,6 +83,87 @@ DISCONNECTED = 499  # the status label of a request whose client left before its
 ASGIApp = Callable[..., Any]
 
 
+def plain_headers(headers: list[tuple[bytes, bytes]], allows: Callable[[bytes | None], bool] | None) -> bool:
+    """Whether a request's headers let a hit be answered on a fast path (the
+    ASGI one here, the protocol one in kv/http/protocol.py): the same rules
+    for both, so that both answer exactly the same requests.
+
+    Conditional, JSON (any case: RFC 9110 media types are case-insensitive)
+    and oversized requests take the checked path, which checks every limit
+    (431, 414) and says why; so do requests with a body (Content-Length or
+    Transfer-Encoding: the checked path bounds it). Host comes first from
+    every client and proxy we know (curl, httpx, wrk, browsers, nginx); a
+    request whose first header is not Host, perhaps missing it (a 400), takes
+    the checked path. With read tokens, the Authorization header must hold
+    one (the checked path answers 401 or 403 otherwise)."""
+    bearer = None
+    for name, value in headers:
+        if (
+            name == b"if-none-match"
+            or (name == b"accept" and b"json" in value.lower())
+            or len(name) + len(value) > FAST_MAX_FIELD
+            or name == b"content-length"
+            or name == b"transfer-encoding"
+        ):
+            return False
+        if name == b"authorization":
+            bearer = value
+    if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
+        return False
+    return allows is None or allows(bearer)
+
+
+def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
+    """The function of a key as it is in the raw path (after /v1/keys/, still
+    percent-encoded) that returns its value on a hit of this server's table,
+    None on anything else (a miss, a malformed key, a key of another shard, a
+    corrupt record: the checked path looks again and says why).
+
+    String keys arrive percent-encoded; one that has no "%" is its own bytes.
+    UUID keys are never decoded here (a plain UUID has no "%"; an encoded one
+    misses and the checked path decodes it)."""
+    get = state.table.get
+    decode = state.table.key_kind == "string"
+    unquote = unquote_bytes()  # C when built: urllib's takes ~2 us a key
+    if state.shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
+        own, table_get = state.shard[0], get
+        if decode:
+            mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
+
+            def get(kb: bytes) -> bytes | None:
+                return table_get(kb) if xxh3(kb) & mask == own else None
+        else:
+            shift = 8 - (state.shard[1].bit_length() - 1)
+
+            def get(kb: bytes) -> bytes | None:
+                try:
+                    return table_get(kb) if int(kb[:2], 16) >> shift == own else None
+                except ValueError:
+                    return None
+
+    def lookup(key: bytes) -> bytes | None:
+        try:
+            return get(unquote(key) if decode and b"%" in key else key)
+        except (InvalidKey, TableCorrupt):
+            return None
+
+    live = state.live
+    if live is None:
+        return lookup
+    # On a root the protocol path (kv/http/protocol.py), which answers before
+    # the ASGI app, makes the per-request head check itself: one unpack, one
+    # compare; on a change the worker catches up (and State.hit_headers
+    # follow) before the lookup.
+    counter, head, seen, catch_up, plain_get = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up, lookup
+
+    def live_lookup(key: bytes) -> bytes | None:
+        if counter(head, COUNTER_AT)[0] != seen[0]:
+            catch_up()
+        return plain_get(key)
+
+    return live_lookup
+
+
 class FastPath:
     """Pure ASGI front: answers plain GET hits itself, passes all else to `api`."""
 
@@ -93,31 +183,11 @@ class FastPath:
         api = self.api
         slow = self._slow
         state = self.state
-        get = state.table.get
-        # String keys arrive percent-encoded; one that has no "%" is its own
-        # bytes. UUID keys are never decoded here (a plain UUID has no "%"; an
-        # encoded one misses and the checked path decodes it).
-        decode = state.table.key_kind == "string"
-        unquote = unquote_to_bytes
-        if state.shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
-            own, table_get = state.shard[0], get
-            if decode:
-                mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
-
-                def get(kb: bytes) -> bytes | None:
-                    return table_get(kb) if xxh3(kb) & mask == own else None
-            else:
-                shift = 8 - (state.shard[1].bit_length() - 1)
-
-                def get(kb: bytes) -> bytes | None:
-                    try:
-                        return table_get(kb) if int(kb[:2], 16) >> shift == own else None
-                    except ValueError:
-                        return None
+        lookup = plain_lookup(state)
+        plain = plain_headers
         prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
         lookups = state.counts.lookups
         fast = state.counts.fast
-        hit_headers = state.hit_headers  # changed in place when the generation moves
         # On a root, every request first compares the head page's change
         # counter with the one this worker applied: one unpack, one compare
         # (kv/live.py); only when it moved does the worker catch up.
@@ -138,42 +208,27 @@ class FastPath:
             if live is not None and counter(head, COUNTER_AT)[0] != seen[0]:
                 catch_up()
             raw = scope["raw_path"]
-            if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"]:
-                headers = scope["headers"]
-                bearer = None
-                for name, value in headers:
-                    # Conditional, JSON (any case: RFC 9110 media types are
-                    # case-insensitive) and oversized requests take the full
-                    # path, which checks every limit (431, 414) and says why.
-                    if name == b"if-none-match" or (name == b"accept" and b"json" in value.lower()) or len(name) + len(value) > FAST_MAX_FIELD:
-                        break
-                    if name == b"authorization":
-                        bearer = value
-                else:
-                    # Host comes first from every client and proxy we know
-                    # (curl, httpx, wrk, browsers, nginx); a request whose
-                    # first header is not Host, perhaps missing it (a 400),
-                    # takes the checked path.
-                    if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
-                        return await slow(scope, receive, send, t0)
-                    if allows is not None and not allows(bearer):
-                        return await slow(scope, receive, send, t0)  # 401 or 403, said there
-                    key = raw[cut:]
-                    try:
-                        value = get(unquote(key) if decode and b"%" in key else key)
-                    except (InvalidKey, TableCorrupt):
-                        value = None  # FastAPI says why
-                    if value is not None:
-                        etag, generation = hit_headers
-                        await send({"type": "http.response.start", "status": 200, "headers": [
-                            etag, generation, (b"content-length", b"%d" % len(value)),
-                            as_text if value.isascii() else (b"content-type", content_type(value).encode()),
-                        ]})
-                        await send({"type": "http.response.body", "body": value})
-                        lookups[0] += 1
-                        took = clock() - t0
-                        fast[0 if took <= first else where(buckets, took)] += 1  # nearly always the first bucket
-                        return
+            if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"] and plain(scope["headers"], allows):
+                value = lookup(raw[cut:])
+                if value is not None:
+                    etag, generation = state.hit_headers  # read per request: they may change with the generation
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                etag,
+                                generation,
+                                (b"content-length", b"%d" % len(value)),
+                                as_text if value.isascii() else (b"content-type", content_type(value).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": value})
+                    lookups[0] += 1
+                    took = clock() - t0
+                    fast[0 if took <= first else where(buckets, took)] += 1  # nearly always the first bucket
+                    return
             await slow(scope, receive, send, t0)
 
         return call
@@ -211,9 +266,13 @@ class FastPath:
                     if scope["method"] in KEY.served:
                         resp = key_from_scope(self.state, scope)
                     else:  # as FastAPI's 405 (kv/http/app.py http_error)
-                        resp = problem(405, "Method not allowed", f"{scope['method']} is not allowed on {scope['path'][:200]}",
-                                       headers={"Allow": ", ".join(KEY.served + (("PUT", "DELETE") if self.state.writer else ()))})
-                except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+                        resp = problem(
+                            405,
+                            "Method not allowed",
+                            f"{scope['method']} is not allowed on {scope['path'][:200]}",
+                            headers={"Allow": ", ".join(KEY.served + (("PUT", "DELETE") if self.state.writer else ()))},
+                        )
+                except Exception:
                     log.exception("unexpected error on %s %s", scope["method"], KEY.path)
                     resp = problem(500, "Internal error", "see the server log")
                 return await resp(scope, receive, send_counted)
@@ -231,7 +290,7 @@ class FastPath:
                     # objects cost more than looking up 100 keys.
                     try:
                         resp = batch_from_body(self.state, body)
-                    except Exception:  # noqa: BLE001 - still an answer, as the api's handler gives
+                    except Exception:
                         log.exception("unexpected error on POST %s", BATCH.path)
                         resp = problem(500, "Internal error", "see the server log")
                     return await resp(scope, receive, send_counted)
@@ -274,15 +333,15 @@ class FastPath:
         if sum(len(n) + len(v) for n, v in headers) > MAX_HEADERS:
             return problem(431, "Request header fields too large", f"headers exceed {MAX_HEADERS} bytes")
         if len(headers) > MAX_HEADER_FIELDS:
-            return problem(431, "Request header fields too large",
-                           f"{len(headers)} header fields; the limit is {MAX_HEADER_FIELDS}")
+            return problem(431, "Request header fields too large", f"{len(headers)} header fields; the limit is {MAX_HEADER_FIELDS}")
         if scope.get("http_version") == "1.1" and not any(name == b"host" for name, _ in headers):
             return problem(400, "Bad request", "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)")
         limit = self.max_write_body if scope["method"] in WRITE_METHODS and self.state.writer is not None else self.max_body
         for name, value in headers:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                return problem(413, "Request body too large",
-                               f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {limit} bytes")
+                return problem(
+                    413, "Request body too large", f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {limit} bytes"
+                )
         return None
 
     async def _read_body(self, receive, limit: int | None = None) -> bytes | Response | None:
@@ -302,8 +361,12 @@ class FastPath:
                     if not message.get("more_body", False):
                         return bytes(body)
         except TimeoutError:
-            return problem(408, "Request timeout", f"the request body took longer than {self.body_seconds:g} s to arrive",
-                           headers={"connection": "close"})
+            return problem(
+                408,
+                "Request timeout",
+                f"the request body took longer than {self.body_seconds:g} s to arrive",
+                headers={"connection": "close"},
+            )
 
 
 def _closing_if_body(scope, response: Response) -> Response:

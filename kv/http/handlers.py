@@ -13,7 +13,6 @@ import base64
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -22,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
 from ..keys import SHARD_REDIRECT, shard_of, string_shard_of
+from ..speedups import unquote_bytes
 from .negotiation import JSON, content_type, etag_matches, mentions_json, wants_json
 from .problems import problem
 
@@ -32,6 +32,7 @@ KEY_PATH = "/v1/keys/{key}"
 KEY_PREFIX = KEY_PATH.partition("{")[0].encode()  # b"/v1/keys/": keys route on the raw path from here
 OPENAPI_PATH = "/openapi.json"
 STATIC_PATH = "/static-docs"
+_unquote = unquote_bytes()  # percent-decoding of raw key paths (C when built)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -51,8 +52,8 @@ def key_from_scope(state: State, scope: Mapping[str, Any]) -> Response:
     table they are decoded as the ASGI server decodes `path`, so UUID answers
     are as they always were."""
     raw = scope.get("raw_path") or scope["path"].encode("utf-8")
-    raw = raw.partition(b"?")[0][len(KEY_PREFIX):]  # some test clients leave the query in raw_path
-    kb = unquote_to_bytes(raw) if b"%" in raw else raw
+    raw = raw.partition(b"?")[0][len(KEY_PREFIX) :]  # some test clients leave the query in raw_path
+    kb = _unquote(raw) if b"%" in raw else raw
     accept, if_none_match = "", None
     for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
         if name == b"accept" and not accept:
@@ -65,8 +66,13 @@ def key_from_scope(state: State, scope: Mapping[str, Any]) -> Response:
         except UnicodeDecodeError as e:
             state.counts.lookups[2] += 1
             shown = kb[:100].decode("utf-8", "backslashreplace")
-            return problem(400, "Invalid key", f"key {shown!r} is not valid UTF-8 (byte {e.start + 1} of the "
-                           "percent-decoded key); a key is a UTF-8 string, percent-encoded in the URL", key=shown)
+            return problem(
+                400,
+                "Invalid key",
+                f"key {shown!r} is not valid UTF-8 (byte {e.start + 1} of the "
+                "percent-decoded key); a key is a UTF-8 string, percent-encoded in the URL",
+                key=shown,
+            )
     else:
         key = kb.decode("utf-8", "replace")
     return key_response(state, key, scope["method"], accept, if_none_match)
@@ -94,10 +100,14 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
             return problem(400, "Invalid key", str(e), key=key[:100])
         home = (string_shard_of if strings else shard_of)(kb, state.shard[1])
         if home != state.shard[0]:
-            return problem(421, "Misdirected request",
-                           f"key {_shown(state, key) if strings else kb.decode()} belongs to shard {home} of {state.shard[1]}; "
-                           f"this server holds shard {state.shard[0]}", shard=home,
-                           headers={"x-accel-redirect": SHARD_REDIRECT.format(index=home)} if strings else None)
+            return problem(
+                421,
+                "Misdirected request",
+                f"key {_shown(state, key) if strings else kb.decode()} belongs to shard {home} of {state.shard[1]}; "
+                f"this server holds shard {state.shard[0]}",
+                shard=home,
+                headers={"x-accel-redirect": SHARD_REDIRECT.format(index=home)} if strings else None,
+            )
     try:
         value = state.table.get(key)
     except InvalidKey as e:
@@ -107,8 +117,12 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
         return state.corrupt(e)
     if value is None:
         counts.lookups[1] += 1
-        return problem(404, "Not found", f"key {_shown(state, key)} is not in this table (generation {state.table.generation})",
-                       headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid})
+        return problem(
+            404,
+            "Not found",
+            f"key {_shown(state, key)} is not in this table (generation {state.table.generation})",
+            headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid},
+        )
     counts.lookups[0] += 1
     headers = {"etag": state.etag, "x-kv-generation": state.table.generation}
     if if_none_match is not None and etag_matches(if_none_match, state.etag):
@@ -119,8 +133,7 @@ def key_response(state: State, key: str, method: str, accept: str, if_none_match
             body = {"key": key, "value": text}
         except UnicodeDecodeError:
             body = {"key": key, "value_base64": base64.b64encode(value).decode()}
-        return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), headers=headers,
-                        media_type=JSON)
+        return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), headers=headers, media_type=JSON)
     return Response(value, headers=headers, media_type=content_type(value))
 
 
@@ -137,13 +150,12 @@ def batch_from_body(state: State, body: bytes) -> Response:
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:
-        return problem(400, "Bad request", f"body is not valid JSON ({e}); expected {{\"keys\": [\"<uuid>\", ...]}}")
+        return problem(400, "Bad request", f'body is not valid JSON ({e}); expected {{"keys": ["<uuid>", ...]}}')
     keys = payload.get("keys") if isinstance(payload, dict) else None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return problem(400, "Bad request", 'expected a JSON object {"keys": ["<uuid>", ...]} with a list of strings')
     if len(keys) > state.max_batch:
-        return problem(413, "Batch too large", f"{len(keys)} keys; at most {state.max_batch} per batch, split it",
-                       limit=state.max_batch)
+        return problem(413, "Batch too large", f"{len(keys)} keys; at most {state.max_batch} per batch, split it", limit=state.max_batch)
     return batch_response(state, keys)
 
 
@@ -189,17 +201,23 @@ def batch_response(state: State, keys: list[str]) -> Response:
         counts.lookups[2] += len(bad)
         return problem(400, "Invalid keys", f"{len(bad)} malformed key(s), first: {bad[0]['reason']}", invalid=bad[:20])
     if foreign:
-        return problem(421, "Misdirected request",
-                       f"{len(foreign)} key(s) belong to other shards; this server holds shard {index} of {count}",
-                       foreign=[{"key": k, "shard": s} for k, s in foreign[:100]])
+        return problem(
+            421,
+            "Misdirected request",
+            f"{len(foreign)} key(s) belong to other shards; this server holds shard {index} of {count}",
+            foreign=[{"key": k, "shard": s} for k, s in foreign[:100]],
+        )
     counts.lookups[0] += len(keys) - len(missing)
     counts.lookups[1] += len(missing)
     counts.batches.append(len(keys))
     body = {"generation": state.table.generation, "values": values, "missing": missing}
     if binary:
         body["values_base64"] = binary
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), media_type=JSON,
-                    headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid})
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        media_type=JSON,
+        headers={"x-kv-generation": state.table.generation, "x-kv-worker": state.pid},
+    )
 
 
 # -- operations ---------------------------------------------------------------------------
@@ -217,23 +235,25 @@ def stats(state: State, request: Request) -> Response:
 def render_stats(state: State) -> Response:
     state.counts.flush()
     t = state.table
-    return JSONResponse({
-        "keys": len(t),
-        "key_kind": t.key_kind,
-        "value_bytes": t.value_bytes,
-        "table_bytes": t.file_bytes,
-        "generation": t.generation,
-        "built_at": t.meta.get("built_at"),
-        "source": t.meta.get("source"),
-        "shard": {"index": state.shard[0], "count": state.shard[1]},
-        "worker": int(state.pid),
-        # On a root: the base table, and the changes on top of it (docs/WRITES.md).
-        "writable": state.writer is not None,
-        "base_generation": state.base.generation,
-        "pending_changes": state.live.pending if state.live is not None else 0,
-        **metrics.totals(),
-        "lookups_by_worker": metrics.lookups_by_worker(),
-    })
+    return JSONResponse(
+        {
+            "keys": len(t),
+            "key_kind": t.key_kind,
+            "value_bytes": t.value_bytes,
+            "table_bytes": t.file_bytes,
+            "generation": t.generation,
+            "built_at": t.meta.get("built_at"),
+            "source": t.meta.get("source"),
+            "shard": {"index": state.shard[0], "count": state.shard[1]},
+            "worker": int(state.pid),
+            # On a root: the base table, and the changes on top of it (docs/WRITES.md).
+            "writable": state.writer is not None,
+            "base_generation": state.base.generation,
+            "pending_changes": state.live.pending if state.live is not None else 0,
+            **metrics.totals(),
+            "lookups_by_worker": metrics.lookups_by_worker(),
+        }
+    )
 
 
 def prometheus(state: State, request: Request) -> Response:
@@ -276,10 +296,20 @@ def openapi(state: State, request: Request) -> Response:
 
 
 def swagger(state: State, request: Request) -> Response:
-    return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title="kv API", swagger_js_url=f"{STATIC_PATH}/swagger-ui-bundle.js",
-                               swagger_css_url=f"{STATIC_PATH}/swagger-ui.css", swagger_favicon_url=f"{STATIC_PATH}/favicon.png")
+    return get_swagger_ui_html(
+        openapi_url=OPENAPI_PATH,
+        title="kv API",
+        swagger_js_url=f"{STATIC_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{STATIC_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{STATIC_PATH}/favicon.png",
+    )
 
 
 def redoc(state: State, request: Request) -> HTMLResponse:
-    return get_redoc_html(openapi_url=OPENAPI_PATH, title="kv API", redoc_js_url=f"{STATIC_PATH}/redoc.standalone.js",
-                          redoc_favicon_url=f"{STATIC_PATH}/favicon.png", with_google_fonts=False)
+    return get_redoc_html(
+        openapi_url=OPENAPI_PATH,
+        title="kv API",
+        redoc_js_url=f"{STATIC_PATH}/redoc.standalone.js",
+        redoc_favicon_url=f"{STATIC_PATH}/favicon.png",
+        with_google_fonts=False,
+    )

@@ -2,7 +2,11 @@
 silent and slow clients are closed after the keep-alive timeout, a complete
 request split across packets is still served, and a reload answers the next
 request on an old keep-alive connection with `Connection: close` instead of
-resetting it."""
+resetting it.
+
+Every request here is a plain hit (Host first, nothing in flight), so these
+rules are tested on the path that answers it in the protocol (kv/worker.py
+rule 8, kv/http/protocol.py); tests/test_protocol.py checks that path is taken."""
 
 import contextlib
 import os
@@ -38,7 +42,7 @@ def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
     head, body = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status = int(re.match(r"HTTP/1\.1 (\d{3})", lines[0]).group(1))
-    headers = dict((k.lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:]))
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     while len(body) < int(headers.get("content-length", 0)):
         body += s.recv(65536)
     return status, headers, body
@@ -115,7 +119,7 @@ def test_keepalive_connections_survive_between_requests_within_the_timeout(serve
 
 def test_reload_answers_an_old_keepalive_connection_with_connection_close(gen_table):
     table, records = gen_table
-    (k1, v1), (k2, v2) = records[10], records[11]
+    (k1, _), (k2, v2) = records[10], records[11]
     with running_server(table, "--keepalive", "5", workers=1) as (url, proc):
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -146,12 +150,21 @@ def test_reload_answers_an_old_keepalive_connection_with_connection_close(gen_ta
 
 def test_default_worker_count_follows_the_cpus_this_process_may_use():
     """In a container or under taskset, the host's core count is not ours to use."""
-    code = ("import os; os.sched_setaffinity(0, {0}); "
-            "from kv.gunicorn_conf import available_cpus; print(available_cpus())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"})
+    code = "import os; os.sched_setaffinity(0, {0}); from kv.gunicorn_conf import available_cpus; print(available_cpus())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"},
+    )
     assert out.stdout.strip() == "1"
     code = "import os; os.sched_setaffinity(0, {0}); import kv.gunicorn_conf as g; print(g.workers)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "KV_WORKERS"},
+    )
     assert out.stdout.strip() == "1"

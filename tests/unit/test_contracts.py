@@ -9,6 +9,7 @@ worker failing at run time.
 """
 
 import inspect
+import re
 
 import pytest
 
@@ -21,8 +22,16 @@ def _has(obj, *names):
 def test_uvicorn_protocol_has_what_kv_worker_overrides_and_reads():
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-    _has(HttpToolsProtocol, "connection_made", "shutdown", "timeout_keep_alive_handler", "data_received", "on_url",
-         "on_headers_complete", "on_message_complete")
+    _has(
+        HttpToolsProtocol,
+        "connection_made",
+        "shutdown",
+        "timeout_keep_alive_handler",
+        "data_received",
+        "on_url",
+        "on_headers_complete",
+        "on_message_complete",
+    )
     init = inspect.getsource(HttpToolsProtocol.__init__)
     for attr in ("self.timeout_keep_alive_task", "self.timeout_keep_alive", "self.server_state", "self.cycle", "self.loop"):
         assert attr in init, f"HttpToolsProtocol.__init__ no longer sets {attr}"
@@ -111,3 +120,194 @@ def test_what_kv_arbiter_relies_on_for_reload_order():
     reload = inspect.getsource(Arbiter.reload)
     assert reload.index("self.spawn_worker()") < reload.index("self.manage_workers()")
     _has(WorkerTmp, "notify", "last_update")
+
+
+# -- kv/http/protocol.py: plain hits answered in the protocol (kv/worker.py rule 8) ----------------
+
+
+def test_what_the_protocol_path_reads_and_sets_in_uvicorn():
+    """The attributes answer() reads on the connection, and the steps of
+    uvicorn's own request handling it stands in for."""
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+    from uvicorn.server import ServerState
+
+    init = inspect.getsource(HttpToolsProtocol.__init__)
+    for attr in (
+        "self.parser",
+        "self.access_log",
+        "self.limit_concurrency",
+        "self.connections",
+        "self.tasks",
+        "self.flow",
+        "self.pipeline",
+        "self.headers",
+        "self.expect_100_continue",
+        "self.cycle",
+        "self.timeout_keep_alive_task",
+        "self.timeout_keep_alive",
+        "self.server_state",
+        "self.loop",
+    ):
+        assert attr in init, f"HttpToolsProtocol.__init__ no longer sets {attr}: kv/http/protocol.py reads it"
+    # kv/worker.py's on_message_begin resets these and leaves the scope to on_headers_complete.
+    begin = inspect.getsource(HttpToolsProtocol.on_message_begin)
+    assigned = sorted(set(re.findall(r"^\s+(self\.\w+)\s*=", begin, re.M)))
+    assert assigned == ["self.expect_100_continue", "self.headers", "self.scope", "self.url"], (
+        f"uvicorn's on_message_begin now sets {assigned}: re-check KVHttpProtocol.on_message_begin"
+    )
+    assert '"headers": self.headers' in begin
+    for method in (HttpToolsProtocol.on_url, HttpToolsProtocol.on_header):
+        assert "self.scope" not in inspect.getsource(method), "the scope is read before on_headers_complete"
+    assert "self.url += url" in inspect.getsource(HttpToolsProtocol.on_url)
+    assert "self.headers.append((name, value))" in inspect.getsource(HttpToolsProtocol.on_header)
+    assert "name.lower()" in inspect.getsource(HttpToolsProtocol.on_header), "header names are no longer lower-cased"
+    _has(httptools.HttpRequestParser, "get_method", "should_keep_alive", "should_upgrade", "get_http_version")
+    assert hasattr(ServerState(), "total_requests") and hasattr(ServerState(), "default_headers")
+
+    # Where rule 8 steps in: on_headers_complete starts the ASGI task, or queues behind one in flight.
+    headers_complete = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    for text in (
+        "existing_cycle is None or existing_cycle.response_complete",
+        "self._start_asgi_task(self.cycle, app)",
+        "self.pipeline.appendleft",
+        'keep_alive=http_version != "1.0" and self.parser.should_keep_alive()',
+        "default_headers=self.server_state.default_headers",
+    ):
+        assert text in headers_complete, f"uvicorn's on_headers_complete changed ({text!r}): re-check kv/http/protocol.py"
+    # The answered request's cycle (protocol.ANSWERED) stops uvicorn's later callbacks.
+    for method in (HttpToolsProtocol.on_message_complete, HttpToolsProtocol.on_body):
+        assert "self.cycle.response_complete" in inspect.getsource(method) and "return" in inspect.getsource(method)
+    assert "self.cycle.message_event.set()" in inspect.getsource(HttpToolsProtocol.connection_lost)
+    # What uvicorn does after a response, which answer() does too.
+    done = inspect.getsource(HttpToolsProtocol.on_response_complete)
+    for text in ("self.server_state.total_requests += 1", "self.flow.resume_reading()", "self.timeout_keep_alive_handler"):
+        assert text in done, f"uvicorn's on_response_complete changed ({text!r}): re-check kv/http/protocol.py"
+    # The idle timer stands in timeout_keep_alive_task: uvicorn only cancels it and clears it.
+    unset = inspect.getsource(HttpToolsProtocol._unset_keepalive_if_required)
+    assert ".cancel()" in unset and "self.timeout_keep_alive_task = None" in unset
+    assert "self._unset_keepalive_if_required()" in inspect.getsource(HttpToolsProtocol.data_received)
+    # The response bytes: default headers, then the app's, `connection: close` last when not kept alive.
+    send = inspect.getsource(RequestResponseCycle.send)
+    for text in (
+        'self.default_headers + list(message.get("headers", []))',
+        "name = name.lower()",
+        'b"connection: close\\r\\n"',
+        'if self.scope["method"] == "HEAD"',
+    ):
+        assert text in send, f"uvicorn's response writing changed ({text!r}): re-check kv/http/protocol.py"
+
+
+class _Transport:
+    """What uvicorn's protocol needs of a transport, recording writes."""
+
+    def __init__(self):
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data):
+        self.out += data
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def get_extra_info(self, name, default=None):
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def _protocol(app):
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from kv.worker import KVHttpProtocol
+
+    config = Config(app=app, http=KVHttpProtocol, ws="none", log_config=None, proxy_headers=False, server_header=False)
+    config.load()
+    server_state = ServerState()
+    server_state.default_headers = [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT")]
+    conn = KVHttpProtocol(config, server_state, {})
+    conn.access_log = False  # as under kv serve (no access log); pytest's log capture would turn it on
+    transport = _Transport()
+    conn.connection_made(transport)
+    return conn, transport
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_protocol_path_writes_what_uvicorn_writes_for_the_asgi_path(tmp_path, method):
+    """In process, the real uvicorn protocol: the same request answered by
+    rule 8 and, with it turned off, by uvicorn running the ASGI app."""
+    import asyncio
+
+    from conftest import write_records
+
+    from kv.app import create_app
+    from kv.build import build_table
+
+    key = "3479d894-3271-4935-88cf-a06f3cbb80a5"
+    build_table(write_records(tmp_path / "c.data", [(key, "\u00e9t\u00e9".encode())]), tmp_path / "c.kvt")
+    app = create_app(tmp_path / "c.kvt")
+    answers = []
+    for version in ("1.1", "1.0"):
+        request = f"{method} /v1/keys/{key} HTTP/{version}\r\nHost: t\r\n\r\n".encode()
+
+        async def answer(turned_on, request=request):
+            conn, transport = _protocol(app)
+            if not turned_on:
+                conn._answer = None
+            conn.data_received(request)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            conn.connection_lost(None)
+            return bytes(transport.out), conn.answered
+
+        answers.append((asyncio.run(answer(True)), asyncio.run(answer(False))))
+    for (proto, taken), (asgi, not_taken) in answers:
+        assert (taken, not_taken) == (1, 0), "rule 8 did not answer a plain hit (or answered with it turned off)"
+        assert proto == asgi and proto.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+
+
+def test_uvicorn_parse_url_keeps_an_ascii_key_path_as_sent():
+    """The protocol path takes the key from the raw request target (no `?`,
+    `#` or non-ASCII byte in it) where uvicorn takes it from
+    httptools.parse_url(url).path: the same bytes for every ASCII character
+    a request line may carry."""
+    import httptools
+
+    for c in range(0x21, 0x7F):
+        if chr(c) in "?#":
+            continue
+        url = b"/v1/keys/a" + bytes([c]) + b"b%41"
+        assert httptools.parse_url(url).path == url, chr(c)
+
+
+def test_kv_serve_answers_plain_hits_in_the_protocol(gen_table):
+    """If a uvicorn or uvicorn-worker upgrade wraps the app, renames what
+    rule 8 reads, or stops calling on_headers_complete, hits would silently
+    go back to the ASGI path: kv_protocol_hits_total says which path served."""
+    import time
+
+    import httpx
+    from serverutil import running_server
+
+    table, records = gen_table
+    with running_server(table, workers=1) as (url, proc):
+        with httpx.Client() as c:
+            for k, v in records[:50]:
+                assert c.get(f"{url}/v1/keys/{k}").content == v
+        deadline = time.monotonic() + 5
+        while True:
+            text = httpx.get(f"{url}/metrics").text
+            n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("kv_protocol_hits_total"))
+            if n >= 50 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert n == 50, f"{n} of 50 plain hits were answered in the protocol (kv/http/protocol.py)"

@@ -2,7 +2,6 @@
 setting added or changed in kv/settings.py without regenerating the table
 fails here."""
 
-
 from conftest import ROOT
 
 from kv import settings
@@ -14,5 +13,5 @@ END = "\n<!-- end of generated table -->"
 
 def test_the_settings_reference_is_the_registry_table():
     text = OPERATIONS.read_text()
-    generated = text[text.index(START) + len(START):text.index(END)]
+    generated = text[text.index(START) + len(START) : text.index(END)]
     assert generated.strip() == settings.table().strip()

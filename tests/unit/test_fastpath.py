@@ -35,10 +35,20 @@ def call(asgi, method: str, path: str, headers=()) -> tuple[int, list, bytes]:
     async def send(message):
         messages.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": unquote(path), "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"test")] + [(k.encode(), v.encode()) for k, v in headers],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")] + [(k.encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     asyncio.run(asgi(scope, receive, send))
     start = next(m for m in messages if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
@@ -76,8 +86,9 @@ def test_plain_hits_take_the_fast_path(app):
     assert sum(app.state.counts.fast) == before + 1
 
 
-@pytest.mark.parametrize("headers", [(("accept", "application/json"),), (("accept", "APPLICATION/JSON"),),
-                                     (("if-none-match", '"x"'),), (("x-big", "v" * 2000),)])
+@pytest.mark.parametrize(
+    "headers", [(("accept", "application/json"),), (("accept", "APPLICATION/JSON"),), (("if-none-match", '"x"'),), (("x-big", "v" * 2000),)]
+)
 def test_json_conditional_and_oversized_requests_take_the_full_path(app, headers):
     before = sum(app.state.counts.fast)
     call(app, "GET", f"/v1/keys/{KEY}", headers)
@@ -89,17 +100,26 @@ def test_json_conditional_and_oversized_requests_take_the_full_path(app, headers
 
 def test_uuid_answers_are_byte_identical_to_before_string_keys(app):
     g = app.state.table.generation
-    assert call(app, "GET", f"/v1/keys/{KEY}") == (200, [
-        (b"etag", f'"{g}"'.encode()), (b"x-kv-generation", g.encode()), (b"content-length", b"15"),
-        (b"content-type", b"text/plain; charset=utf-8")], b"this is a value")
+    assert call(app, "GET", f"/v1/keys/{KEY}") == (
+        200,
+        [
+            (b"etag", f'"{g}"'.encode()),
+            (b"x-kv-generation", g.encode()),
+            (b"content-length", b"15"),
+            (b"content-type", b"text/plain; charset=utf-8"),
+        ],
+        b"this is a value",
+    )
     status, headers, body = call(app, "GET", "/v1/keys/00000000-0000-4000-8000-000000000000")
     assert status == 404 and body == (
         b'{"type":"about:blank","title":"Not found","status":404,"detail":"key 00000000-0000-4000-8000-000000000000 '
-        b'is not in this table (generation ' + g.encode() + b')"}')
+        b"is not in this table (generation " + g.encode() + b')"}'
+    )
     status, _, body = call(app, "GET", "/v1/keys/not-a-key")
     assert status == 400 and body == (
         b'{"type":"about:blank","title":"Invalid key","status":400,"detail":"key \'not-a-key\' is 9 characters long; '
-        b'expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)","key":"not-a-key"}')
+        b'expected 36 (8-4-4-4-12 hex digits with hyphens) or 32 (hex digits only)","key":"not-a-key"}'
+    )
 
 
 def test_a_percent_encoded_uuid_is_the_same_key(app):
@@ -109,15 +129,19 @@ def test_a_percent_encoded_uuid_is_the_same_key(app):
 
 # -- string tables ----------------------------------------------------------------------------
 
-STRING_RECORDS = [("user:42", b"a value"), ("a/b c", b"\xff\x00\n"), ("\u00e9t\u00e9 \U0001f511", "\u00e9t\u00e9".encode()),
-                  ("tab\tkey", b"t"), ("k" * 1024, b"long")]
+STRING_RECORDS = [
+    ("user:42", b"a value"),
+    ("a/b c", b"\xff\x00\n"),
+    ("\u00e9t\u00e9 \U0001f511", "\u00e9t\u00e9".encode()),
+    ("tab\tkey", b"t"),
+    ("k" * 1024, b"long"),
+]
 
 
 @pytest.fixture(scope="module")
 def string_app(tmp_path_factory):
     path = tmp_path_factory.mktemp("fast") / "s.kvt"
-    path.write_bytes(reference_table([(k.encode(), v) for k, v in STRING_RECORDS], kind="string",
-                                     meta={"format": 2, "key_kind": "string"}))
+    path.write_bytes(reference_table([(k.encode(), v) for k, v in STRING_RECORDS], kind="string", meta={"format": 2, "key_kind": "string"}))
     return create_app(path)
 
 
@@ -153,10 +177,14 @@ def test_fast_path_and_key_handler_answer_identically_for_string_keys(string_app
     headers = tuple((k, v.replace("ETAG", string_app.state.etag)) for k, v in headers)
     fast = call(string_app, method, path, headers)
     scope_headers = [(b"host", b"test")] + [(k.encode(), v.encode()) for k, v in headers]
-    handler = call(key_from_scope(string_app.state, {"raw_path": path.encode(), "path": unquote(path), "method": method,
-                                                     "headers": scope_headers}), method, path, headers)
+    handler = call(
+        key_from_scope(string_app.state, {"raw_path": path.encode(), "path": unquote(path), "method": method, "headers": scope_headers}),
+        method,
+        path,
+        headers,
+    )
     assert fast == handler
-    if "/" not in unquote(path)[len("/v1/keys/"):] and "%" not in path:
+    if "/" not in unquote(path)[len("/v1/keys/") :] and "%" not in path:
         assert fast == call(string_app.api, method, path, headers)  # and FastAPI's own route, where it can route
 
 

@@ -219,3 +219,16 @@ def test_c_and_python_builds_are_byte_identical(tmp_path):
             [sys.executable, "-c", code, str(data), str(tmp_path / name)], cwd=ROOT, check=True, env={**os.environ, "KV_PURE_PYTHON": pure}
         )
     assert (tmp_path / "c.kvt").read_bytes() == (tmp_path / "py.kvt").read_bytes()
+
+
+@needs_c
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=6), st.sampled_from([b"%", b"%2F", b"%3a", b"%zz", b"%4", b"%%41", b"+", b"%C3%A9"])),
+        max_size=12,
+    ).map(b"".join)
+)
+def test_c_unquote_decodes_exactly_as_urllib(raw):
+    from urllib.parse import unquote_to_bytes
+
+    assert c.unquote(raw) == unquote_to_bytes(raw)
