@@ -23,6 +23,8 @@ COMMANDS = {
     "inspect": "print a table's metadata and health",
     "serve": "serve a data file or table over HTTP (gunicorn + uvicorn workers)",
     "get": "look up one or more keys on a server",
+    "set": "write keys on a writable server, atomically",
+    "delete": "delete keys on a writable server, atomically",
     "stats": "print a server's statistics",
     "publish": "build, verify and atomically switch a root directory to a new table",
     "rollback": "switch a root directory back to the previous generation",

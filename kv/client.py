@@ -12,6 +12,7 @@ not answer within the timeout is not retried: that would only double the wait.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +27,16 @@ DEFAULT_BATCH_LIMIT = settings.MAX_BATCH.default  # kv serve's default --max-bat
 
 class ServerUnreachable(KVError, ConnectionError):
     """No kv server answered at the URL (refused, dropped, or silent past the timeout)."""
+
+
+class WriteRefusedError(KVError):
+    """The server refused a write: 401 (no token), 403 (wrong token) or 405
+    (it takes no writes). `status` and the server's reason (`detail`)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
 
 
 class ServerError(KVError):
@@ -241,6 +252,43 @@ class Client:
         out.update((k, base64.b64decode(v)) for k, v in body.get("values_base64", {}).items())
         return out
 
+    # -- writes (kv serve --root DIR --writable; docs/WRITES.md) ----------------------------------
+
+    def set(self, key: str, value: bytes | str) -> str:
+        """Store `value` (bytes, or str as UTF-8) under `key`; return the new
+        generation. The write is durable and visible to every reader when this returns."""
+        body = value.encode() if isinstance(value, str) else bytes(value)
+        return self._written(self._request("PUT", key_path(key), content=body))["generation"]
+
+    def set_many(self, items: dict) -> str:
+        """Store every key of `items` in one atomic write; return the new generation."""
+        return self._written(self._request("POST", "/v1/write", json=write_body(items, ())))["generation"]
+
+    def delete(self, *keys: str) -> list[str]:
+        """Delete `keys` in one atomic write; return those that were absent
+        (a write of only absent keys still makes a new generation)."""
+        if len(keys) == 1:
+            r = self._request("DELETE", key_path(keys[0]))
+            if r.status_code == 404 and "not there" in self._detail(r):
+                return list(keys)
+            self._written(r)
+            return []
+        return list(self._written(self._request("POST", "/v1/write", json=write_body({}, keys))).get("missing", []))
+
+    def _written(self, r: httpx.Response) -> dict:
+        if r.status_code == 200:
+            return r.json()
+        if r.status_code in (401, 403, 405):
+            raise WriteRefusedError(r.status_code, self._detail(r))
+        if r.status_code == 400:
+            try:
+                title = r.json().get("title")
+            except (ValueError, AttributeError):
+                title = None
+            if title == "Invalid key":
+                raise InvalidKey(self._detail(r))
+        raise ServerError(r.status_code, self._detail(r))
+
     def stats(self) -> dict:
         r = self._request("GET", "/v1/stats")
         if r.status_code != 200:
@@ -255,3 +303,25 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def write_body(items: dict, deletes: Sequence[str]) -> dict:
+    """The POST /v1/write body: UTF-8 values in "set", other bytes in "set_base64"."""
+    text: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for k, v in items.items():
+        if isinstance(v, str):
+            text[k] = v
+            continue
+        try:
+            text[k] = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            binary[k] = base64.b64encode(bytes(v)).decode()
+    body: dict = {}
+    if text:
+        body["set"] = text
+    if binary:
+        body["set_base64"] = binary
+    if deletes:
+        body["delete"] = list(deletes)
+    return body

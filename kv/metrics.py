@@ -33,25 +33,30 @@ LATENCY = Histogram("kv_request_duration_seconds", "Time from request to respons
 TABLE_KEYS = Gauge("kv_table_keys", "Records in the table a live worker serves", ["generation"], multiprocess_mode="livemax")
 TABLE_VALUE_BYTES = Gauge("kv_table_value_bytes", "Sum of value lengths in the served table", ["generation"], multiprocess_mode="livemax")
 TABLE_BYTES = Gauge("kv_table_file_bytes", "Size of the served table file", ["generation"], multiprocess_mode="livemax")
-PROTOCOL_HITS = Counter("kv_protocol_hits", "Hits answered inside the connection protocol, before ASGI (kv/http/protocol.py); "
-                        "also counted in kv_requests_total and kv_lookups_total")
+WRITES = Counter("kv_writes", "Keys written (set or deleted) by committed writes", ["op"])
+PROTOCOL_HITS = Counter(
+    "kv_protocol_hits",
+    "Hits answered inside the connection protocol, before ASGI (kv/http/protocol.py); "
+    "also counted in kv_requests_total and kv_lookups_total",
+)
 WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["generation"], multiprocess_mode="livesum")
 
 OUTCOMES = ("hit", "miss", "invalid")
-_MIDPOINTS = [b / 2 for b in LATENCY_BUCKETS[:1]] + [
-    (a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])
-] + [LATENCY_BUCKETS[-1]]
+_MIDPOINTS = (
+    [b / 2 for b in LATENCY_BUCKETS[:1]] + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])] + [LATENCY_BUCKETS[-1]]
+)
 
 
 class Counts:
     """Per-process tallies the hot path adds to; flushed into prometheus_client.
     `fast_route` labels the fast path's hits (kv/http/routes.py: KEY.path)."""
 
-    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "protocol", "fast_route", "last_flush")
+    __slots__ = ("requests", "lookups", "batches", "latency", "fast", "protocol", "fast_route", "last_flush", "writes")
 
     def __init__(self, fast_route: str):
         self.requests: dict[tuple[str, int], int] = {}
         self.lookups = [0, 0, 0]  # hit, miss, invalid
+        self.writes = [0, 0]  # keys set, keys deleted
         self.batches: list[int] = []
         self.latency: dict[str, list[float]] = {}  # route -> bucket counts + [sum]
         # Fast-path hits: latency bucket counts only (their sum is estimated
@@ -84,6 +89,12 @@ class Counts:
             if n:
                 lookups[i] = 0
                 LOOKUPS.labels(outcome).inc(n)
+        writes = self.writes
+        for i, op in enumerate(("set", "delete")):
+            n = writes[i]
+            if n:
+                writes[i] = 0
+                WRITES.labels(op).inc(n)
         batches, self.batches = self.batches, []
         if batches:
             BATCHES.inc(len(batches))
@@ -135,8 +146,19 @@ def exposition() -> bytes:
 
 def totals() -> dict:
     """Counter totals summed over all workers, for /v1/stats."""
-    out = {"requests": 0, "lookups": 0, "hits": 0, "misses": 0, "invalid_keys": 0, "batches": 0, "batch_keys": 0,
-           "workers": 0, "by_status": {}}
+    out = {
+        "requests": 0,
+        "lookups": 0,
+        "hits": 0,
+        "misses": 0,
+        "invalid_keys": 0,
+        "batches": 0,
+        "batch_keys": 0,
+        "sets": 0,
+        "deletes": 0,
+        "workers": 0,
+        "by_status": {},
+    }
     for metric in registry().collect():
         for s in metric.samples:
             if s.name == "kv_requests_total":
@@ -145,6 +167,10 @@ def totals() -> dict:
                 out["by_status"][st] = out["by_status"].get(st, 0) + s.value
             elif s.name == "kv_lookups_total":
                 name = {"hit": "hits", "miss": "misses", "invalid": "invalid_keys"}.get(s.labels.get("outcome"))
+                if name:
+                    out[name] += s.value
+            elif s.name == "kv_writes_total":
+                name = {"set": "sets", "delete": "deletes"}.get(s.labels.get("op"))
                 if name:
                     out[name] += s.value
             elif s.name == "kv_batches_total":
@@ -176,7 +202,7 @@ def lookups_by_worker() -> dict[str, int]:
         return {str(os.getpid()): totals()["lookups"]}
     out: dict[str, int] = {}
     for path in glob.glob(os.path.join(d, "counter_*.db")):
-        who = os.path.basename(path)[len("counter_"):-len(".db")]
+        who = os.path.basename(path)[len("counter_") : -len(".db")]
         if who != "retired" and not _is_sibling(who):
             continue  # the master's own file (it counts nothing per request), or a worker gone since
         n = 0
@@ -201,8 +227,15 @@ def _is_sibling(pid: str) -> bool:
         return False
 
 
-def set_table_gauges(table) -> None:
-    g = table.generation
+def set_table_gauges(table, label: str | None = None, previous: str | None = None) -> None:
+    """The served table's gauges, labelled `label` (default its generation;
+    a root's workers use the base generation, which writes do not change).
+    `previous`: the label this worker served before (a publish or compaction
+    moved it), whose gauges it no longer counts."""
+    g = label or table.generation
+    if previous and previous != g:
+        for gauge in (TABLE_KEYS, TABLE_VALUE_BYTES, TABLE_BYTES, WORKERS):
+            gauge.labels(previous).set(0)
     TABLE_KEYS.labels(g).set(len(table))
     TABLE_VALUE_BYTES.labels(g).set(table.value_bytes)
     TABLE_BYTES.labels(g).set(table.file_bytes)

@@ -11,11 +11,14 @@
 A table file is never modified in place: a worker maps it, and a file that
 changed under a mapping would show it mixed bytes or kill it with SIGBUS when
 truncated. Publishing writes a new file under a temporary name, fsyncs it,
-verifies it completely, renames it to its final name, then replaces the
-`current` symlink with rename(2), which is atomic: a reader opening `current`
-gets the old table or the new one, never neither or a mix. Running workers
-keep the table they mapped until a reload (SIGHUP) replaces them; deleting an
-old generation's file does not disturb a worker still mapping it (the inode
+verifies it completely, renames it to its final name, then, under
+ROOT/.write.lock, writes an empty change log for it, replaces the `current`
+symlink with rename(2), which is atomic (a reader opening `current` gets the
+old table or the new one, never neither or a mix), and bumps ROOT/head.
+Running workers compare its change counter on every request and switch to
+the new table at their next one, without a reload (kv/live.py,
+docs/WRITES.md); SIGHUP stays for new code or configuration. Deleting an old
+generation's file does not disturb a worker still mapping it (the inode
 lives until the last mapping goes).
 """
 
@@ -207,7 +210,8 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
             incoming.unlink(missing_ok=True)
 
         current = current_generation(root)
-        if current == generation:
+        pending = _pending_writes(root)
+        if current == generation and not pending:
             log(f"generation {generation} is already current; nothing to switch")
             return generation
         if current and (not history or history[-1] != current):
@@ -216,7 +220,7 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
         try:
             _write_history(root, history, step=f"recording generation {generation} in the history")
             try:
-                _point_current(root, generation)
+                _switch(root, generation)
             except PublishError:
                 with contextlib.suppress(PublishError):
                     _write_history(root, before, step="restoring the history")
@@ -226,9 +230,43 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
                 final.unlink(missing_ok=True)  # a table outside the history would never be pruned
                 log(f"removed {final}: it never became current")
             raise
-        log(f"current -> {generation}" + (f" (was {current})" if current else ""))
+        log(f"current -> {generation}" + (f" (was {current})" if current else "")
+            + (f"; {pending} change{'s' if pending != 1 else ''} written since {current} replaced" if pending else ""))
         _prune(root, history, keep, log)
         return generation
+
+
+def _pending_writes(root: Path) -> int:
+    """Changes written on top of the current base (ROOT/head; 0 without one)."""
+    from .head import Head, HeadError, head_path
+
+    try:
+        head = Head(head_path(root))
+    except (FileNotFoundError, HeadError):
+        return 0
+    try:
+        read = head.read()
+        return read[1].changes if read else 0
+    finally:
+        head.close()
+
+
+def _switch(root: Path, generation: str) -> None:
+    """Point `current` at `generation` with a new, empty change log and bump
+    ROOT/head, under the writers' lock: running workers (read-only or
+    writable) switch at their next request, and the writes made before are
+    replaced (kv/writes.py)."""
+    from . import changelog
+    from .table import open_table
+    from .writes import WRITE_LOCK, active_epoch, current_base, locked, switch_base
+
+    with open_table(generation_path(root, generation)) as t:
+        kind = t.key_kind
+    with locked(root, WRITE_LOCK):
+        base = current_base(root)
+        prev = active_epoch(root, base) if base else None
+        known = changelog.epochs(root)
+        switch_base(root, generation, kind, prev if prev is not None else (known[-1] if known else 0))
 
 
 def _build(data: Path, out: Path, options: BuildOptions):
@@ -248,10 +286,19 @@ def _still_good(path: Path, log) -> bool:
         return False
 
 
-def rollback(root: str | os.PathLike, log=print) -> str:
+def rollback(root: str | os.PathLike, log=print, force: bool = False) -> str:
     """Point ROOT/current back at the generation served before it, after
-    verifying that one; the generation rolled back from leaves the history."""
+    verifying that one; the generation rolled back from leaves the history.
+    On a root with change logs (kv/writes.py) it returns to the state before
+    the last publish or compaction, writes included, and refuses to discard
+    writes made since unless `force` (kv/compact.py)."""
     root = Path(root)
+    from .head import head_path
+
+    if head_path(root).exists():
+        from .compact import rollback as rollback_state
+
+        return rollback_state(root, force=force, log=log)
     with _locked(root):
         history = read_history(root)
         current = current_generation(root)

@@ -218,13 +218,56 @@ def default_pid_file(root: str | None) -> str | None:
 # -- serve ------------------------------------------------------------------------------------
 
 
-def serve(path: str | None, root: str | None, options: BuildOptions | None, given: dict[str, Any]) -> None:
+def prepare_root(root: str, writable: bool, keys: str | None) -> bool:
+    """Recover ROOT before any worker starts (kv/writes.py): its head page
+    made true, a torn tail of its change log dropped; a writable root with no
+    generation starts empty. True when workers can follow its head page (so
+    publishes and writes reach them live); False for a root this user cannot
+    write that has no head page yet (served as a plain table, as before)."""
+    from .head import head_path
+    from .writes import recover
+
+    try:
+        recover(root, create_kind=(keys or "uuid") if writable else None, log_=_say)
+    except PermissionError:
+        if writable:
+            raise ServeError(f"--writable: {root} is not writable by this user (uid {os.getuid()})") from None
+        return head_path(root).exists()
+    except OSError as e:
+        if writable or e.errno != errno.EROFS:
+            raise ServeError(f"cannot serve {root}: {e.strerror or e}") from None
+        return head_path(root).exists()
+    except KVError as e:
+        raise ServeError(f"cannot serve: {e}") from None
+    return True
+
+
+def write_token(writable: bool, token_file: str | None) -> None:
+    """--writable needs a token (KV_WRITE_TOKEN or --write-token-file); check it here, in one line."""
+    from .http.writes import WriteTokenError, read_write_token
+
+    if not writable:
+        return
+    try:
+        token = read_write_token(token_file)
+    except WriteTokenError as e:
+        raise ServeError(str(e)) from None
+    if token is None:
+        raise ServeError(f"--writable needs a write token: set {settings.WRITE_TOKEN_ENV} or give --write-token-file FILE")
+
+
+def serve(path: str | None, root: str | None, options: BuildOptions | None, given: dict[str, Any],
+          writable: bool = False, keys: str | None = None) -> None:
     """Serve until stopped. ServeError (one line) when it cannot start;
     SettingError for a bad KV_* value."""
     resolved, file = server_settings(given)
     config_name = resolved["config"].value or PACKAGED_CONFIG
     graceful = file.get("graceful_timeout", 30)  # 30: gunicorn's own default
     check_keepalive(resolved["keepalive"], graceful, config_name)
+    if writable and not root:
+        raise ServeError("--writable needs --root DIR: writes go to a publish root's change log")
+    write_token(writable, resolved["write_token_file"].value)
+    live = prepare_root(root, writable, keys) if root else False
     table, desc = describe_table(path, root, options, resolved["table_dir"].value)
     tls = tls_settings(resolved)
     check_token_file(resolved["read_token_file"].value)
@@ -238,6 +281,17 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
             env[setting.env] = os.path.abspath(value) if name == "read_token_file" else value
         else:
             env.pop(setting.env, None)
+    for name in ("KV_ROOT", "KV_WRITABLE"):
+        env.pop(name, None)
+    if live and root:
+        env["KV_ROOT"] = str(Path(root).absolute())  # the workers follow ROOT/head
+        desc += " (writable)" if writable else " (following publishes live)"
+    if writable:
+        env["KV_WRITABLE"] = "1"
+        env[settings.COMPACT_CHANGES.env] = str(resolved["compact_changes"].value)
+        env[settings.COMPACT_BYTES.env] = str(resolved["compact_bytes"].value)
+        if resolved["write_token_file"].value:
+            env[settings.WRITE_TOKEN_FILE.env] = str(Path(resolved["write_token_file"].value).absolute())
     env[settings.MAX_BATCH.env] = str(resolved["max_batch"].value)  # the workers read these two
     env[settings.LOG_LEVEL.env] = resolved["log_level"].value
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -224,7 +224,7 @@ METRICS_BIND = Setting("metrics_bind", "--metrics-bind", "KV_METRICS_BIND", addr
                        "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
                        metavar="HOST:PORT")
 TOKEN = Setting("token", "--token", "KV_TOKEN", bearer_token, None,
-                "bearer token to send (kv serve --read-token-file)", metavar="TOKEN")
+                "bearer token to send: a read token (kv serve --read-token-file); for kv set and kv delete, the write token", metavar="TOKEN")
 CACERT = Setting("cacert", "--cacert", "KV_CACERT", file_path, None,
                  "verify an https:// server against this CA (PEM) instead of the system's", metavar="FILE")
 CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
@@ -232,11 +232,24 @@ CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
 KEY = Setting("key", "--key", "KV_KEY", file_path, None,
               "the private key of --cert, when not in the same file", metavar="FILE")
 
+# Writes (docs/WRITES.md).
+WRITE_TOKEN_ENV = "KV_WRITE_TOKEN"  # the write token itself (a secret: no flag, never in a process's arguments)
+WRITE_TOKEN_FILE = Setting("write_token_file", "--write-token-file", "KV_WRITE_TOKEN_FILE", file_path, None,
+                           "with --writable: the file holding the write token (its first line that is not blank "
+                           "or a # comment); KV_WRITE_TOKEN, when set, is the token itself", metavar="FILE")
+COMPACT_CHANGES = Setting("compact_changes", "--compact-changes", "KV_COMPACT_CHANGES", positive_int, 100_000,
+                          "with --writable: fold the change log into a new base table once it holds this many "
+                          "changes (set or deleted keys)", metavar="N")
+COMPACT_BYTES = Setting("compact_bytes", "--compact-bytes", "KV_COMPACT_BYTES", positive_int, 64 << 20,
+                        "with --writable: ... or this many bytes", shown_default="67108864 (64 MiB)", metavar="BYTES")
+
 SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, CERTFILE, KEYFILE,
-                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
+                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES,
+                                 URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
 BY_NAME = {s.name: s for s in SETTINGS}
 SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR,
-                   CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND)  # kv serve's
+                   CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND,
+                   WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES)  # kv serve's
 CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
 
 

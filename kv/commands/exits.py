@@ -12,6 +12,7 @@ class Exit(IntEnum):
     MISSING = 1  # kv get: a key is not in the table (same status as FAILED)
     USAGE = 2  # bad arguments, a bad KV_* value, a malformed key
     UNREACHABLE = 3  # no kv server answered (refused, dropped, silent past --timeout)
+    REFUSED = 4  # kv set, kv delete: the server refused the write (401, 403, 405)
     INTERRUPTED = 130  # Ctrl-C
 
 

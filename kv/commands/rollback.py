@@ -13,6 +13,8 @@ EXAMPLE = "kv rollback --root /var/lib/kv --reload"
 
 def add_arguments(p) -> None:
     p.add_argument("--root", required=True, metavar="DIR", help="publish root")
+    p.add_argument("--force", action="store_true", help="roll back even if that discards writes made since the last "
+                   "publish or compaction (without it, kv rollback refuses and says how many)")
     add_reload_options(p, with_flag=True)
 
 
@@ -21,7 +23,7 @@ def run(args) -> int:
 
     log = logger("rollback")
     try:
-        gen = rollback(args.root, log=log)
+        gen = rollback(args.root, log=log, force=args.force)
         if args.reload:
             reload(args.root, settings.PID_FILE.value(args.pid_file), log=log, wait=args.wait)
     except (PublishError, OSError) as e:

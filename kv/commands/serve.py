@@ -24,7 +24,24 @@ was built when no build option is given, else when built with those options
 
 def add_arguments(p) -> None:
     p.add_argument("path", nargs="?", metavar="PATH", help="data file or table (.kvt) to serve")
-    p.add_argument("--root", metavar="DIR", help="serve DIR/current (see kv publish) instead of PATH")
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        help="serve DIR/current (see kv publish) instead of PATH; running "
+        "workers switch to what kv publish, kv rollback and compaction make current, within a second",
+    )
+    p.add_argument(
+        "--writable",
+        action="store_true",
+        help="with --root: accept writes (PUT/DELETE /v1/keys/KEY, "
+        "POST /v1/write) with the write token (KV_WRITE_TOKEN or --write-token-file); see docs/WRITES.md",
+    )
+    p.add_argument(
+        "--keys",
+        choices=("uuid", "string"),
+        default=None,
+        help="with --writable, for a root with no generation yet: the kind of keys it starts empty with (default uuid)",
+    )
     for s in settings.SERVER_SETTINGS:
         s.add_to(p)
     BuildOptions.add_arguments(p, prefix="when PATH is a data file")
@@ -40,7 +57,14 @@ def run(args) -> int:
         print(f"kv serve: {e}", file=sys.stderr)
         return Exit.USAGE
     try:
-        serve(args.path, args.root, options, {s.name: getattr(args, s.name) for s in settings.SERVER_SETTINGS})
+        serve(
+            args.path,
+            args.root,
+            options,
+            {s.name: getattr(args, s.name) for s in settings.SERVER_SETTINGS},
+            writable=args.writable,
+            keys=args.keys,
+        )
     except ServeError as e:
         print(f"kv serve: {e}", file=sys.stderr)
         return Exit.FAILED

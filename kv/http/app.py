@@ -32,15 +32,22 @@ from .state import State
 log = logging.getLogger("kv")
 
 
-def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | None = None):
-    """The ASGI app for one worker: maps the table (KV_TABLE by default).
-    It is FastPath's closure, carrying `.state`, `.api` and `.fast_path`."""
-    path = table_path or os.environ.get("KV_TABLE")
-    if not path:
-        raise RuntimeError("no table: pass create_app(path) or set KV_TABLE")
-    table = open_table(path, fd=_inherited_fd(path))
+def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | None = None,
+               root: str | os.PathLike | None = None, writable: bool | None = None):
+    """The ASGI app for one worker: maps the table (KV_TABLE by default), or
+    follows a root's head page (`root`, KV_ROOT: kv/live.py), taking writes
+    when `writable` (KV_WRITABLE). It is FastPath's closure, carrying
+    `.state`, `.api` and `.fast_path`."""
+    env = os.environ
+    root = root or (None if table_path else env.get("KV_ROOT"))
     max_batch = max_batch or settings.MAX_BATCH.value()  # KV_MAX_BATCH, which kv serve sets; else the default
-    state = State(table, max_batch, Guard.from_env())
+    if root:
+        state = live_state(root, max_batch, bool(env.get("KV_WRITABLE")) if writable is None else writable)
+    else:
+        path = table_path or env.get("KV_TABLE")
+        if not path:
+            raise RuntimeError("no table: pass create_app(path) or set KV_TABLE")
+        state = State(open_table(path, fd=_inherited_fd(path)), max_batch, Guard.from_env())
     api = build_api(state)
     fast_path = FastPath(api, state, max_body=max(64 * 1024, max_batch * 128))
     app = fast_path.asgi
@@ -48,6 +55,24 @@ def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | 
     app.api = api
     app.fast_path = fast_path
     return app
+
+
+def live_state(root: str | os.PathLike, max_batch: int, writable: bool) -> State:
+    """A worker's State on a root: a LiveTable, and a Writer when writable."""
+    from ..live import LiveTable
+    from ..writes import Writer
+    from .writes import WriteAuth, read_write_token
+
+    live = LiveTable(root)
+    state = State(live, max_batch, Guard.from_env())
+    if writable:
+        token = read_write_token(settings.WRITE_TOKEN_FILE.value())
+        if token is None:
+            raise RuntimeError(f"writable, but no write token: set {settings.WRITE_TOKEN_ENV} or KV_WRITE_TOKEN_FILE")
+        state.writer = Writer(live, compact_changes=settings.COMPACT_CHANGES.value(),
+                              compact_bytes=settings.COMPACT_BYTES.value(), max_keys=max_batch)
+        state.write_auth = WriteAuth(token)
+    return state
 
 
 def _inherited_fd(path) -> int | None:
@@ -67,7 +92,7 @@ def build_api(state: State) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app):
-        metrics.set_table_gauges(state.table)
+        state.on_change()
         task = asyncio.get_running_loop().create_task(_flush_forever(state.counts))
         try:
             yield

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -51,15 +52,19 @@ from xxhash import xxh3_64_intdigest
 
 from .. import metrics
 from ..errors import InvalidKey, TableCorrupt
+from ..head import COUNTER_AT
 from ..keys import MAX_STRING_KEY
 from ..speedups import unquote_bytes
+from . import writes
 from .handlers import batch_from_body, key_from_scope
 from .negotiation import content_type
 from .problems import problem
-from .routes import BATCH, KEY, KEY_PREFIX, label
+from .routes import BATCH, KEY, KEY_PREFIX, WRITE_ROUTE, label
 from .state import State
 
 log = logging.getLogger("kv")
+COUNTER = struct.Struct("<Q")  # kv/head.py: the change counter
+WRITE_METHODS = ("PUT", "DELETE", "POST")
 
 # Bytes of request target, path and query: the longest legal key (a string key
 # of MAX_STRING_KEY bytes) fully percent-encoded after the prefix, with room
@@ -142,7 +147,21 @@ def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
         except (InvalidKey, TableCorrupt):
             return None
 
-    return lookup
+    live = state.live
+    if live is None:
+        return lookup
+    # On a root the protocol path (kv/http/protocol.py), which answers before
+    # the ASGI app, makes the per-request head check itself: one unpack, one
+    # compare; on a change the worker catches up (and State.hit_headers
+    # follow) before the lookup.
+    counter, head, seen, catch_up, plain_get = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up, lookup
+
+    def live_lookup(key: bytes) -> bytes | None:
+        if counter(head, COUNTER_AT)[0] != seen[0]:
+            catch_up()
+        return plain_get(key)
+
+    return live_lookup
 
 
 class FastPath:
@@ -152,6 +171,7 @@ class FastPath:
         self.api = api
         self.state = state
         self.max_body = max_body
+        self.max_write_body = max(max_body, writes.MAX_WRITE_BODY)
         self.body_seconds = body_seconds
 
         # The closure itself is the ASGI app create_app hands to uvicorn: calling
@@ -168,6 +188,12 @@ class FastPath:
         prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
         lookups = state.counts.lookups
         fast = state.counts.fast
+        # On a root, every request first compares the head page's change
+        # counter with the one this worker applied: one unpack, one compare
+        # (kv/live.py); only when it moved does the worker catch up.
+        live = state.live
+        if live is not None:
+            counter, head, seen, catch_up = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up
         as_text = (b"content-type", b"text/plain; charset=utf-8")
         clock = time.perf_counter
         buckets = metrics.LATENCY_BUCKETS
@@ -179,6 +205,8 @@ class FastPath:
             if scope["type"] != "http":
                 return await api(scope, receive, send)
             t0 = clock()
+            if live is not None and counter(head, COUNTER_AT)[0] != seen[0]:
+                catch_up()
             raw = scope["raw_path"]
             if raw[:cut] == prefix and scope["method"] == "GET" and not scope["query_string"] and plain(scope["headers"], allows):
                 value = lookup(raw[cut:])
@@ -218,9 +246,14 @@ class FastPath:
             await send(message)
 
         try:
-            refusal = self.refusal(scope) or self.state.guard.refusal(scope)
+            method = scope["method"]
+            write = method in WRITE_METHODS and (route == WRITE_ROUTE.path or (route == KEY.path and method != "POST"))
+            # Writes carry the write token, checked by the write routes; read tokens guard the rest.
+            refusal = self.refusal(scope) or (None if write else self.state.guard.refusal(scope))
             if refusal is not None:
                 return await _closing_if_body(scope, refusal)(scope, receive, send_counted)
+            if write:
+                return await self._write(scope, receive, send_counted, route, status)
             if route == KEY.path:
                 # Keys route on the raw path: "%2F" is a slash inside the key,
                 # which FastAPI, routing on the decoded path, would split on.
@@ -237,7 +270,7 @@ class FastPath:
                             405,
                             "Method not allowed",
                             f"{scope['method']} is not allowed on {scope['path'][:200]}",
-                            headers={"Allow": ", ".join(KEY.served)},
+                            headers={"Allow": ", ".join(KEY.served + (("PUT", "DELETE") if self.state.writer else ()))},
                         )
                 except Exception:
                     log.exception("unexpected error on %s %s", scope["method"], KEY.path)
@@ -266,6 +299,30 @@ class FastPath:
         finally:
             self.state.counts.request(route, status[0], time.perf_counter() - t0)
 
+    async def _write(self, scope: dict, receive: Callable, send: Callable, route: str, status: list) -> None:
+        """PUT and DELETE /v1/keys/{key}, POST /v1/write (kv/http/writes.py):
+        405 unless writable, then the token (before the body is read), then the body, then the write."""
+        state = self.state
+        body_follows = scope["method"] != "DELETE"
+        refusal = writes.refusal(state, scope, route)
+        if refusal is not None:
+            return await _closing_if_body(scope, refusal)(scope, receive, send)
+        body = b""
+        if body_follows:
+            read = await self._read_body(receive, self.max_write_body)
+            if read is None:
+                status[0] = DISCONNECTED
+                return
+            if isinstance(read, Response):
+                return await _closing_if_body(scope, read)(scope, receive, send)
+            body = read
+        try:
+            resp = await writes.dispatch(state, scope, route, body)
+        except Exception:  # still an answer, as the api's handler gives
+            log.exception("unexpected error on %s %s", scope["method"], route)
+            resp = problem(500, "Internal error", "see the server log; the write may or may not have been committed")
+        await resp(scope, receive, send)
+
     def refusal(self, scope) -> Response | None:
         """The problem response for a request over a limit or without a Host; None when it is fine."""
         query = scope.get("query_string", b"")
@@ -279,16 +336,18 @@ class FastPath:
             return problem(431, "Request header fields too large", f"{len(headers)} header fields; the limit is {MAX_HEADER_FIELDS}")
         if scope.get("http_version") == "1.1" and not any(name == b"host" for name, _ in headers):
             return problem(400, "Bad request", "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)")
+        limit = self.max_write_body if scope["method"] in WRITE_METHODS and self.state.writer is not None else self.max_body
         for name, value in headers:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 return problem(
-                    413, "Request body too large", f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {self.max_body} bytes"
+                    413, "Request body too large", f"Content-Length {value[:20].decode('latin-1')!r}; the limit is {limit} bytes"
                 )
         return None
 
-    async def _read_body(self, receive) -> bytes | Response | None:
+    async def _read_body(self, receive, limit: int | None = None) -> bytes | Response | None:
         """The whole request body; or the problem response when it is too large
         or too slow; or None when the client disconnected first."""
+        limit = limit or self.max_body
         body = bytearray()
         try:
             async with asyncio.timeout(self.body_seconds):  # a trickled body must not hold a slot forever
@@ -297,8 +356,8 @@ class FastPath:
                     if message["type"] == "http.disconnect":
                         return None
                     body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        return problem(413, "Request body too large", f"the body exceeds {self.max_body} bytes")
+                    if len(body) > limit:
+                        return problem(413, "Request body too large", f"the body exceeds {limit} bytes")
                     if not message.get("more_body", False):
                         return bytes(body)
         except TimeoutError:

@@ -246,6 +246,10 @@ def render_stats(state: State) -> Response:
             "source": t.meta.get("source"),
             "shard": {"index": state.shard[0], "count": state.shard[1]},
             "worker": int(state.pid),
+            # On a root: the base table, and the changes on top of it (docs/WRITES.md).
+            "writable": state.writer is not None,
+            "base_generation": state.base.generation,
+            "pending_changes": state.live.pending if state.live is not None else 0,
             **metrics.totals(),
             "lookups_by_worker": metrics.lookups_by_worker(),
         }
@@ -273,12 +277,14 @@ def readyz(state: State, request: Request) -> Response:
     """Ready while a known record reads back; a corrupt table ends it for good."""
     if state.ready and state.probe_key is not None:
         try:
-            if state.table.get(state.probe_key) is None:
+            if state.base.get(state.probe_key) is None:
                 state.ready, state.not_ready_reason = False, "a stored key no longer reads back"
         except (TableCorrupt, ValueError) as e:
             state.ready, state.not_ready_reason = False, str(e)
     if not state.ready:
         return problem(503, "Not ready", state.not_ready_reason)
+    if state.live is not None and state.live.error:  # behind the root's head: it would serve stale data
+        return problem(503, "Not ready", state.live.error)
     return JSONResponse({"status": "ready", "generation": state.table.generation, "keys": len(state.table)})
 
 

@@ -134,3 +134,56 @@ HEALTHZ_DOC = doc(summary="The process is alive")
 READYZ_DOC = doc(summary="The table is open and reads back", responses={503: problem_doc("Not ready")})
 METRICS_DOC = doc(summary="Prometheus metrics, all workers", response_class=Response,
                   responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+
+
+WRITE_RESPONSES = {
+    200: {"description": "Committed (fsynced; every request any worker starts from now on sees it)",
+          "content": {JSON: {"schema": {"type": "object", "properties": {
+              "generation": {"type": "string"}, "sets": {"type": "integer"}, "deletes": {"type": "integer"},
+              "missing": {"type": "array", "items": {"type": "string"}}}}}}},
+    400: problem_doc("Malformed body, key or value: nothing was written"),
+    401: problem_doc("No write token (WWW-Authenticate: Bearer)"),
+    403: problem_doc("Not the write token"),
+    405: problem_doc("This server takes no writes (kv serve --root DIR --writable does)"),
+    413: problem_doc("More keys than the batch limit, or a value too large"),
+}
+
+
+def write_doc(state: State, method: str) -> dict[str, Any]:
+    if state.writer is None:  # a read-only server: the route only answers 405
+        return {"include_in_schema": False}
+    body = {"requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object", "properties": {
+        "set": {"type": "object", "additionalProperties": {"type": "string"}},
+        "set_base64": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
+        "delete": {"type": "array", "items": {"type": "string"}},
+    }}, "example": {"set": {example_key(state): "new value"}, "delete": []}}}}}
+    return {"responses": WRITE_RESPONSES, "summary": "Write many keys at once, all or nothing", "openapi_extra": body,
+            "description": f"Up to {state.max_batch} keys in all; needs `Authorization: Bearer` with the write token. "
+                           "PUT and DELETE /v1/keys/{key} write one key (the value is the request body). "
+                           "See docs/WRITES.md."}
+
+
+KEY_WRITE_RESPONSES = {
+    200: WRITE_RESPONSES[200],
+    400: problem_doc("Malformed key or value: nothing was written"),
+    401: WRITE_RESPONSES[401],
+    403: WRITE_RESPONSES[403],
+    404: problem_doc("DELETE of a key that is not there: nothing was written"),
+    405: WRITE_RESPONSES[405],
+    413: problem_doc("A value too large"),
+}
+
+
+def key_write_doc(state: State, method: str) -> dict[str, Any]:
+    if state.writer is None:
+        return {"include_in_schema": False}
+    doc = key_doc(state, "GET")
+    if method == "PUT":
+        summary, extra = "Set one key", {"openapi_extra": {"requestBody": {"required": True, "content": {
+            BINARY: {"schema": {"type": "string", "format": "binary"}}}}}}
+    else:
+        summary, extra = "Delete one key", {}
+    return {"responses": KEY_WRITE_RESPONSES, "summary": summary, "operation_id": f"{method.lower()}_key",
+            "description": "Needs `Authorization: Bearer` with the write token (kv serve --writable); the value is the "
+                           "request body. Answers once the write is durable and visible to every reader. "
+                           + doc["description"], "params": doc["params"], **extra}

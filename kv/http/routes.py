@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from starlette.routing import compile_path
 
-from . import handlers, openapi
+from . import handlers, openapi, writes
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/docs", ("GET",), handlers.swagger, openapi.HIDDEN),
     Route("/redoc", ("GET",), handlers.redoc, openapi.HIDDEN),
     Route(handlers.OPENAPI_PATH, ("GET",), handlers.openapi, openapi.HIDDEN),
+    Route(writes.WRITE_PATH, ("POST",), writes.write_route, openapi.write_doc),
+    Route(handlers.KEY_PATH, ("PUT", "DELETE"), writes.key_write_route, openapi.key_write_doc),
 )
 
-KEY, BATCH = ROUTES[0], ROUTES[1]
+KEY, BATCH, WRITE_ROUTE = ROUTES[0], ROUTES[1], ROUTES[-2]
 KEY_PREFIX = handlers.KEY_PREFIX  # b"/v1/keys/": every request whose raw path starts so is a key lookup
 LABELS = frozenset(r.path for r in ROUTES if "{" not in r.path)
 _ALLOW = [(compile_path(r.path)[0], ", ".join(r.served)) for r in ROUTES]
