@@ -3,4 +3,4 @@
 # Settings and hooks live in the package (kv/gunicorn_conf.py) so an installed
 # kv and this file never disagree. A setting written here (e.g. `workers = 4`)
 # applies unless a kv serve flag or KV_* variable gives it (kv/settings.py).
-from kv.gunicorn_conf import *  # noqa: F401,F403
+from kv.gunicorn_conf import *  # noqa: F403

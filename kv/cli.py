@@ -47,7 +47,9 @@ def make_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"kv.commands.{name}")
         exits = getattr(mod, "EXITS", None)
         p = sub.add_parser(
-            name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
             epilog=epilog(exits, getattr(mod, "EXAMPLE", "")) if exits else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

@@ -67,8 +67,9 @@ def _security(token, cacert, cert, key) -> dict:
     """httpx arguments for a read token and TLS (each argument, else its KV_* variable)."""
     import ssl
 
-    token, cacert, cert, key = (settings.BY_NAME[n].value(v) for n, v in
-                                (("token", token), ("cacert", cacert), ("cert", cert), ("key", key)))
+    token, cacert, cert, key = (
+        settings.BY_NAME[n].value(v) for n, v in (("token", token), ("cacert", cacert), ("cert", cert), ("key", key))
+    )
     out: dict = {}
     if token:
         out["headers"] = {"authorization": f"Bearer {token}"}
@@ -89,13 +90,21 @@ def _security(token, cacert, cert, key) -> dict:
 
 def _ssl_reason(e: Exception) -> str:
     text = str(e)
-    return text[text.find("certificate verify failed"):].split(" (_ssl")[0].rstrip(")") if "verify failed" in text else text
+    return text[text.find("certificate verify failed") :].split(" (_ssl")[0].rstrip(")") if "verify failed" in text else text
 
 
 class Client:
-    def __init__(self, url: str | None = None, timeout: float | None = None, retries: int = 1,
-                 batch_limit: int = DEFAULT_BATCH_LIMIT, token: str | None = None, cacert: str | None = None,
-                 cert: str | None = None, key: str | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        timeout: float | None = None,
+        retries: int = 1,
+        batch_limit: int = DEFAULT_BATCH_LIMIT,
+        token: str | None = None,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ):
         """`url` defaults to KV_URL, then http://127.0.0.1:8000; `timeout` (seconds)
         to KV_TIMEOUT, then 5 (kv/settings.py). A bad KV_URL or KV_TIMEOUT is a
         SettingError (a ValueError) naming the variable. `token` (KV_TOKEN) is
@@ -105,9 +114,9 @@ class Client:
         self.timeout = settings.TIMEOUT.value(timeout)
         self.retries = retries
         self.batch_limit = batch_limit  # keys per batch request; lowered when a server answers 413
-        self.http = httpx.Client(base_url=self.url, timeout=self.timeout,
-                                 limits=httpx.Limits(max_keepalive_connections=1),
-                                 **_security(token, cacert, cert, key))
+        self.http = httpx.Client(
+            base_url=self.url, timeout=self.timeout, limits=httpx.Limits(max_keepalive_connections=1), **_security(token, cacert, cert, key)
+        )
         self._shards: dict | None = None  # None: not read yet; {}: not sharded
         self.last_generation: str | None = None
 
@@ -118,13 +127,18 @@ class Client:
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
-                    raise ServerUnreachable(f"the TLS certificate of {self.url} does not verify ({_ssl_reason(e)}); "
-                                            "give its CA with --cacert / KV_CACERT") from None
+                    raise ServerUnreachable(
+                        f"the TLS certificate of {self.url} does not verify ({_ssl_reason(e)}); give its CA with --cacert / KV_CACERT"
+                    ) from None
                 if attempt == self.retries:
-                    raise ServerUnreachable(f"no kv server at {self.url} ({e}); start one with `kv serve DATA` or set --url / KV_URL") from None
+                    raise ServerUnreachable(
+                        f"no kv server at {self.url} ({e}); start one with `kv serve DATA` or set --url / KV_URL"
+                    ) from None
             except httpx.TimeoutException as e:  # connected, but no answer (read, write or pool timeout)
-                raise ServerUnreachable(f"no answer from kv server at {self.url} within {self.timeout:g} s ({type(e).__name__}); "
-                                        "check that the URL is a kv server and not overloaded, or allow longer with --timeout / KV_TIMEOUT") from None
+                raise ServerUnreachable(
+                    f"no answer from kv server at {self.url} within {self.timeout:g} s ({type(e).__name__}); "
+                    "check that the URL is a kv server and not overloaded, or allow longer with --timeout / KV_TIMEOUT"
+                ) from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"kv server at {self.url} dropped the connection ({e})") from None
@@ -181,8 +195,11 @@ class Client:
                     raise
                 self._shards = None  # sharded now, or resharded since the map was read
                 if not self.shard_map():
-                    raise ServerError(421, f"{e.detail}; {self.url} serves one shard and no shard map (GET /v1/shards): "
-                                           "use the URL of the front that routes to every shard") from None
+                    raise ServerError(
+                        421,
+                        f"{e.detail}; {self.url} serves one shard and no shard map (GET /v1/shards): "
+                        "use the URL of the front that routes to every shard",
+                    ) from None
         return self._get_sharded(keys)
 
     def _get_sharded(self, keys: list[str]) -> dict[str, bytes]:

@@ -18,8 +18,7 @@ import os
 import time
 from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 FLUSH_SECONDS = 0.05
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -43,7 +42,7 @@ WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["ge
 
 OUTCOMES = ("hit", "miss", "invalid")
 _MIDPOINTS = (
-    [b / 2 for b in LATENCY_BUCKETS[:1]] + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:])] + [LATENCY_BUCKETS[-1]]
+    [b / 2 for b in LATENCY_BUCKETS[:1]] + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:], strict=False)] + [LATENCY_BUCKETS[-1]]
 )
 
 

@@ -101,8 +101,9 @@ def _write_history(root: Path, history: list[str], step: str = "writing the hist
         _fsync_dir(root)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise PublishError(f"{step}: cannot write {root / 'history.json'} (via {tmp.name}): {e.strerror or e}; "
-                           "current is unchanged") from None
+        raise PublishError(
+            f"{step}: cannot write {root / 'history.json'} (via {tmp.name}): {e.strerror or e}; current is unchanged"
+        ) from None
 
 
 def _point_current(root: Path, generation: str) -> None:
@@ -161,8 +162,9 @@ def _copy_in(source: Path, dest: Path) -> None:
 # -- publish, rollback ------------------------------------------------------------------------
 
 
-def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print,
-            options: BuildOptions | None = None) -> str:
+def publish(
+    source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print, options: BuildOptions | None = None
+) -> str:
     """Build (for a data file, with `options`, default the defaults) or copy
     (for a table) into ROOT/generations, verify it completely, switch
     ROOT/current to it; return its generation.
@@ -230,8 +232,11 @@ def publish(source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFA
                 final.unlink(missing_ok=True)  # a table outside the history would never be pruned
                 log(f"removed {final}: it never became current")
             raise
-        log(f"current -> {generation}" + (f" (was {current})" if current else "")
-            + (f"; {pending} change{'s' if pending != 1 else ''} written since {current} replaced" if pending else ""))
+        log(
+            f"current -> {generation}"
+            + (f" (was {current})" if current else "")
+            + (f"; {pending} change{'s' if pending != 1 else ''} written since {current} replaced" if pending else "")
+        )
         _prune(root, history, keep, log)
         return generation
 
@@ -327,7 +332,7 @@ def rollback(root: str | os.PathLike, log=print, force: bool = False) -> str:
 def _prune(root: Path, history: list[str], keep: int, log) -> None:
     """Keep `current` and the `keep` generations served before it; delete every
     other table in generations/ (older ones, and ones rolled back from)."""
-    kept = history[-(keep + 1):]
+    kept = history[-(keep + 1) :]
     for path in sorted(generations_dir(root).glob("*.kvt")):
         if path.name.startswith(".") or path.stem in kept:
             continue

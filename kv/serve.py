@@ -26,8 +26,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -35,7 +36,7 @@ from gunicorn.arbiter import Arbiter
 from . import settings
 from .errors import DataFormatError, KVError, SettingError, TableCorrupt
 from .options import BuildOptions
-from .publish import table_problem  # noqa: F401 (also importable from here, as before)
+from .publish import table_problem
 from .settings import Resolved
 
 default_config = settings.checkout_gunicorn_config  # the --config default (kept importable from here)
@@ -71,8 +72,7 @@ def _in_words(options: BuildOptions) -> str:
     return " ".join(flags) if flags else "default options"
 
 
-def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str], None] = _say,
-                   table_dir: str | None = None) -> Path:
+def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str], None] = _say, table_dir: str | None = None) -> Path:
     """The table for a data file: the one next to it (or in `table_dir`) when it
     was built from this same file and (when `options` is given: some build flag
     was) with these options; else a fresh build, with `options` or the defaults."""
@@ -95,16 +95,17 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
             if (src.get("name"), src.get("size"), src.get("mtime_ns")) != (data.name, st.st_size, st.st_mtime_ns):
                 log(f"rebuilding {table}: the data file changed since it was built")
             elif options is None:
-                log(f"reusing {table}, built from this {data.name} with {_in_words(built)} "
-                    f"(give build options to build it otherwise)")
+                log(f"reusing {table}, built from this {data.name} with {_in_words(built)} (give build options to build it otherwise)")
                 return table
             elif options == built:
                 log(f"reusing {table} (built from this {data.name}, same options)")
                 return table
             else:
-                log(f"rebuilding {table}: it was built with other options: {', '.join(options.differences(recorded))}. "
+                log(
+                    f"rebuilding {table}: it was built with other options: {', '.join(options.differences(recorded))}. "
                     f"To serve it as built, give no build option; to rebuild keeping its options, "
-                    f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options)}))}")
+                    f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options)}))}"
+                )
         except (TableCorrupt, OSError, ValueError) as e:  # ValueError: options recorded that no kv accepts
             log(f"rebuilding {table}: {e}")
     report = _build(data, table, options or BuildOptions())
@@ -140,8 +141,7 @@ def resolve_table(path: str | None, root: str | None, options: BuildOptions | No
     return table_for_data(p, options, table_dir=table_dir)
 
 
-def describe_table(path: str | None, root: str | None, options: BuildOptions | None,
-                   table_dir: str | None = None) -> tuple[Path, str]:
+def describe_table(path: str | None, root: str | None, options: BuildOptions | None, table_dir: str | None = None) -> tuple[Path, str]:
     """The table to serve and a description; ServeError when it cannot be served."""
     from .table import open_table
 
@@ -203,7 +203,8 @@ def check_keepalive(keepalive: Resolved, graceful_timeout: float, config_name: s
         raise ServeError(
             f"{keepalive.describe(settings.KEEPALIVE)} is not below graceful_timeout ({graceful_timeout:g} s, "
             f"{config_name}): a stopping worker drains idle connections for up to keepalive seconds and is killed "
-            f"at graceful_timeout; use a smaller --keepalive, or raise graceful_timeout in a --config file")
+            f"at graceful_timeout; use a smaller --keepalive, or raise graceful_timeout in a --config file"
+        )
 
 
 def default_pid_file(root: str | None) -> str | None:
@@ -256,8 +257,9 @@ def write_token(writable: bool, token_file: str | None) -> None:
         raise ServeError(f"--writable needs a write token: set {settings.WRITE_TOKEN_ENV} or give --write-token-file FILE")
 
 
-def serve(path: str | None, root: str | None, options: BuildOptions | None, given: dict[str, Any],
-          writable: bool = False, keys: str | None = None) -> None:
+def serve(
+    path: str | None, root: str | None, options: BuildOptions | None, given: dict[str, Any], writable: bool = False, keys: str | None = None
+) -> None:
     """Serve until stopped. ServeError (one line) when it cannot start;
     SettingError for a bad KV_* value."""
     resolved, file = server_settings(given)
@@ -312,9 +314,12 @@ def serve(path: str | None, root: str | None, options: BuildOptions | None, give
         overrides["pidfile"] = pid_file
     _raise_open_file_limit()
     extras = (" (mutual TLS)" if "ca_certs" in tls else "") + (", read tokens required" if env.get(settings.READ_TOKEN_FILE.env) else "")
-    server = GunicornServer(file, overrides, announce=lambda where, workers: _say(
-        f"serving {desc} on {where} with {workers} worker(s){extras}"),
-        metrics_bind=resolved["metrics_bind"].value)
+    server = GunicornServer(
+        file,
+        overrides,
+        announce=lambda where, workers: _say(f"serving {desc} on {where} with {workers} worker(s){extras}"),
+        metrics_bind=resolved["metrics_bind"].value,
+    )
     try:
         server.run()
     except ServeError:
@@ -343,8 +348,9 @@ def tls_settings(resolved: dict[str, Resolved]) -> dict:
     except FileNotFoundError as e:
         raise ServeError(f"cannot serve TLS: {e.filename}: no such file") from None
     except (OSError, ssl.SSLError) as e:
-        raise ServeError(f"cannot serve TLS with certificate {cert}, key {key}{f', CA {ca}' if ca else ''}: "
-                         f"{getattr(e, 'reason', None) or e}") from None
+        raise ServeError(
+            f"cannot serve TLS with certificate {cert}, key {key}{f', CA {ca}' if ca else ''}: {getattr(e, 'reason', None) or e}"
+        ) from None
     out = {"certfile": os.path.abspath(cert), "keyfile": os.path.abspath(key)}
     if ca:
         out.update(ca_certs=os.path.abspath(ca), cert_reqs=ssl.CERT_REQUIRED)
@@ -492,7 +498,7 @@ class KVArbiter(Arbiter):
     def wait_for_new_workers(self) -> None:
         import time
 
-        youngest = sorted(self.WORKERS.values(), key=lambda w: w.age)[-self.num_workers:]
+        youngest = sorted(self.WORKERS.values(), key=lambda w: w.age)[-self.num_workers :]
         deadline = time.monotonic() + max(self.timeout, 1)
         while time.monotonic() < deadline:
             booting = [w for w in youngest if w.pid in self.WORKERS and w.tmp.last_update() == getattr(w, "kv_born", None)]
@@ -507,8 +513,7 @@ class GunicornServer(BaseApplication):
     """gunicorn with kv's settings, in this process: the config file's names
     (`file`), then `overrides` (kv serve's resolved settings) on top."""
 
-    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None,
-                 metrics_bind: str | None = None):
+    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None, metrics_bind: str | None = None):
         self.file = file
         self.overrides = overrides
         self.announce = announce
@@ -537,4 +542,3 @@ class GunicornServer(BaseApplication):
         except RuntimeError as e:
             print(f"\nError: {e}\n", file=sys.stderr)
             sys.exit(1)
-

@@ -155,16 +155,20 @@ class Setting:
         from_env = self.from_env(environ)
         return self.default_value() if from_env is None else from_env
 
-    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None, shown_default: str | None = None,
-               **kw: Any) -> None:
+    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None, shown_default: str | None = None, **kw: Any) -> None:
         """Declare the flag. Its default is None so that "not given" is visible:
         resolve with `value()` (or `resolve()`) after parsing. `shown_default`
         replaces the setting's own description of its default, for a command
         whose default differs (kv reload looks for the file `kv serve` writes)."""
         shown = shown_default or self.shown_default or ("none" if self.default is None else str(self.default))
         parser.add_argument(
-            self.flag, dest=self.name, type=_argparse_type(self.parse), default=None, metavar=self.metavar,
-            help=f"{help or self.help} (default: {shown}; env {self.env})", **kw,
+            self.flag,
+            dest=self.name,
+            type=_argparse_type(self.parse),
+            default=None,
+            metavar=self.metavar,
+            help=f"{help or self.help} (default: {shown}; env {self.env})",
+            **kw,
         )
 
 
@@ -179,77 +183,231 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-BIND = Setting("bind", "--bind", "KV_BIND", address, "127.0.0.1:8000",
-               "address to listen on", metavar="HOST:PORT", gunicorn="bind")
-WORKERS = Setting("workers", "--workers", "KV_WORKERS", positive_int, available_cpus,
-                  "worker processes", shown_default="the CPUs this process may use, affinity and cgroup quota counted",
-                  metavar="N", gunicorn="workers")
-KEEPALIVE = Setting("keepalive", "--keepalive", "KV_KEEPALIVE", positive_int, 5,
-                    "close a connection idle this long, or whose request head is not complete this long after its "
-                    "first byte; must be below gunicorn's graceful_timeout (kv serve refuses it otherwise)",
-                    metavar="SECONDS", gunicorn="keepalive")
-MAX_BATCH = Setting("max_batch", "--max-batch", "KV_MAX_BATCH", positive_int, 1000,
-                    "most keys in one batch request", metavar="N")
-PID_FILE = Setting("pid_file", "--pid-file", "KV_PID_FILE", file_path, None,
-                   "write the master pid here", shown_default="$RUNTIME_DIRECTORY/kv.pid under systemd, "
-                   "else ROOT/kv.pid with --root", metavar="FILE", gunicorn="pidfile")
-LOG_LEVEL = Setting("log_level", "--log-level", "KV_LOG_LEVEL", log_level, "info",
-                    f"gunicorn's log level: {', '.join(LOG_LEVELS)}", metavar="LEVEL", gunicorn="loglevel")
-CONFIG = Setting("config", "--config", "KV_GUNICORN_CONFIG", file_path, checkout_gunicorn_config,
-                 "gunicorn configuration file; the flags and KV_* variables above override what it sets",
-                 shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged "
-                 "kv/gunicorn_conf.py", metavar="FILE")
-TABLE_DIR = Setting("table_dir", "--table-dir", "KV_TABLE_DIR", file_path, None,
-                    "when PATH is a data file: build its table in DIR (created when missing) instead of beside the "
-                    "data, e.g. when the data is on a read-only volume", shown_default="beside the data file",
-                    metavar="DIR")
+BIND = Setting("bind", "--bind", "KV_BIND", address, "127.0.0.1:8000", "address to listen on", metavar="HOST:PORT", gunicorn="bind")
+WORKERS = Setting(
+    "workers",
+    "--workers",
+    "KV_WORKERS",
+    positive_int,
+    available_cpus,
+    "worker processes",
+    shown_default="the CPUs this process may use, affinity and cgroup quota counted",
+    metavar="N",
+    gunicorn="workers",
+)
+KEEPALIVE = Setting(
+    "keepalive",
+    "--keepalive",
+    "KV_KEEPALIVE",
+    positive_int,
+    5,
+    "close a connection idle this long, or whose request head is not complete this long after its "
+    "first byte; must be below gunicorn's graceful_timeout (kv serve refuses it otherwise)",
+    metavar="SECONDS",
+    gunicorn="keepalive",
+)
+MAX_BATCH = Setting("max_batch", "--max-batch", "KV_MAX_BATCH", positive_int, 1000, "most keys in one batch request", metavar="N")
+PID_FILE = Setting(
+    "pid_file",
+    "--pid-file",
+    "KV_PID_FILE",
+    file_path,
+    None,
+    "write the master pid here",
+    shown_default="$RUNTIME_DIRECTORY/kv.pid under systemd, else ROOT/kv.pid with --root",
+    metavar="FILE",
+    gunicorn="pidfile",
+)
+LOG_LEVEL = Setting(
+    "log_level",
+    "--log-level",
+    "KV_LOG_LEVEL",
+    log_level,
+    "info",
+    f"gunicorn's log level: {', '.join(LOG_LEVELS)}",
+    metavar="LEVEL",
+    gunicorn="loglevel",
+)
+CONFIG = Setting(
+    "config",
+    "--config",
+    "KV_GUNICORN_CONFIG",
+    file_path,
+    checkout_gunicorn_config,
+    "gunicorn configuration file; the flags and KV_* variables above override what it sets",
+    shown_default="deploy/gunicorn.conf.py of this checkout when present, else the packaged kv/gunicorn_conf.py",
+    metavar="FILE",
+)
+TABLE_DIR = Setting(
+    "table_dir",
+    "--table-dir",
+    "KV_TABLE_DIR",
+    file_path,
+    None,
+    "when PATH is a data file: build its table in DIR (created when missing) instead of beside the "
+    "data, e.g. when the data is on a read-only volume",
+    shown_default="beside the data file",
+    metavar="DIR",
+)
 URL = Setting("url", "--url", "KV_URL", server_url, f"http://{BIND.default}", "server URL", metavar="URL")  # kv serve's default address
-TIMEOUT = Setting("timeout", "--timeout", "KV_TIMEOUT", positive_seconds, 5.0,
-                  "seconds to wait for the server to accept and to answer; a server silent that long "
-                  "counts as unreachable", shown_default="5", metavar="SECONDS")
+TIMEOUT = Setting(
+    "timeout",
+    "--timeout",
+    "KV_TIMEOUT",
+    positive_seconds,
+    5.0,
+    "seconds to wait for the server to accept and to answer; a server silent that long counts as unreachable",
+    shown_default="5",
+    metavar="SECONDS",
+)
 
 # TLS and access (docs/SECURITY.md).
-CERTFILE = Setting("certfile", "--certfile", "KV_CERTFILE", file_path, None,
-                   "serve HTTPS with this PEM certificate (chain); needs --keyfile. Plain HTTP to the port is refused",
-                   metavar="FILE", gunicorn="certfile")
-KEYFILE = Setting("keyfile", "--keyfile", "KV_KEYFILE", file_path, None,
-                  "the private key of --certfile (PEM)", metavar="FILE", gunicorn="keyfile")
-CA_CERTS = Setting("ca_certs", "--ca-certs", "KV_CA_CERTS", file_path, None,
-                   "mutual TLS: require a client certificate signed by a CA in this PEM file", metavar="FILE",
-                   gunicorn="ca_certs")
-READ_TOKEN_FILE = Setting("read_token_file", "--read-token-file", "KV_READ_TOKEN_FILE", file_path, None,
-                          "require `Authorization: Bearer TOKEN` on every route but /healthz and /readyz; one token "
-                          "a line, # comments; re-read on SIGHUP (kv reload)", metavar="FILE")
-METRICS_BIND = Setting("metrics_bind", "--metrics-bind", "KV_METRICS_BIND", address, None,
-                       "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
-                       metavar="HOST:PORT")
-TOKEN = Setting("token", "--token", "KV_TOKEN", bearer_token, None,
-                "bearer token to send: a read token (kv serve --read-token-file); for kv set and kv delete, the write token", metavar="TOKEN")
-CACERT = Setting("cacert", "--cacert", "KV_CACERT", file_path, None,
-                 "verify an https:// server against this CA (PEM) instead of the system's", metavar="FILE")
-CERT = Setting("cert", "--cert", "KV_CERT", file_path, None,
-               "client certificate (PEM) for a server that requires one (kv serve --ca-certs)", metavar="FILE")
-KEY = Setting("key", "--key", "KV_KEY", file_path, None,
-              "the private key of --cert, when not in the same file", metavar="FILE")
+CERTFILE = Setting(
+    "certfile",
+    "--certfile",
+    "KV_CERTFILE",
+    file_path,
+    None,
+    "serve HTTPS with this PEM certificate (chain); needs --keyfile. Plain HTTP to the port is refused",
+    metavar="FILE",
+    gunicorn="certfile",
+)
+KEYFILE = Setting(
+    "keyfile", "--keyfile", "KV_KEYFILE", file_path, None, "the private key of --certfile (PEM)", metavar="FILE", gunicorn="keyfile"
+)
+CA_CERTS = Setting(
+    "ca_certs",
+    "--ca-certs",
+    "KV_CA_CERTS",
+    file_path,
+    None,
+    "mutual TLS: require a client certificate signed by a CA in this PEM file",
+    metavar="FILE",
+    gunicorn="ca_certs",
+)
+READ_TOKEN_FILE = Setting(
+    "read_token_file",
+    "--read-token-file",
+    "KV_READ_TOKEN_FILE",
+    file_path,
+    None,
+    "require `Authorization: Bearer TOKEN` on every route but /healthz and /readyz; one token "
+    "a line, # comments; re-read on SIGHUP (kv reload)",
+    metavar="FILE",
+)
+METRICS_BIND = Setting(
+    "metrics_bind",
+    "--metrics-bind",
+    "KV_METRICS_BIND",
+    address,
+    None,
+    "serve /metrics only on this separate HOST:PORT (from the master), not on --bind",
+    metavar="HOST:PORT",
+)
+TOKEN = Setting(
+    "token",
+    "--token",
+    "KV_TOKEN",
+    bearer_token,
+    None,
+    "bearer token to send: a read token (kv serve --read-token-file); for kv set and kv delete, the write token",
+    metavar="TOKEN",
+)
+CACERT = Setting(
+    "cacert",
+    "--cacert",
+    "KV_CACERT",
+    file_path,
+    None,
+    "verify an https:// server against this CA (PEM) instead of the system's",
+    metavar="FILE",
+)
+CERT = Setting(
+    "cert",
+    "--cert",
+    "KV_CERT",
+    file_path,
+    None,
+    "client certificate (PEM) for a server that requires one (kv serve --ca-certs)",
+    metavar="FILE",
+)
+KEY = Setting("key", "--key", "KV_KEY", file_path, None, "the private key of --cert, when not in the same file", metavar="FILE")
 
 # Writes (docs/WRITES.md).
 WRITE_TOKEN_ENV = "KV_WRITE_TOKEN"  # the write token itself (a secret: no flag, never in a process's arguments)
-WRITE_TOKEN_FILE = Setting("write_token_file", "--write-token-file", "KV_WRITE_TOKEN_FILE", file_path, None,
-                           "with --writable: the file holding the write token (its first line that is not blank "
-                           "or a # comment); KV_WRITE_TOKEN, when set, is the token itself", metavar="FILE")
-COMPACT_CHANGES = Setting("compact_changes", "--compact-changes", "KV_COMPACT_CHANGES", positive_int, 100_000,
-                          "with --writable: fold the change log into a new base table once it holds this many "
-                          "changes (set or deleted keys)", metavar="N")
-COMPACT_BYTES = Setting("compact_bytes", "--compact-bytes", "KV_COMPACT_BYTES", positive_int, 64 << 20,
-                        "with --writable: ... or this many bytes", shown_default="67108864 (64 MiB)", metavar="BYTES")
+WRITE_TOKEN_FILE = Setting(
+    "write_token_file",
+    "--write-token-file",
+    "KV_WRITE_TOKEN_FILE",
+    file_path,
+    None,
+    "with --writable: the file holding the write token (its first line that is not blank "
+    "or a # comment); KV_WRITE_TOKEN, when set, is the token itself",
+    metavar="FILE",
+)
+COMPACT_CHANGES = Setting(
+    "compact_changes",
+    "--compact-changes",
+    "KV_COMPACT_CHANGES",
+    positive_int,
+    100_000,
+    "with --writable: fold the change log into a new base table once it holds this many changes (set or deleted keys)",
+    metavar="N",
+)
+COMPACT_BYTES = Setting(
+    "compact_bytes",
+    "--compact-bytes",
+    "KV_COMPACT_BYTES",
+    positive_int,
+    64 << 20,
+    "with --writable: ... or this many bytes",
+    shown_default="67108864 (64 MiB)",
+    metavar="BYTES",
+)
 
-SETTINGS: tuple[Setting, ...] = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, CERTFILE, KEYFILE,
-                                 CA_CERTS, READ_TOKEN_FILE, METRICS_BIND, WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES,
-                                 URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)
+SETTINGS: tuple[Setting, ...] = (
+    BIND,
+    WORKERS,
+    KEEPALIVE,
+    MAX_BATCH,
+    PID_FILE,
+    LOG_LEVEL,
+    CONFIG,
+    TABLE_DIR,
+    CERTFILE,
+    KEYFILE,
+    CA_CERTS,
+    READ_TOKEN_FILE,
+    METRICS_BIND,
+    WRITE_TOKEN_FILE,
+    COMPACT_CHANGES,
+    COMPACT_BYTES,
+    URL,
+    TIMEOUT,
+    TOKEN,
+    CACERT,
+    CERT,
+    KEY,
+)
 BY_NAME = {s.name: s for s in SETTINGS}
-SERVER_SETTINGS = (BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR,
-                   CERTFILE, KEYFILE, CA_CERTS, READ_TOKEN_FILE, METRICS_BIND,
-                   WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES)  # kv serve's
+SERVER_SETTINGS = (
+    BIND,
+    WORKERS,
+    KEEPALIVE,
+    MAX_BATCH,
+    PID_FILE,
+    LOG_LEVEL,
+    CONFIG,
+    TABLE_DIR,
+    CERTFILE,
+    KEYFILE,
+    CA_CERTS,
+    READ_TOKEN_FILE,
+    METRICS_BIND,
+    WRITE_TOKEN_FILE,
+    COMPACT_CHANGES,
+    COMPACT_BYTES,
+)  # kv serve's
 CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
 
 
@@ -281,8 +439,9 @@ class Resolved:
         return f"{setting.gunicorn} = {self.value!r} in {self.source}"
 
 
-def resolve(setting: Setting, given: Any, config: Mapping[str, Any] | None = None, config_name: str = "",
-            environ: Mapping[str, str] | None = None) -> Resolved:
+def resolve(
+    setting: Setting, given: Any, config: Mapping[str, Any] | None = None, config_name: str = "", environ: Mapping[str, str] | None = None
+) -> Resolved:
     """The value of `setting` and where it came from: the flag's `given`
     value, else the environment, else the gunicorn config file's setting
     (`config`, the names the file defines), else the default."""

@@ -653,6 +653,12 @@ def memory_by_size(args, sizes: list[int]) -> dict:
     return out
 
 
+def _first_key(data: Path) -> str:
+    """The first record's key (reading one line, not sampling a 10M-line file)."""
+    with open(data, "rb") as f:
+        return f.readline()[:36].decode()
+
+
 def _head_keys(data: Path, n: int) -> list[str]:
     """Keys spread over a file too big to read whole: n lines at evenly spaced offsets."""
     size = data.stat().st_size

@@ -6,15 +6,22 @@ from .. import settings
 from .exits import Exit
 from .reload import add_reload_options, logger
 
-EXITS = {Exit.OK: "rolled back (the generation is printed on stdout)", Exit.FAILED: "refused or failed; current is unchanged",
-         Exit.USAGE: "bad usage"}
+EXITS = {
+    Exit.OK: "rolled back (the generation is printed on stdout)",
+    Exit.FAILED: "refused or failed; current is unchanged",
+    Exit.USAGE: "bad usage",
+}
 EXAMPLE = "kv rollback --root /var/lib/kv --reload"
 
 
 def add_arguments(p) -> None:
     p.add_argument("--root", required=True, metavar="DIR", help="publish root")
-    p.add_argument("--force", action="store_true", help="roll back even if that discards writes made since the last "
-                   "publish or compaction (without it, kv rollback refuses and says how many)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even if that discards writes made since the last "
+        "publish or compaction (without it, kv rollback refuses and says how many)",
+    )
     add_reload_options(p, with_flag=True)
 
 

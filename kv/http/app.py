@@ -32,8 +32,13 @@ from .state import State
 log = logging.getLogger("kv")
 
 
-def create_app(table_path: str | os.PathLike | None = None, *, max_batch: int | None = None,
-               root: str | os.PathLike | None = None, writable: bool | None = None):
+def create_app(
+    table_path: str | os.PathLike | None = None,
+    *,
+    max_batch: int | None = None,
+    root: str | os.PathLike | None = None,
+    writable: bool | None = None,
+):
     """The ASGI app for one worker: maps the table (KV_TABLE by default), or
     follows a root's head page (`root`, KV_ROOT: kv/live.py), taking writes
     when `writable` (KV_WRITABLE). It is FastPath's closure, carrying
@@ -69,8 +74,9 @@ def live_state(root: str | os.PathLike, max_batch: int, writable: bool) -> State
         token = read_write_token(settings.WRITE_TOKEN_FILE.value())
         if token is None:
             raise RuntimeError(f"writable, but no write token: set {settings.WRITE_TOKEN_ENV} or KV_WRITE_TOKEN_FILE")
-        state.writer = Writer(live, compact_changes=settings.COMPACT_CHANGES.value(),
-                              compact_bytes=settings.COMPACT_BYTES.value(), max_keys=max_batch)
+        state.writer = Writer(
+            live, compact_changes=settings.COMPACT_CHANGES.value(), compact_bytes=settings.COMPACT_BYTES.value(), max_keys=max_batch
+        )
         state.write_auth = WriteAuth(token)
     return state
 
@@ -102,15 +108,24 @@ def build_api(state: State) -> FastAPI:
 
     # The schema is served by a route of the table (openapi_url=None); no
     # trailing-slash redirects: their Location would name the client's Host.
-    api = FastAPI(title=openapi.TITLE, version=openapi.VERSION, description=openapi.DESCRIPTION, openapi_url=None,
-                  docs_url=None, redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    api = FastAPI(
+        title=openapi.TITLE,
+        version=openapi.VERSION,
+        description=openapi.DESCRIPTION,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
     static = resources.files("fastapi_offline").joinpath("static")
     api.mount(STATIC_PATH, StaticFiles(directory=str(static)), name="static-docs")
     for route in ROUTES:
         for method in route.served:
             doc = dict(route.doc(state, method)) if method in route.methods else {"include_in_schema": False}
-            api.add_api_route(route.path, endpoint(route, state, doc.pop("params", ())), methods=[method],
-                              name=route.handler.__name__, **doc)
+            api.add_api_route(
+                route.path, endpoint(route, state, doc.pop("params", ())), methods=[method], name=route.handler.__name__, **doc
+            )
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(RequestValidationError, invalid_request)
     api.add_exception_handler(Exception, unexpected)
@@ -123,11 +138,14 @@ def endpoint(route: Route, state: State, params=()):
     puts them in the schema; the handler reads them from the request."""
     handler = route.handler
     if inspect.iscoroutinefunction(handler):
+
         async def call(request: Request, **_params):
             return await handler(state, request)
     else:
+
         async def call(request: Request, **_params):
             return handler(state, request)
+
     request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)
     call.__signature__ = inspect.Signature([request, *params])
     call.__name__ = handler.__name__

@@ -9,7 +9,8 @@ parameters it documents.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Path as FastAPIPath
 from fastapi.responses import Response
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 Doc = Callable[["State", str], dict[str, Any]]
 
 TITLE = "kv"
-DESCRIPTION = ("A read-only key-value server: GET a key (a UUID, or any UTF-8 string for a string-key table), get its value back. "
-               "Values are the bytes of the data file; errors are RFC 9457 problem details.")
+DESCRIPTION = (
+    "A read-only key-value server: GET a key (a UUID, or any UTF-8 string for a string-key table), get its value back. "
+    "Values are the bytes of the data file; errors are RFC 9457 problem details."
+)
 VERSION = __version__
 
 # Documented, not enforced by FastAPI: the table's own check gives the clearer 400 detail.
@@ -54,8 +57,12 @@ KEY_RESPONSES = {
         "content": {
             TEXT: {"schema": {"type": "string"}},
             BINARY: {"schema": {"type": "string", "format": "binary"}},
-            JSON: {"schema": {"type": "object", "properties": {"key": {"type": "string"}, "value": {"type": "string"},
-                                                               "value_base64": {"type": "string"}}}},
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"key": {"type": "string"}, "value": {"type": "string"}, "value_base64": {"type": "string"}},
+                }
+            },
         },
         "headers": {"ETag": {"schema": {"type": "string"}}, "X-KV-Generation": {"schema": {"type": "string"}}},
     },
@@ -67,11 +74,22 @@ KEY_RESPONSES = {
 }
 
 BATCH_RESPONSES = {
-    200: {"description": "Values found (as UTF-8 text, or base64 in values_base64 when not UTF-8) and keys missing",
-          "content": {JSON: {"schema": {"type": "object", "properties": {
-              "generation": {"type": "string"}, "values": {"type": "object", "additionalProperties": {"type": "string"}},
-              "values_base64": {"type": "object", "additionalProperties": {"type": "string"}},
-              "missing": {"type": "array", "items": {"type": "string"}}}}}}},
+    200: {
+        "description": "Values found (as UTF-8 text, or base64 in values_base64 when not UTF-8) and keys missing",
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "generation": {"type": "string"},
+                        "values": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "values_base64": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "missing": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    },
     400: problem_doc("Malformed body or keys"),
     413: problem_doc("More keys than the batch limit"),
     421: problem_doc("Keys of other shards"),
@@ -82,7 +100,8 @@ BATCH_RESPONSES = {
 STRING_KEY_DESCRIPTION = (
     "`key` is any UTF-8 string of 1 to 1,024 bytes, percent-encoded (RFC 3986: every byte outside the unreserved "
     "characters `A-Z a-z 0-9 - . _ ~` as `%XX`, e.g. `user%3A42` for `user:42`; `%2F` is a slash inside the key, "
-    "`+` is a plus). Keys compare byte-exact: no case folding, no Unicode normalisation.")
+    "`+` is a plus). Keys compare byte-exact: no case folding, no Unicode normalisation."
+)
 UUID_KEY_DESCRIPTION = "`key` is a UUID, 8-4-4-4-12 or 32 hex digits, any case."
 
 
@@ -101,8 +120,14 @@ def key_doc(state: State, method: str) -> dict[str, Any]:
         param = FastAPIPath(description="UUID key", json_schema_extra={"pattern": KEY_PATTERN}, examples=[example_key(state)])
         description = UUID_KEY_DESCRIPTION
     key = inspect.Parameter("key", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str, default=param)
-    return {"responses": KEY_RESPONSES, "response_class": Response, "summary": summary, "operation_id": operation_id,
-            "description": description, "params": [key]}
+    return {
+        "responses": KEY_RESPONSES,
+        "response_class": Response,
+        "summary": summary,
+        "operation_id": operation_id,
+        "description": description,
+        "params": [key],
+    }
 
 
 def batch_doc(state: State, method: str) -> dict[str, Any]:
@@ -113,14 +138,24 @@ def batch_doc(state: State, method: str) -> dict[str, Any]:
     body = {
         "requestBody": {
             "required": True,
-            "content": {JSON: {"schema": {
-                "type": "object", "required": ["keys"],
-                "properties": {"keys": {"type": "array", "items": items, "maxItems": state.max_batch}},
-            }, "example": {"keys": [example_key(state), other]}}},
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["keys"],
+                        "properties": {"keys": {"type": "array", "items": items, "maxItems": state.max_batch}},
+                    },
+                    "example": {"keys": [example_key(state), other]},
+                }
+            },
         }
     }
-    return {"responses": BATCH_RESPONSES, "summary": "Look up many keys", "openapi_extra": body,
-            "description": f"Up to {state.max_batch} keys; all values come from one table generation."}
+    return {
+        "responses": BATCH_RESPONSES,
+        "summary": "Look up many keys",
+        "openapi_extra": body,
+        "description": f"Up to {state.max_batch} keys; all values come from one table generation.",
+    }
 
 
 def doc(**keywords: Any) -> Doc:
@@ -132,15 +167,30 @@ HIDDEN = doc(include_in_schema=False)
 STATS_DOC = doc(summary="Statistics, summed over all workers")
 HEALTHZ_DOC = doc(summary="The process is alive")
 READYZ_DOC = doc(summary="The table is open and reads back", responses={503: problem_doc("Not ready")})
-METRICS_DOC = doc(summary="Prometheus metrics, all workers", response_class=Response,
-                  responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+METRICS_DOC = doc(
+    summary="Prometheus metrics, all workers",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 
 
 WRITE_RESPONSES = {
-    200: {"description": "Committed (fsynced; every request any worker starts from now on sees it)",
-          "content": {JSON: {"schema": {"type": "object", "properties": {
-              "generation": {"type": "string"}, "sets": {"type": "integer"}, "deletes": {"type": "integer"},
-              "missing": {"type": "array", "items": {"type": "string"}}}}}}},
+    200: {
+        "description": "Committed (fsynced; every request any worker starts from now on sees it)",
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "generation": {"type": "string"},
+                        "sets": {"type": "integer"},
+                        "deletes": {"type": "integer"},
+                        "missing": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    },
     400: problem_doc("Malformed body, key or value: nothing was written"),
     401: problem_doc("No write token (WWW-Authenticate: Bearer)"),
     403: problem_doc("Not the write token"),
@@ -152,15 +202,32 @@ WRITE_RESPONSES = {
 def write_doc(state: State, method: str) -> dict[str, Any]:
     if state.writer is None:  # a read-only server: the route only answers 405
         return {"include_in_schema": False}
-    body = {"requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object", "properties": {
-        "set": {"type": "object", "additionalProperties": {"type": "string"}},
-        "set_base64": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
-        "delete": {"type": "array", "items": {"type": "string"}},
-    }}, "example": {"set": {example_key(state): "new value"}, "delete": []}}}}}
-    return {"responses": WRITE_RESPONSES, "summary": "Write many keys at once, all or nothing", "openapi_extra": body,
-            "description": f"Up to {state.max_batch} keys in all; needs `Authorization: Bearer` with the write token. "
-                           "PUT and DELETE /v1/keys/{key} write one key (the value is the request body). "
-                           "See docs/WRITES.md."}
+    body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "set": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "set_base64": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
+                            "delete": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "example": {"set": {example_key(state): "new value"}, "delete": []},
+                }
+            },
+        }
+    }
+    return {
+        "responses": WRITE_RESPONSES,
+        "summary": "Write many keys at once, all or nothing",
+        "openapi_extra": body,
+        "description": f"Up to {state.max_batch} keys in all; needs `Authorization: Bearer` with the write token. "
+        "PUT and DELETE /v1/keys/{key} write one key (the value is the request body). "
+        "See docs/WRITES.md.",
+    }
 
 
 KEY_WRITE_RESPONSES = {
@@ -179,11 +246,18 @@ def key_write_doc(state: State, method: str) -> dict[str, Any]:
         return {"include_in_schema": False}
     doc = key_doc(state, "GET")
     if method == "PUT":
-        summary, extra = "Set one key", {"openapi_extra": {"requestBody": {"required": True, "content": {
-            BINARY: {"schema": {"type": "string", "format": "binary"}}}}}}
+        summary, extra = (
+            "Set one key",
+            {"openapi_extra": {"requestBody": {"required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}}}},
+        )
     else:
         summary, extra = "Delete one key", {}
-    return {"responses": KEY_WRITE_RESPONSES, "summary": summary, "operation_id": f"{method.lower()}_key",
-            "description": "Needs `Authorization: Bearer` with the write token (kv serve --writable); the value is the "
-                           "request body. Answers once the write is durable and visible to every reader. "
-                           + doc["description"], "params": doc["params"], **extra}
+    return {
+        "responses": KEY_WRITE_RESPONSES,
+        "summary": summary,
+        "operation_id": f"{method.lower()}_key",
+        "description": "Needs `Authorization: Bearer` with the write token (kv serve --writable); the value is the "
+        "request body. Answers once the write is durable and visible to every reader. " + doc["description"],
+        "params": doc["params"],
+        **extra,
+    }

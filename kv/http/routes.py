@@ -17,8 +17,9 @@ handlers.STATIC_PATH (counted under the label "other").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from starlette.routing import compile_path
 
