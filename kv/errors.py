@@ -24,3 +24,7 @@ class DuplicateKey(DataFormatError):
 class SettingError(KVError, ValueError):
     """A setting's value (flag, KV_* variable or config file) that does not
     parse; the message names where the value came from (see kv/settings.py)."""
+
+
+class ServeError(KVError):
+    """`kv serve` cannot start; the message says why in one line."""
