@@ -42,7 +42,9 @@ WORKERS = Gauge("kv_workers", "Live worker processes by generation served", ["ge
 
 OUTCOMES = ("hit", "miss", "invalid")
 _MIDPOINTS = (
-    [b / 2 for b in LATENCY_BUCKETS[:1]] + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:], strict=False)] + [LATENCY_BUCKETS[-1]]
+    [b / 2 for b in LATENCY_BUCKETS[:1]]
+    + [(a + b) / 2 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:], strict=False)]
+    + [LATENCY_BUCKETS[-1]]
 )
 
 
