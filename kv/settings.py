@@ -305,50 +305,13 @@ COMPACT_BYTES = Setting(
     metavar="BYTES",
 )
 
-SETTINGS: tuple[Setting, ...] = (
-    BIND,
-    WORKERS,
-    KEEPALIVE,
-    MAX_BATCH,
-    PID_FILE,
-    LOG_LEVEL,
-    CONFIG,
-    TABLE_DIR,
-    CERTFILE,
-    KEYFILE,
-    CA_CERTS,
-    READ_TOKEN_FILE,
-    METRICS_BIND,
-    WRITE_TOKEN_FILE,
-    COMPACT_CHANGES,
-    COMPACT_BYTES,
-    URL,
-    TIMEOUT,
-    TOKEN,
-    CACERT,
-    CERT,
-    KEY,
-)
+SERVER_SETTINGS: tuple[Setting, ...] = (  # kv serve's
+    BIND, WORKERS, KEEPALIVE, MAX_BATCH, PID_FILE, LOG_LEVEL, CONFIG, TABLE_DIR, CERTFILE, KEYFILE, CA_CERTS,
+    READ_TOKEN_FILE, METRICS_BIND, WRITE_TOKEN_FILE, COMPACT_CHANGES, COMPACT_BYTES,
+)  # fmt: skip
+CLIENT_SETTINGS: tuple[Setting, ...] = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
+SETTINGS: tuple[Setting, ...] = SERVER_SETTINGS + CLIENT_SETTINGS  # every setting, once
 BY_NAME = {s.name: s for s in SETTINGS}
-SERVER_SETTINGS = (
-    BIND,
-    WORKERS,
-    KEEPALIVE,
-    MAX_BATCH,
-    PID_FILE,
-    LOG_LEVEL,
-    CONFIG,
-    TABLE_DIR,
-    CERTFILE,
-    KEYFILE,
-    CA_CERTS,
-    READ_TOKEN_FILE,
-    METRICS_BIND,
-    WRITE_TOKEN_FILE,
-    COMPACT_CHANGES,
-    COMPACT_BYTES,
-)  # kv serve's
-CLIENT_SETTINGS = (URL, TIMEOUT, TOKEN, CACERT, CERT, KEY)  # kv get, kv stats, kv.Client
 
 
 # `kv deploy nginx` (flags only, no KV_* variable): the front's per-client rate
