@@ -105,7 +105,11 @@ def test_stats_sum_lookups_over_all_workers(server):
     n = 200
     for k, _ in records[:n]:
         assert fresh_get(f"{url}/v1/keys/{k}").status_code == 200  # a new connection each: both workers answer
-    answered_by = {fresh_get(f"{url}/v1/stats").json()["worker"] for _ in range(20)}
+    answered_by: set[int] = set()
+    for _ in range(200):  # the kernel may hand many fresh connections in a row to one worker
+        answered_by.add(fresh_get(f"{url}/v1/stats").json()["worker"])
+        if len(answered_by) == 2:
+            break
     after = settled_stats(url, before["hits"] + n)
     assert after["hits"] - before["hits"] == n
     assert after["lookups"] - before["lookups"] == n
