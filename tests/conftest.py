@@ -54,3 +54,16 @@ def gen_table(gen_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("gentable") / "gen.kvt"
     build_table(data, out)
     return out, records
+
+
+@pytest.fixture
+def held_flushes(monkeypatch):
+    """Keep the per-worker tallies where a test can count them: the app's
+    background task moves them into prometheus_client every 50 ms, which would
+    zero `counts.fast` between a test's two readings."""
+    import time
+
+    from kv import metrics
+
+    monkeypatch.setattr(metrics.Counts, "flush", lambda self: None)
+    time.sleep(2 * metrics.FLUSH_SECONDS)  # a flush already under way has finished

@@ -488,7 +488,7 @@ def test_an_http10_request_without_host_is_answered(app):
     assert messages[0]["status"] == 200 and messages[1]["body"] == b"this is a value"
 
 
-def test_a_hit_whose_host_header_is_not_first_is_answered_in_full(app):
+def test_a_hit_whose_host_header_is_not_first_is_answered_in_full(app, held_flushes):
     before = sum(app.state.counts.fast)
     messages = _asgi(app, "GET", f"/v1/keys/{HIT}", [(b"accept", b"*/*"), (b"host", b"t")], _no_body)
     assert messages[0]["status"] == 200 and messages[1]["body"] == b"this is a value"

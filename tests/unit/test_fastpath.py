@@ -79,7 +79,7 @@ def test_fast_path_and_fastapi_route_answer_identically(app, name, method, path,
     assert fast == route
 
 
-def test_plain_hits_take_the_fast_path(app):
+def test_plain_hits_take_the_fast_path(app, held_flushes):
     before = sum(app.state.counts.fast)
     status, _, body = call(app, "GET", f"/v1/keys/{KEY}")
     assert (status, body) == (200, b"this is a value")

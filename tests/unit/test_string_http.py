@@ -92,7 +92,7 @@ def test_every_stress_key_answers_fully_percent_encoded(client, key):
     assert r.status_code == 200 and r.content == STRESS[key]
 
 
-def test_a_1024_byte_key_fully_percent_encoded_fits_the_url_limit_and_hits_the_fast_path(app, client):
+def test_a_1024_byte_key_fully_percent_encoded_fits_the_url_limit_and_hits_the_fast_path(app, client, held_flushes):
     key = "k" * MAX_STRING_KEY
     path = "/v1/keys/" + encoded(key)
     assert len(path) == 9 + 3 * 1024 and len(path) <= MAX_PATH
@@ -172,7 +172,7 @@ def test_other_methods_on_a_key_are_405_with_allow(client):
     assert r.status_code == 405
 
 
-def test_string_hits_with_and_without_percent_take_the_fast_path(app, client):
+def test_string_hits_with_and_without_percent_take_the_fast_path(app, client, held_flushes):
     for key in ("user:42", "a b", "🔑", "-dash"):
         before = sum(app.state.counts.fast)
         assert client.get(key_path(key)).status_code == 200
@@ -223,7 +223,7 @@ def shard0(tmp_path_factory):
         yield app, c
 
 
-def test_a_shard_server_serves_its_own_string_keys_on_the_fast_path(shard0):
+def test_a_shard_server_serves_its_own_string_keys_on_the_fast_path(shard0, held_flushes):
     app, c = shard0
     key = next(k for k in STRESS if string_shard_of(k.encode(), 2) == 0 and "%" not in quote(k, safe=":"))
     before = sum(app.state.counts.fast)
