@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .. import settings
 from .exits import Exit
 from .reload import add_reload_options, logger
@@ -14,7 +16,7 @@ EXITS = {
 EXAMPLE = "kv rollback --root /var/lib/kv --reload"
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, metavar="DIR", help="publish root")
     p.add_argument(
         "--force",
@@ -25,7 +27,7 @@ def add_arguments(p) -> None:
     add_reload_options(p, with_flag=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..publish import PublishError, reload, rollback
 
     log = logger("rollback")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .. import settings
@@ -22,7 +23,7 @@ was built when no build option is given, else when built with those options
 (otherwise it is rebuilt)."""
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", metavar="PATH", help="data file or table (.kvt) to serve")
     p.add_argument(
         "--root",
@@ -48,7 +49,7 @@ def add_arguments(p) -> None:
     p.description = f"{p.description}\n\n{PRECEDENCE}"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..serve import ServeError, serve
 
     try:
