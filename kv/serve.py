@@ -34,6 +34,7 @@ from . import settings
 from .errors import DataFormatError, KVError, ServeError, SettingError, TableCorrupt
 from .gunicorn_app import GunicornServer, KVArbiter, _raise_open_file_limit, listen, open_table_fd, start_metrics_server  # noqa: F401 (importable from here, as before)
 from .options import BuildOptions
+from .report import BuildReport
 from .settings import Resolved
 
 default_config = settings.checkout_gunicorn_config  # the --config default (kept importable from here)
@@ -54,7 +55,7 @@ def is_table(path: Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def _build(data: Path, out: Path, options: BuildOptions):
+def _build(data: Path, out: Path, options: BuildOptions) -> BuildReport:
     from .build import build_table
 
     return build_table(data, out, options)
