@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -18,6 +19,9 @@ from gunicorn.arbiter import Arbiter
 from . import settings
 from .errors import ServeError
 from .publish import table_problem
+
+if TYPE_CHECKING:
+    from .http.app import KVApp
 
 
 def open_table_fd(path: str) -> int:
@@ -37,7 +41,7 @@ def _raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def listen(cfg, log) -> list:
+def listen(cfg: Any, log: Any) -> list[Any]:
     """Bind and listen on each configured address, once, before gunicorn
     starts; an address in use is a ServeError. [] when the sockets come from
     elsewhere (systemd's LISTEN_FDS, a re-exec's GUNICORN_FD, fd:// binds) or
@@ -84,7 +88,7 @@ class KVArbiter(Arbiter):
     announce: Callable[[str, int], None] | None = None
     metrics_bind: str | None = None
 
-    def start(self):
+    def start(self) -> None:
         if self.metrics_bind:  # first: a busy address stops kv serve before anything else starts
             start_metrics_server(self.metrics_bind)
         super().start()  # binds (here: adopts the sockets of listen()), writes the pid file, runs when_ready
@@ -93,7 +97,7 @@ class KVArbiter(Arbiter):
         if self.announce:
             self.announce(",".join(str(lnr) for lnr in self.LISTENERS), self.num_workers)
 
-    def handle_hup(self):
+    def handle_hup(self) -> None:
         # A new worker that cannot open the table fails to boot, and
         # gunicorn then stops the whole server: check the table (and the
         # token file) first and keep serving the open one if the new one is bad.
@@ -159,26 +163,32 @@ class GunicornServer(BaseApplication):
     """gunicorn with kv's settings, in this process: the config file's names
     (`file`), then `overrides` (kv serve's resolved settings) on top."""
 
-    def __init__(self, file: dict, overrides: dict, announce: Callable[[str, int], None] | None = None, metrics_bind: str | None = None):
+    def __init__(
+        self,
+        file: dict[str, Any],
+        overrides: dict[str, Any],
+        announce: Callable[[str, int], None] | None = None,
+        metrics_bind: str | None = None,
+    ):
         self.file = file
         self.overrides = overrides
         self.announce = announce
         self.metrics_bind = metrics_bind
         super().__init__()
 
-    def load_config(self):
+    def load_config(self) -> None:
         for name, value in self.file.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
         for name, value in self.overrides.items():
             self.cfg.set(name, value)
 
-    def load(self):
+    def load(self) -> KVApp:
         from .app import create_app
 
         return create_app()
 
-    def run(self):
+    def run(self) -> None:
         arbiter = KVArbiter(self)
         arbiter.announce = self.announce
         arbiter.metrics_bind = self.metrics_bind

@@ -11,13 +11,17 @@ import asyncio
 import inspect
 import logging
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any, Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from .. import metrics, settings
 from ..table import open_table
@@ -32,13 +36,24 @@ from .state import State
 log = logging.getLogger("kv")
 
 
+class KVApp(Protocol):
+    """What create_app returns: FastPath's ASGI function, carrying the
+    worker's State, the FastAPI app behind it and the FastPath."""
+
+    state: State
+    api: FastAPI
+    fast_path: FastPath
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 def create_app(
     table_path: str | os.PathLike | None = None,
     *,
     max_batch: int | None = None,
     root: str | os.PathLike | None = None,
     writable: bool | None = None,
-):
+) -> KVApp:
     """The ASGI app for one worker: maps the table (KV_TABLE by default), or
     follows a root's head page (`root`, KV_ROOT: kv/live.py), taking writes
     when `writable` (KV_WRITABLE). It is FastPath's closure, carrying
@@ -55,7 +70,7 @@ def create_app(
         state = State(open_table(path, fd=_inherited_fd(path)), max_batch, Guard.from_env())
     api = build_api(state)
     fast_path = FastPath(api, state, max_body=max(64 * 1024, max_batch * 128))
-    app = fast_path.asgi
+    app = cast(KVApp, fast_path.asgi)  # a function: it takes the three attributes below
     app.state = state
     app.api = api
     app.fast_path = fast_path
@@ -81,7 +96,7 @@ def live_state(root: str | os.PathLike, max_batch: int, writable: bool) -> State
     return state
 
 
-def _inherited_fd(path) -> int | None:
+def _inherited_fd(path: str | os.PathLike) -> int | None:
     """The descriptor of the table the master opened (kv serve sets
     KV_TABLE_FD with KV_TABLE), so that a worker replacing a crashed one maps
     the table its siblings serve even when the file has since been deleted or
@@ -97,7 +112,7 @@ def build_api(state: State) -> FastAPI:
     static files, problem responses for every error."""
 
     @asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.on_change()
         task = asyncio.get_running_loop().create_task(_flush_forever(state.counts))
         try:
@@ -117,37 +132,37 @@ def build_api(state: State) -> FastAPI:
         redoc_url=None,
         redirect_slashes=False,
         lifespan=lifespan,
+        # Given here rather than by add_exception_handler, whose (Starlette's)
+        # type takes only handlers of any Exception.
+        exception_handlers={StarletteHTTPException: http_error, RequestValidationError: invalid_request, Exception: unexpected},
     )
     static = resources.files("fastapi_offline").joinpath("static")
     api.mount(STATIC_PATH, StaticFiles(directory=str(static)), name="static-docs")
     for route in ROUTES:
         for method in route.served:
-            doc = dict(route.doc(state, method)) if method in route.methods else {"include_in_schema": False}
+            doc: dict[str, Any] = dict(route.doc(state, method)) if method in route.methods else {"include_in_schema": False}
             api.add_api_route(
                 route.path, endpoint(route, state, doc.pop("params", ())), methods=[method], name=route.handler.__name__, **doc
             )
-    api.add_exception_handler(StarletteHTTPException, http_error)
-    api.add_exception_handler(RequestValidationError, invalid_request)
-    api.add_exception_handler(Exception, unexpected)
     return api
 
 
-def endpoint(route: Route, state: State, params=()):
+def endpoint(route: Route, state: State, params: Iterable[inspect.Parameter] = ()) -> Callable[..., Awaitable[Response]]:
     """FastAPI's endpoint for a route: calls route.handler(state, request).
     Its signature declares the documented path parameters, so that FastAPI
     puts them in the schema; the handler reads them from the request."""
     handler = route.handler
     if inspect.iscoroutinefunction(handler):
 
-        async def call(request: Request, **_params):
+        async def call(request: Request, **_params: Any) -> Response:
             return await handler(state, request)
     else:
 
-        async def call(request: Request, **_params):
+        async def call(request: Request, **_params: Any) -> Response:
             return handler(state, request)
 
     request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)
-    call.__signature__ = inspect.Signature([request, *params])
+    call.__signature__ = inspect.Signature([request, *params])  # type: ignore[attr-defined]  # read by inspect.signature
     call.__name__ = handler.__name__
     return call
 
@@ -164,7 +179,7 @@ async def _flush_forever(counts: metrics.Counts) -> None:
 # -- errors as problem responses ---------------------------------------------------------
 
 
-async def http_error(request: Request, exc: StarletteHTTPException):
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     titles = {404: "Not found", 405: "Method not allowed"}
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     headers = getattr(exc, "headers", None)
@@ -178,13 +193,13 @@ async def http_error(request: Request, exc: StarletteHTTPException):
     return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, headers=headers)
 
 
-async def invalid_request(request: Request, exc: RequestValidationError):
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
     return problem(400, "Bad request", f"{first.get('msg', 'invalid request')} at {where}" if where else "invalid request")
 
 
-async def unexpected(request: Request, exc: Exception):  # never expected; still an answer, not a dropped connection
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # never expected; still an answer, not a dropped connection
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(500, "Internal error", f"{type(exc).__name__}; see the server log")
