@@ -17,8 +17,13 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
+from typing import TYPE_CHECKING, TypedDict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+if TYPE_CHECKING:
+    from .live import LiveTable
+    from .table import Table
 
 FLUSH_SECONDS = 0.05
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -104,14 +109,14 @@ class Counts:
         for fast in (self.fast, self.protocol):
             if any(fast):
                 n = sum(fast)
-                counts = list(fast)
+                hits = list(fast)
                 for i in range(len(fast)):  # in place: the fast paths hold these lists
                     fast[i] = 0
                 REQUESTS.labels(self.fast_route, "200").inc(n)
                 if fast is self.protocol:
                     PROTOCOL_HITS.inc(n)
                 child = LATENCY.labels(self.fast_route)
-                for i, c in enumerate(counts):
+                for i, c in enumerate(hits):
                     if c:
                         child._buckets[i].inc(c)
                         child._sum.inc(c * _MIDPOINTS[i])
@@ -120,10 +125,26 @@ class Counts:
             child = LATENCY.labels(route)
             # prometheus_client keeps non-cumulative bucket values and a sum;
             # adding whole counts at once is what observe() does one at a time.
-            for i, n in enumerate(counts[:-1]):
-                if n:
-                    child._buckets[i].inc(n)
+            for i, count in enumerate(counts[:-1]):
+                if count:
+                    child._buckets[i].inc(count)
             child._sum.inc(counts[-1])
+
+
+class Totals(TypedDict):
+    """The counters of /v1/stats, summed over all workers (totals())."""
+
+    requests: int
+    lookups: int
+    hits: int
+    misses: int
+    invalid_keys: int
+    batches: int
+    batch_keys: int
+    sets: int
+    deletes: int
+    workers: int
+    by_status: dict[str, int]  # requests by status code
 
 
 def multiprocess_dir() -> str | None:
@@ -145,9 +166,9 @@ def exposition() -> bytes:
     return generate_latest(registry())
 
 
-def totals() -> dict:
+def totals() -> Totals:
     """Counter totals summed over all workers, for /v1/stats."""
-    out = {
+    out: dict[str, float] = {
         "requests": 0,
         "lookups": 0,
         "hits": 0,
@@ -158,20 +179,20 @@ def totals() -> dict:
         "sets": 0,
         "deletes": 0,
         "workers": 0,
-        "by_status": {},
     }
+    by_status: dict[str, float] = {}
     for metric in registry().collect():
         for s in metric.samples:
             if s.name == "kv_requests_total":
                 out["requests"] += s.value
                 st = s.labels.get("status", "")
-                out["by_status"][st] = out["by_status"].get(st, 0) + s.value
+                by_status[st] = by_status.get(st, 0) + s.value
             elif s.name == "kv_lookups_total":
-                name = {"hit": "hits", "miss": "misses", "invalid": "invalid_keys"}.get(s.labels.get("outcome"))
+                name = {"hit": "hits", "miss": "misses", "invalid": "invalid_keys"}.get(s.labels.get("outcome", ""))
                 if name:
                     out[name] += s.value
             elif s.name == "kv_writes_total":
-                name = {"set": "sets", "delete": "deletes"}.get(s.labels.get("op"))
+                name = {"set": "sets", "delete": "deletes"}.get(s.labels.get("op", ""))
                 if name:
                     out[name] += s.value
             elif s.name == "kv_batches_total":
@@ -181,11 +202,20 @@ def totals() -> dict:
             elif s.name == "kv_workers":
                 out["workers"] += s.value
     out["lookups"] = out["hits"] + out["misses"] + out["invalid_keys"]
-    for k, v in list(out.items()):
-        if isinstance(v, float):
-            out[k] = int(v)
-    out["by_status"] = {k: int(v) for k, v in sorted(out["by_status"].items())}
-    return out
+    n = {k: int(v) for k, v in out.items()}
+    return Totals(
+        requests=n["requests"],
+        lookups=n["lookups"],
+        hits=n["hits"],
+        misses=n["misses"],
+        invalid_keys=n["invalid_keys"],
+        batches=n["batches"],
+        batch_keys=n["batch_keys"],
+        sets=n["sets"],
+        deletes=n["deletes"],
+        workers=n["workers"],
+        by_status={k: int(v) for k, v in sorted(by_status.items())},
+    )
 
 
 def lookups_by_worker() -> dict[str, int]:
@@ -228,7 +258,7 @@ def _is_sibling(pid: str) -> bool:
         return False
 
 
-def set_table_gauges(table, label: str | None = None, previous: str | None = None) -> None:
+def set_table_gauges(table: Table | LiveTable, label: str | None = None, previous: str | None = None) -> None:
     """The served table's gauges, labelled `label` (default its generation;
     a root's workers use the base generation, which writes do not change).
     `previous`: the label this worker served before (a publish or compaction
