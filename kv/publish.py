@@ -31,12 +31,13 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import KVError, TableCorrupt
 from .options import BuildOptions
-from .report import plural
+from .report import BuildReport, plural
 
 DEFAULT_KEEP = 3  # generations kept besides `current` (kv publish --keep)
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
@@ -128,7 +129,7 @@ def _make_dir(path: Path) -> None:
 
 
 @contextmanager
-def _locked(root: Path):
+def _locked(root: Path) -> Iterator[None]:
     """One publisher at a time per root (readers never take the lock)."""
     _make_dir(root)
     with open(root / ".lock", "a") as f:
@@ -163,7 +164,11 @@ def _copy_in(source: Path, dest: Path) -> None:
 
 
 def publish(
-    source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log=print, options: BuildOptions | None = None
+    source: str | os.PathLike,
+    root: str | os.PathLike,
+    keep: int = DEFAULT_KEEP,
+    log: Callable[[str], object] = print,
+    options: BuildOptions | None = None,
 ) -> str:
     """Build (for a data file, with `options`, default the defaults) or copy
     (for a table) into ROOT/generations, verify it completely, switch
@@ -274,13 +279,13 @@ def _switch(root: Path, generation: str) -> None:
         switch_base(root, generation, kind, prev if prev is not None else (known[-1] if known else 0))
 
 
-def _build(data: Path, out: Path, options: BuildOptions):
+def _build(data: Path, out: Path, options: BuildOptions) -> BuildReport:
     from .build import build_table
 
     return build_table(data, out, options)
 
 
-def _still_good(path: Path, log) -> bool:
+def _still_good(path: Path, log: Callable[[str], object]) -> bool:
     """An existing file of the same generation: keep it if it verifies (a
     worker may map it), else let the fresh copy replace it by rename."""
     try:
@@ -291,7 +296,7 @@ def _still_good(path: Path, log) -> bool:
         return False
 
 
-def rollback(root: str | os.PathLike, log=print, force: bool = False) -> str:
+def rollback(root: str | os.PathLike, log: Callable[[str], object] = print, force: bool = False) -> str:
     """Point ROOT/current back at the generation served before it, after
     verifying that one; the generation rolled back from leaves the history.
     On a root with change logs (kv/writes.py) it returns to the state before
@@ -329,7 +334,7 @@ def rollback(root: str | os.PathLike, log=print, force: bool = False) -> str:
         raise PublishError(f"{root}: no earlier generation to roll back to from {current}")
 
 
-def _prune(root: Path, history: list[str], keep: int, log) -> None:
+def _prune(root: Path, history: list[str], keep: int, log: Callable[[str], object]) -> None:
     """Keep `current` and the `keep` generations served before it; delete every
     other table in generations/ (older ones, and ones rolled back from)."""
     kept = history[-(keep + 1) :]
@@ -397,7 +402,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def reload(root: str | None = None, pid_file: str | None = None, log=print, wait: float = 0.0) -> int:
+def reload(root: str | None = None, pid_file: str | None = None, log: Callable[[str], object] = print, wait: float = 0.0) -> int:
     """SIGHUP the gunicorn master: new workers map ROOT/current, old ones
     finish their in-flight requests and exit. With wait > 0, wait (at most
     that many seconds) until none of the old workers is left."""
