@@ -12,7 +12,8 @@ not answer within the timeout is not retried: that would only double the wait.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -63,14 +64,14 @@ def key_path(key: str) -> str:
     return f"/v1/keys/{encoded}"
 
 
-def _security(token, cacert, cert, key) -> dict:
+def _security(token: str | None, cacert: str | None, cert: str | None, key: str | None) -> dict[str, Any]:
     """httpx arguments for a read token and TLS (each argument, else its KV_* variable)."""
     import ssl
 
     token, cacert, cert, key = (
         settings.BY_NAME[n].value(v) for n, v in (("token", token), ("cacert", cacert), ("cert", cert), ("key", key))
     )
-    out: dict = {}
+    out: dict[str, Any] = {}
     if token:
         out["headers"] = {"authorization": f"Bearer {token}"}
     if cacert or cert:
@@ -117,10 +118,10 @@ class Client:
         self.http = httpx.Client(
             base_url=self.url, timeout=self.timeout, limits=httpx.Limits(max_keepalive_connections=1), **_security(token, cacert, cert, key)
         )
-        self._shards: dict | None = None  # None: not read yet; {}: not sharded
+        self._shards: dict[str, Any] | None = None  # None: not read yet; {}: not sharded
         self.last_generation: str | None = None
 
-    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         for attempt in range(self.retries + 1):
             try:
                 r = self.http.request(method, path, **kw)
@@ -165,7 +166,7 @@ class Client:
             raise InvalidKey(self._detail(r))
         raise ServerError(r.status_code, self._detail(r))
 
-    def shard_map(self) -> dict | None:
+    def shard_map(self) -> dict[str, Any] | None:
         """The front's shard map (GET /v1/shards), or None for a single server.
         Read once and kept; get_many reads it only when a batch answers 421."""
         if self._shards is None:
@@ -187,32 +188,34 @@ class Client:
         a key's shard is computed: "string" by kv.keys.string_shard_of (its
         xxh3 hash), "uuid" (or absent, as in fronts rendered before string
         keys) by kv.keys.shard_of (its first hex digits)."""
-        if not self._shards:
+        shards = self._shards
+        if not shards:
             try:
                 return self._batches("/v1/batch", keys)
             except ServerError as e:
                 if e.status != 421:
                     raise
                 self._shards = None  # sharded now, or resharded since the map was read
-                if not self.shard_map():
+                shards = self.shard_map()
+                if not shards:
                     raise ServerError(
                         421,
                         f"{e.detail}; {self.url} serves one shard and no shard map (GET /v1/shards): "
                         "use the URL of the front that routes to every shard",
                     ) from None
-        return self._get_sharded(keys)
+        return self._get_sharded(keys, shards)
 
-    def _get_sharded(self, keys: list[str]) -> dict[str, bytes]:
+    def _get_sharded(self, keys: list[str], shards: dict[str, Any]) -> dict[str, bytes]:
         try:
-            return self._get_from_shards(keys, self._shards)
+            return self._get_from_shards(keys, shards)
         except ServerError as e:
             if e.status not in (404, 421):  # 421: a key's shard moved; 404: no such shard any more
                 raise
         self._shards = None  # resharded since the map was read: read it again, and try once more
-        shards = self.shard_map()
-        return self._get_from_shards(keys, shards) if shards else self._batches("/v1/batch", keys)
+        shards_now = self.shard_map()
+        return self._get_from_shards(keys, shards_now) if shards_now else self._batches("/v1/batch", keys)
 
-    def _get_from_shards(self, keys: list[str], shards: dict) -> dict[str, bytes]:
+    def _get_from_shards(self, keys: list[str], shards: dict[str, Any]) -> dict[str, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
         from .keys import canonical_key, shard_of, string_key, string_shard_of
@@ -277,7 +280,7 @@ class Client:
         body = value.encode() if isinstance(value, str) else bytes(value)
         return self._written(self._request("PUT", key_path(key), content=body))["generation"]
 
-    def set_many(self, items: dict) -> str:
+    def set_many(self, items: Mapping[str, bytes | str]) -> str:
         """Store every key of `items` in one atomic write; return the new generation."""
         return self._written(self._request("POST", "/v1/write", json=write_body(items, ())))["generation"]
 
@@ -292,7 +295,7 @@ class Client:
             return []
         return list(self._written(self._request("POST", "/v1/write", json=write_body({}, keys))).get("missing", []))
 
-    def _written(self, r: httpx.Response) -> dict:
+    def _written(self, r: httpx.Response) -> dict[str, Any]:
         if r.status_code == 200:
             return r.json()
         if r.status_code in (401, 403, 405):
@@ -306,7 +309,7 @@ class Client:
                 raise InvalidKey(self._detail(r))
         raise ServerError(r.status_code, self._detail(r))
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         r = self._request("GET", "/v1/stats")
         if r.status_code != 200:
             raise ServerError(r.status_code, self._detail(r))
@@ -315,14 +318,14 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def write_body(items: dict, deletes: Sequence[str]) -> dict:
+def write_body(items: Mapping[str, bytes | str], deletes: Sequence[str]) -> dict[str, dict[str, str] | list[str]]:
     """The POST /v1/write body: UTF-8 values in "set", other bytes in "set_base64"."""
     text: dict[str, str] = {}
     binary: dict[str, str] = {}
@@ -334,7 +337,7 @@ def write_body(items: dict, deletes: Sequence[str]) -> dict:
             text[k] = bytes(v).decode("utf-8")
         except UnicodeDecodeError:
             binary[k] = base64.b64encode(bytes(v)).decode()
-    body: dict = {}
+    body: dict[str, dict[str, str] | list[str]] = {}
     if text:
         body["set"] = text
     if binary:
