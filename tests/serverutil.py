@@ -1,19 +1,26 @@
-"""Start the real server (`kv serve`) on a free 127.0.0.1 port for a test."""
+"""Start the real server (`kv serve`) on a free 127.0.0.1 port for a test, and
+a real nginx in front of servers (`nginx_front`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import free_port
 
 KV = str(Path(sys.executable).parent / "kv")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+needs_nginx = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
 
 
 @contextlib.contextmanager
@@ -46,8 +53,6 @@ def running_server(
 
 
 def tls_context(cacert, client_cert=None):
-    import ssl
-
     ctx = ssl.create_default_context(cafile=str(cacert))
     if client_cert:
         ctx.load_cert_chain(*map(str, client_cert))
@@ -98,3 +103,62 @@ def fresh_get(url: str, **kw) -> httpx.Response:
     """One request on a new connection (so successive calls spread over workers)."""
     with httpx.Client(timeout=5) as c:
         return c.get(url, **kw)
+
+
+def start_replica(table: str | os.PathLike, port: int) -> subprocess.Popen:
+    """`kv serve TABLE` with 1 worker on 127.0.0.1:PORT, once ready (a shard
+    replica behind nginx_front); end it with stop(proc)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen(
+        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_ready(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+# The main configuration around the http-level one `kv deploy nginx` renders
+# (kv.conf): every file nginx writes stays in the test's directory.
+NGINX_CONF = """
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    include {d}/kv.conf;
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_front(d: Path, conf: str, url: str, verify: ssl.SSLContext | bool = True) -> Iterator[None]:
+    """Run a real nginx until the block ends, with `conf` (what `kv deploy
+    nginx` renders, listening at `url`) as D/kv.conf and all its files in D:
+    checked with `nginx -t`, started, ready once `url`/v1/shards answers 200
+    (asked with `verify`; 10 s at most), stopped gracefully (SIGQUIT) at the end."""
+    (d / "kv.conf").write_text(conf)
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d))
+    check = subprocess.run([NGINX, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v1/shards", verify=verify).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,58 +3,15 @@ read token on to the shards, and limits each client's request rate."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import time
-
 import httpx
 import pytest
 from conftest import free_port
-from serverutil import running_server, tls_context
+from serverutil import needs_nginx, nginx_front, running_server, tls_context
 from test_security import TOKEN, pki, token_file  # noqa: F401 (pki: the fixture)
 
 from kv.deploy import render_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
-
-
-@contextlib.contextmanager
-def nginx_front(d, conf: str, url: str, verify):
-    (d / "kv.conf").write_text(conf)
-    (d / "nginx.conf").write_text(f"""
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    include {d}/kv.conf;
-}}
-""")
-    check = subprocess.run([NGINX, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/shards", verify=verify).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        yield
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+pytestmark = needs_nginx
 
 
 def test_nginx_terminates_tls_and_passes_the_token_to_the_shard(gen_table, pki, tmp_path):  # noqa: F811

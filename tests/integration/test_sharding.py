@@ -1,12 +1,9 @@
 """Shards behind a real nginx: 2 shards x 2 replicas (4 real servers, 1 worker
 each) on free 127.0.0.1 ports, routed by the config `kv deploy nginx` renders."""
 
-import contextlib
 import os
 import random
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -15,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port
-from serverutil import KV, stop, wait_ready
+from serverutil import needs_nginx, nginx_front, start_replica, stop
 
 from kv.client import Client
 from kv.deploy import render_nginx
@@ -23,22 +20,8 @@ from kv.gen import generate_file
 from kv.keys import shard_of
 from kv.shard import build_shards
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
+pytestmark = needs_nginx
 THREADS = 8
-
-
-def start_replica(table: Path, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen(
-        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_ready(f"http://127.0.0.1:{port}", proc)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +34,6 @@ def cluster(tmp_path_factory):
     ports = {(s, r): free_port() for s in range(2) for r in range(2)}
     replicas = {}
     front = free_port()
-    nginx = None
     try:
         for (s, r), port in ports.items():
             replicas[(s, r)] = start_replica(Path(reports[s].table), port)
@@ -62,38 +44,10 @@ def cluster(tmp_path_factory):
             fail_timeout="2s",
             rate=0,
         )  # the per-client limit is not tested here: 8 threads on one address exceed 1000 r/s now that hits are answered in the protocol
-        (d / "kv.conf").write_text(conf)
-        (d / "nginx.conf").write_text(f"""
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    include {d}/kv.conf;
-}}
-""")
-        check = subprocess.run([NGINX, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], start_new_session=True)
         url = f"http://127.0.0.1:{front}"
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/shards").status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        yield {"url": url, "records": records, "replicas": replicas, "ports": ports, "reports": reports, "dir": d}
+        with nginx_front(d, conf, url):
+            yield {"url": url, "records": records, "replicas": replicas, "ports": ports, "reports": reports, "dir": d}
     finally:
-        if nginx:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
         for p in replicas.values():
             stop(p)
 

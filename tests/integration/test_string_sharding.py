@@ -8,26 +8,19 @@ real builder's (kv build DATA.jsonl --shards 2)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 
 import httpx
 import pytest
 from conftest import free_port
-from serverutil import KV, stop, wait_ready
+from serverutil import needs_nginx, nginx_front, start_replica, stop
 
 from kv.cli import main
 from kv.client import Client, key_path
 from kv.deploy import render_nginx
 from kv.keys import MAX_STRING_KEY, string_shard_of
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (make test installs it)")
+pytestmark = needs_nginx
 
 STRESS = {f"user:{i}": f"value {i}".encode() for i in range(40)}
 STRESS.update(
@@ -55,25 +48,12 @@ STRESS.update(
 )
 
 
-def start_replica(table, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen(
-        [KV, "serve", str(table), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_ready(f"http://127.0.0.1:{port}", proc)
-    return proc
-
-
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
     d = tmp_path_factory.mktemp("strshards")
     ports = [free_port(), free_port()]
     listen = free_port()
-    replicas, nginx = [], None
+    replicas = []
     try:
         # The real builder's shards (kv build --shards 2), which must split keys as the servers' string_shard_of does.
         data = d / "s.jsonl"
@@ -82,38 +62,10 @@ def front(tmp_path_factory):
         for i in range(2):
             replicas.append(start_replica(d / f"s.shard-{i}-of-2.kvt", ports[i]))
         conf = render_nginx(2, {i: [f"127.0.0.1:{ports[i]}"] for i in range(2)}, listen=f"127.0.0.1:{listen}", keys="string")
-        (d / "kv.conf").write_text(conf)
-        (d / "nginx.conf").write_text(f"""
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    include {d}/kv.conf;
-}}
-""")
-        check = subprocess.run([NGINX, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], start_new_session=True)
         url = f"http://127.0.0.1:{listen}"
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/shards").status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        yield {"url": url, "ports": ports, "dir": d}
+        with nginx_front(d, conf, url):
+            yield {"url": url, "ports": ports, "dir": d}
     finally:
-        if nginx:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
         for p in replicas:
             stop(p)
 
