@@ -34,7 +34,7 @@ from . import settings
 from .errors import DataFormatError, KVError, ServeError, SettingError, TableCorrupt
 from .gunicorn_app import GunicornServer, KVArbiter, _raise_open_file_limit, listen, open_table_fd, start_metrics_server  # noqa: F401 (importable from here, as before)
 from .options import BuildOptions
-from .report import BuildReport
+from .publish import is_table
 from .settings import Resolved
 
 default_config = settings.checkout_gunicorn_config  # the --config default (kept importable from here)
@@ -48,19 +48,6 @@ def _say(message: str) -> None:
 # -- which table ------------------------------------------------------------------------------
 
 
-def is_table(path: Path) -> bool:
-    from .format import MAGIC
-
-    with open(path, "rb") as f:
-        return f.read(len(MAGIC)) == MAGIC
-
-
-def _build(data: Path, out: Path, options: BuildOptions) -> BuildReport:
-    from .build import build_table
-
-    return build_table(data, out, options)
-
-
 def _in_words(options: BuildOptions) -> str:
     flags = options.flags()
     return " ".join(flags) if flags else "default options"
@@ -70,7 +57,7 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     """The table for a data file: the one next to it (or in `table_dir`) when it
     was built from this same file and (when `options` is given: some build flag
     was) with these options; else a fresh build, with `options` or the defaults."""
-    from .build import default_table_path
+    from .build import build_table, default_table_path
     from .table import open_table
 
     data = Path(data)
@@ -102,7 +89,7 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
                 )
         except (TableCorrupt, OSError, ValueError) as e:  # ValueError: options recorded that no kv accepts
             log(f"rebuilding {table}: {e}")
-    report = _build(data, table, options or BuildOptions())
+    report = build_table(data, table, options or BuildOptions())
     print(report.summary(), file=sys.stderr)
     return table
 
