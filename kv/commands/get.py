@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import settings
 from ..errors import InvalidKey
 from .exits import Exit
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 EXITS = {
     Exit.OK: "every key found",
@@ -55,33 +59,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..client import Client, ServerError, ServerUnreachable
-
     out = sys.stdout.buffer
+
+    def action(c: Client) -> int:
+        if len(args.keys) == 1:
+            value = c.get(args.keys[0])
+            if value is None:
+                print(f"kv get: {args.keys[0]}: not found", file=sys.stderr)
+                return Exit.MISSING
+            out.write(value + (b"\n" if out.isatty() else b""))
+            return Exit.OK
+        found = c.get_many(args.keys)
+        missing = 0
+        for k in args.keys:
+            if k in found:
+                out.write(escape_key(k).encode() + b"\t" + found[k] + b"\n")
+            else:
+                missing += 1
+                print(f"kv get: {k}: not found", file=sys.stderr)
+        return Exit.MISSING if missing else Exit.OK
+
+    return with_client(action, args, "get")
+
+
+def with_client(action: Callable[[Client], int], args: argparse.Namespace, name: str) -> int:
+    """Run `action(client)` on a client for the command's flags and return its
+    exit status; the client's errors are one line on stderr and their own
+    status instead (kv get, kv set, kv delete)."""
+    from ..client import Client, ServerError, ServerUnreachable, WriteRefusedError
+
     try:
         with Client(args.url, **client_kwargs(args)) as c:
-            if len(args.keys) == 1:
-                value = c.get(args.keys[0])
-                if value is None:
-                    print(f"kv get: {args.keys[0]}: not found", file=sys.stderr)
-                    return Exit.MISSING
-                out.write(value + (b"\n" if out.isatty() else b""))
-                return Exit.OK
-            found = c.get_many(args.keys)
+            return action(c)
     except InvalidKey as e:
-        print(f"kv get: {e}", file=sys.stderr)
+        print(f"kv {name}: {e}", file=sys.stderr)
         return Exit.USAGE
+    except WriteRefusedError as e:
+        print(f"kv {name}: refused, {e}", file=sys.stderr)
+        return Exit.REFUSED
     except ServerUnreachable as e:
-        print(f"kv get: {e}", file=sys.stderr)
+        print(f"kv {name}: {e}", file=sys.stderr)
         return Exit.UNREACHABLE
     except ServerError as e:
-        print(f"kv get: server error {e}", file=sys.stderr)
+        print(f"kv {name}: server error {e}", file=sys.stderr)
         return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
-    missing = 0
-    for k in args.keys:
-        if k in found:
-            out.write(escape_key(k).encode() + b"\t" + found[k] + b"\n")
-        else:
-            missing += 1
-            print(f"kv get: {k}: not found", file=sys.stderr)
-    return Exit.MISSING if missing else Exit.OK

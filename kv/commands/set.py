@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidKey
 from .exits import Exit
-from .get import add_client_arguments, client_kwargs
+from .get import add_client_arguments, with_client
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -109,25 +108,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write(action: Callable[[Client], str | int], args: argparse.Namespace, name: str) -> int:
-    """Run `action(client)` and map its outcome to an exit status (kv set, kv delete)."""
-    from ..client import Client, ServerError, ServerUnreachable, WriteRefusedError
+    """Run `action(client)` and map its outcome to an exit status (kv set, kv delete):
+    a generation it returns is printed (exit 0), a status is returned as it is."""
 
-    try:
-        with Client(args.url, **client_kwargs(args)) as c:
-            result = action(c)
-    except InvalidKey as e:
-        print(f"kv {name}: {e}", file=sys.stderr)
-        return Exit.USAGE
-    except WriteRefusedError as e:
-        print(f"kv {name}: refused, {e}", file=sys.stderr)
-        return Exit.REFUSED
-    except ServerUnreachable as e:
-        print(f"kv {name}: {e}", file=sys.stderr)
-        return Exit.UNREACHABLE
-    except ServerError as e:
-        print(f"kv {name}: server error {e}", file=sys.stderr)
-        return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
-    if isinstance(result, str):
-        print(result)
-        return Exit.OK
-    return result
+    def printing(c: Client) -> int:
+        result = action(c)
+        if isinstance(result, str):
+            print(result)
+            return Exit.OK
+        return result
+
+    return with_client(printing, args, name)
