@@ -130,26 +130,20 @@ def key_doc(state: State, method: str) -> dict[str, Any]:
     }
 
 
+def json_body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    """The openapi_extra of a route that takes a required JSON request body."""
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema, "example": example}}}}
+
+
 def batch_doc(state: State, method: str) -> dict[str, Any]:
     if state.table.key_kind == "string":
         items, other = {"type": "string", "minLength": 1}, "user:43"
     else:
         items, other = {"type": "string", "pattern": KEY_PATTERN}, "f8a24bb8-eff8-41dc-929b-10b4c3e49e05"
-    body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                JSON: {
-                    "schema": {
-                        "type": "object",
-                        "required": ["keys"],
-                        "properties": {"keys": {"type": "array", "items": items, "maxItems": state.max_batch}},
-                    },
-                    "example": {"keys": [example_key(state), other]},
-                }
-            },
-        }
-    }
+    body = json_body(
+        {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": items, "maxItems": state.max_batch}}},
+        example={"keys": [example_key(state), other]},
+    )
     return {
         "responses": BATCH_RESPONSES,
         "summary": "Look up many keys",
@@ -202,24 +196,17 @@ WRITE_RESPONSES = {
 def write_doc(state: State, method: str) -> dict[str, Any]:
     if state.writer is None:  # a read-only server: the route only answers 405
         return {"include_in_schema": False}
-    body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                JSON: {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "set": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "set_base64": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
-                            "delete": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                    "example": {"set": {example_key(state): "new value"}, "delete": []},
-                }
+    body = json_body(
+        {
+            "type": "object",
+            "properties": {
+                "set": {"type": "object", "additionalProperties": {"type": "string"}},
+                "set_base64": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
+                "delete": {"type": "array", "items": {"type": "string"}},
             },
-        }
-    }
+        },
+        example={"set": {example_key(state): "new value"}, "delete": []},
+    )
     return {
         "responses": WRITE_RESPONSES,
         "summary": "Write many keys at once, all or nothing",
