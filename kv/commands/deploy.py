@@ -81,27 +81,18 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         ups = parse_upstreams(args.upstream)
-        tls = {"certfile": args.certfile, "keyfile": args.keyfile, "rate": args.rate, "burst": args.burst}
-        command = command_line(
-            args.shards,
-            ups,
-            listen=args.listen,
-            max_fails=args.max_fails,
-            fail_timeout=args.fail_timeout,
-            output=args.output,
-            keys=args.keys,
-            **tls,
-        )
-        text = render_nginx(
-            args.shards,
-            ups,
-            listen=args.listen,
-            max_fails=args.max_fails,
-            fail_timeout=args.fail_timeout,
-            command=command,
-            keys=args.keys,
-            **tls,
-        )
+        front = {  # the front's options, as rendered and as named in the command that renders it
+            "listen": args.listen,
+            "max_fails": args.max_fails,
+            "fail_timeout": args.fail_timeout,
+            "keys": args.keys,
+            "certfile": args.certfile,
+            "keyfile": args.keyfile,
+            "rate": args.rate,
+            "burst": args.burst,
+        }
+        command = command_line(args.shards, ups, output=args.output, **front)
+        text = render_nginx(args.shards, ups, command=command, **front)
     except ValueError as e:
         print(f"kv deploy nginx: {e}", file=sys.stderr)
         return Exit.USAGE
