@@ -41,6 +41,7 @@ from .report import BuildReport, plural
 
 DEFAULT_KEEP = 3  # generations kept besides `current` (kv publish --keep)
 SYSTEMD_PID_FILE = "/run/kv/kv.pid"  # deploy/kv.service: RuntimeDirectory=kv, --pid-file
+Log = Callable[[str], object]  # where progress lines go (print by default)
 
 
 class PublishError(KVError):
@@ -164,11 +165,7 @@ def _copy_in(source: Path, dest: Path) -> None:
 
 
 def publish(
-    source: str | os.PathLike,
-    root: str | os.PathLike,
-    keep: int = DEFAULT_KEEP,
-    log: Callable[[str], object] = print,
-    options: BuildOptions | None = None,
+    source: str | os.PathLike, root: str | os.PathLike, keep: int = DEFAULT_KEEP, log: Log = print, options: BuildOptions | None = None
 ) -> str:
     """Build (for a data file, with `options`, default the defaults) or copy
     (for a table) into ROOT/generations, verify it completely, switch
@@ -285,7 +282,7 @@ def _build(data: Path, out: Path, options: BuildOptions) -> BuildReport:
     return build_table(data, out, options)
 
 
-def _still_good(path: Path, log: Callable[[str], object]) -> bool:
+def _still_good(path: Path, log: Log) -> bool:
     """An existing file of the same generation: keep it if it verifies (a
     worker may map it), else let the fresh copy replace it by rename."""
     try:
@@ -296,7 +293,7 @@ def _still_good(path: Path, log: Callable[[str], object]) -> bool:
         return False
 
 
-def rollback(root: str | os.PathLike, log: Callable[[str], object] = print, force: bool = False) -> str:
+def rollback(root: str | os.PathLike, log: Log = print, force: bool = False) -> str:
     """Point ROOT/current back at the generation served before it, after
     verifying that one; the generation rolled back from leaves the history.
     On a root with change logs (kv/writes.py) it returns to the state before
@@ -334,7 +331,7 @@ def rollback(root: str | os.PathLike, log: Callable[[str], object] = print, forc
         raise PublishError(f"{root}: no earlier generation to roll back to from {current}")
 
 
-def _prune(root: Path, history: list[str], keep: int, log: Callable[[str], object]) -> None:
+def _prune(root: Path, history: list[str], keep: int, log: Log) -> None:
     """Keep `current` and the `keep` generations served before it; delete every
     other table in generations/ (older ones, and ones rolled back from)."""
     kept = history[-(keep + 1) :]
@@ -402,7 +399,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def reload(root: str | None = None, pid_file: str | None = None, log: Callable[[str], object] = print, wait: float = 0.0) -> int:
+def reload(root: str | None = None, pid_file: str | None = None, log: Log = print, wait: float = 0.0) -> int:
     """SIGHUP the gunicorn master: new workers map ROOT/current, old ones
     finish their in-flight requests and exit. With wait > 0, wait (at most
     that many seconds) until none of the old workers is left."""
