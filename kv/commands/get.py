@@ -8,13 +8,14 @@ from typing import Any
 
 from .. import settings
 from ..errors import InvalidKey
-from .exits import Exit
+from .exits import Exit, for_status
 
 EXITS = {
     Exit.OK: "every key found",
     Exit.MISSING: "a key not found",
     Exit.USAGE: "bad usage or malformed key",
-    Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
+    Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout) or failing (5xx)",
+    Exit.REFUSED: "the server refused: no or a wrong read token (401, 403)",
 }
 EXAMPLE = "kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; kv get -- -KEY (a key starting with '-')"
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return Exit.UNREACHABLE
     except ServerError as e:
         print(f"kv get: server error {e}", file=sys.stderr)
-        return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
+        return for_status(e.status)
     missing = 0
     for k in args.keys:
         if k in found:

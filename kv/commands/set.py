@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidKey
-from .exits import Exit
+from .exits import Exit, for_status
 from .get import add_client_arguments, client_kwargs
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def write(action: Callable[[Client], str | int], args: argparse.Namespace, name:
         return Exit.UNREACHABLE
     except ServerError as e:
         print(f"kv {name}: server error {e}", file=sys.stderr)
-        return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
+        return for_status(e.status)
     if isinstance(result, str):
         print(result)
         return Exit.OK
