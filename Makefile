@@ -13,7 +13,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test test-fast lint install sysdeps bench bench-engine bench-http plots docnumbers loadtest drills clean image test-container
+.PHONY: run test test-fast lint install sysdeps bench bench-engine bench-http bench-container plots docnumbers loadtest drills clean image test-container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -83,7 +83,14 @@ plots: install
 docnumbers: install
 	$(BIN)/python loadtest/docnumbers.py
 
-bench: bench-engine bench-http plots docnumbers
+# The container targets (issue 14): image size, start to first 200, GET rate in
+# a container against the same server outside it. Builds kv:dev when outdated and
+# uses the engine `make image` used (a private dockerd where none answered).
+bench-container: install image
+	docker version >/dev/null 2>&1 || export $$(deploy/docker/private-dockerd.sh host); \
+	$(BIN)/python deploy/docker/bench.py --out docs/bench/container.json
+
+bench: bench-engine bench-http bench-container plots docnumbers
 
 # kv:dev and kv-nginx:dev. Uses the engine DOCKER_HOST names; where none answers,
 # starts a private one (deploy/docker/private-dockerd.sh, root) and says how to reach it.

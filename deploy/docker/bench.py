@@ -1,10 +1,10 @@
 """The container targets, measured: image size, container start to first 200,
 and the GET rate in a container against the same server outside it.
 
-    DOCKER_HOST=... .venv/bin/python deploy/docker/bench.py [--records 1000000] [--rounds 4] [--duration 10]
+    make bench-container    # or: DOCKER_HOST=... .venv/bin/python deploy/docker/bench.py [--records 1000000] [--rounds 4] [--duration 10] [--out F]
 
 Needs kv:dev (make image), wrk, and an engine at DOCKER_HOST. The data
-(`kv gen`, seed 1) and its table go to bench-data/container/. Start: `docker
+(`kv gen`, seed 1) and its table go to bench-data/container/RECORDS/. Start: `docker
 run -d -p 127.0.0.1:PORT:8000 ... kv:dev /data/t.kvt` until the first 200 for a
 stored key, several times, against `kv serve t.kvt` on the host the same way.
 "host" is the image's own kv (same Python build, same packages, same table)
@@ -151,9 +151,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--out", type=Path, help="also write the JSON here (make bench-container: docs/bench/container.json)")
     args = ap.parse_args()
 
-    d = ROOT / "bench-data" / "container"
+    # A directory per size: a table left by a run of another --records is not reused.
+    d = ROOT / "bench-data" / "container" / str(args.records)
     d.mkdir(parents=True, exist_ok=True)
     data, table = d / "t.data", d / "t.kvt"
     if not table.exists():
@@ -168,6 +170,8 @@ def main() -> int:
                 keys.append(line.split(b" ", 1)[0].decode())
     key = keys[len(keys) // 2]
     out: dict = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "records": args.records,
         "table_bytes": table.stat().st_size,
         "image_mib": round(int(docker("image", "inspect", "-f", "{{.Size}}", "kv:dev")) / 2**20, 1),
@@ -276,7 +280,12 @@ def main() -> int:
         for proc in procs:
             stop_host(proc)
         subprocess.run(["docker", "rm", "-f", "kvbench-rate", "kvbench-hostnet"], capture_output=True)
-    print(json.dumps(out, indent=2))
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

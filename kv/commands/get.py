@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import settings
 from ..errors import InvalidKey
-from .exits import Exit
+from .exits import Exit, for_status
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -18,7 +18,8 @@ EXITS = {
     Exit.OK: "every key found",
     Exit.MISSING: "a key not found",
     Exit.USAGE: "bad usage or malformed key",
-    Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout)",
+    Exit.UNREACHABLE: "server unreachable (refused, dropped, or no answer within --timeout) or failing (5xx)",
+    Exit.REFUSED: "the server refused: no or a wrong read token (401, 403)",
 }
 EXAMPLE = "kv get 3479d894-3271-4935-88cf-a06f3cbb80a5; kv get 'user:42' 'a key/with spaces'; kv get -- -KEY (a key starting with '-')"
 
@@ -102,4 +103,4 @@ def with_client(action: Callable[[Client], int], args: argparse.Namespace, name:
         return Exit.UNREACHABLE
     except ServerError as e:
         print(f"kv {name}: server error {e}", file=sys.stderr)
-        return Exit.UNREACHABLE if e.status >= 500 else Exit.USAGE
+        return for_status(e.status)

@@ -6,10 +6,15 @@ import argparse
 import json
 import sys
 
-from .exits import Exit
+from .exits import Exit, for_status
 from .get import add_client_arguments, client_kwargs
 
-EXITS = {Exit.OK: "printed", Exit.USAGE: "bad usage", Exit.UNREACHABLE: "server unreachable or answering with an error"}
+EXITS = {
+    Exit.OK: "printed",
+    Exit.USAGE: "bad usage, or a URL where no kv server answers (4xx)",
+    Exit.UNREACHABLE: "server unreachable or failing (5xx)",
+    Exit.REFUSED: "the server refused: no or a wrong read token (401, 403)",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,9 +28,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Client(args.url, **client_kwargs(args)) as c:
             s = c.stats()
-    except (ServerUnreachable, ServerError) as e:
+    except ServerUnreachable as e:
         print(f"kv stats: {e}", file=sys.stderr)
         return Exit.UNREACHABLE
+    except ServerError as e:
+        print(f"kv stats: server error {e}", file=sys.stderr)
+        return for_status(e.status)
     if args.json:
         print(json.dumps(s, indent=2))
         return Exit.OK

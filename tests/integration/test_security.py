@@ -237,6 +237,17 @@ def test_the_client_and_cli_send_the_token(token_server):
     assert r.returncode == 0
 
 
+def test_the_cli_without_an_accepted_token_exits_4_refused(token_server):
+    """The same status as kv set and kv delete when a write is refused (kv/commands/exits.py)."""
+    url, _, records, _ = token_server
+    env = {k: v for k, v in os.environ.items() if k != "KV_TOKEN"}
+    for argv, token in ((["get", records[3][0]], None), (["get", records[3][0]], "wrong-token-xyz"), (["stats"], None)):
+        extra = ["--token", token] if token else []
+        r = subprocess.run([KV, *argv, "--url", url, *extra], capture_output=True, env=env, timeout=30)
+        assert r.returncode == 4, (argv, token, r.stderr)
+        assert b"401" in r.stderr or b"403" in r.stderr
+
+
 def test_tokens_never_reach_the_log(token_server):
     url, proc, records, _ = token_server
     with httpx.Client(base_url=url) as c:
