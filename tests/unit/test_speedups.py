@@ -236,7 +236,22 @@ def test_c_unquote_decodes_exactly_as_urllib(raw):
 
 # -- tsv_records: a block of tsv lines in one C pass (kv/strlines.py TsvReader) --
 
-TSV_PIECES = [b"k", b"key", b"\t", b"\r", b"\r\n", b"\n", b"v", b" ", b"\xc3\xa9", b"\xed\xa0\x80", b"\xf0\x9f\x94\x91", b"\xff", b"\xc3", b"x" * 9]
+TSV_PIECES = [
+    b"k",
+    b"key",
+    b"\t",
+    b"\r",
+    b"\r\n",
+    b"\n",
+    b"v",
+    b" ",
+    b"\xc3\xa9",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f\x94\x91",
+    b"\xff",
+    b"\xc3",
+    b"x" * 9,
+]
 tsv_lines = st.tuples(
     st.text(min_size=1, max_size=10).map(lambda k: k.encode("utf-8", "surrogatepass").replace(b"\t", b"").replace(b"\n", b"")),
     st.binary(max_size=10).map(lambda v: v.replace(b"\n", b"")),

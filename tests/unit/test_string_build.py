@@ -202,11 +202,13 @@ def test_a_sharded_string_build_names_the_input_lines_of_a_duplicate(tmp_path):
         build_shards(data, tmp_path / "d.kvt", 4)
 
 
-@pytest.mark.parametrize(("name", "line", "default"), [("d.tsv", b"user:%d\tv\n", 0.9), ("d.data", b"%08d-0000-4000-8000-000000000000 v\n", 0.8)])
+@pytest.mark.parametrize(
+    ("name", "line", "default"), [("d.tsv", b"user:%d\tv\n", 0.9), ("d.data", b"%08d-0000-4000-8000-000000000000 v\n", 0.8)]
+)
 def test_the_default_load_factor_is_the_key_kinds_and_a_given_one_wins(tmp_path, name, line, default):
     data = write(tmp_path / name, [line % i for i in range(1000)])
-    for given, expected in ((None, default), (0.5, 0.5)):
-        build_table(data, tmp_path / "d.kvt", **({} if given is None else {"load_factor": given}))
+    for asked, expected in ((None, default), (0.5, 0.5)):
+        build_table(data, tmp_path / "d.kvt", **({} if asked is None else {"load_factor": asked}))
         with kv.open_table(tmp_path / "d.kvt") as t:
             assert t.meta["options"]["load_factor"] == expected
             assert t.header.home_slots == math.ceil(1000 / expected)
