@@ -121,7 +121,7 @@ class TsvReader(StringReader):
         """The block in one C pass (kv/_speedups.c tsv_records) when every
         line is a valid record; None (nothing counted) when some line is not:
         the numpy path then names it."""
-        cap = len(buf) // 3 + 1  # the shortest line is `k<TAB>\n`; untouched pages cost nothing
+        cap = int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8) == 10))  # lines: arrays of exactly that
         starts, klen, vlen = (np.empty(cap, dtype=np.int64) for _ in range(3))
         h64, checks = np.empty(cap, dtype=np.uint64), np.empty(cap, dtype=np.uint32)
         mode = 1 if self.options.strip_cr else 2 if self.options.keep_cr else 0
