@@ -158,8 +158,10 @@ def bench_lookups(data: Path, table: Path, lmdb_path: Path, n_keys: int, rounds:
 
 def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups: dict) -> dict:
     """String keys (kv gen --keys string: 8-40 characters, the same values):
-    build time and size, and lookups with 10% misses against a dict of the
-    same data, interleaved in rounds as for UUID keys."""
+    build time (each run paired with a UUID build of the same size, so that
+    `build_vs_uuid` holds on a busy machine) and size, and lookups with 10%
+    misses against a dict of the same data, interleaved in rounds as for UUID
+    keys."""
     import kv
     from kv.gen import generate_file
 
