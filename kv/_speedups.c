@@ -843,9 +843,178 @@ release_k:
     return result;
 }
 
+/* tsv_records(buffer, cr_mode, starts, klens, vlens, h64, checks) -> (bytes, lines, cr_stripped) | None:
+ * one block of tsv lines (`key<TAB>value\n`, whole lines, the last ending in
+ * LF) turned into version-2 records (u16 key length, key, value, back to back)
+ * with each record's start, key length, value length, the key's xxh3_64 and
+ * the record's check (low 32 bits of xxh3_64 of the record), as the numpy path
+ * of kv/strlines.py TsvReader computes them. cr_mode: 0 = a line ending in CR
+ * is refused, 1 = the CR is stripped, 2 = it is the value's last byte. The
+ * arrays (int64, int64, int64, uint64, uint32) hold at least one entry a line
+ * (len(buffer) // 3 + 1 always do: the shortest line is `k<TAB>\n`).
+ * Returns None, having written nothing that counts, when any line is not a
+ * valid record (no TAB, key empty, over 1,024 bytes or not UTF-8, record too
+ * long, a CR under cr_mode 0): the caller then takes the numpy path, which
+ * names the problem. One pass, without the GIL. */
+#define MAX_STRING_RECORD LEN_MASK
+
+/* Strict UTF-8 (what bytes.decode("utf-8") accepts: no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i + 8 <= n) { /* ASCII, eight bytes at a time */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else
+            return 0;
+        if (i + need >= n)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t j = 2; j <= need; j++)
+            if (s[i + j] < 0x80 || s[i + j] > 0xBF)
+                return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+/* 1: every line became a record (*out_len bytes of records, *lines lines,
+ * *crs CRs stripped); 0: some line is not a valid record; -1: more lines than
+ * cap. */
+static int tsv_pass(const uint8_t *in, Py_ssize_t len, int cr_mode, uint8_t *out, Py_ssize_t cap, int64_t *st, int64_t *kl,
+                    int64_t *vl, uint64_t *h, uint32_t *ck, Py_ssize_t *out_len, Py_ssize_t *lines, Py_ssize_t *crs)
+{
+    const uint8_t *p = in, *end = in + len;
+    uint8_t *o = out;
+    Py_ssize_t i = 0, stripped = 0;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            return 0;
+        if (i >= cap)
+            return -1;
+        size_t n = (size_t)(nl - p);
+        if (n > 0 && p[n - 1] == '\r') {
+            if (cr_mode == 0)
+                return 0;
+            if (cr_mode == 1) {
+                n--;
+                stripped++;
+            }
+        }
+        const uint8_t *tab = memchr(p, '\t', n);
+        if (tab == NULL)
+            return 0;
+        size_t k = (size_t)(tab - p), v = n - k - 1;
+        if (k < 1 || k > MAX_STRING_KEY || k + v + 2 > MAX_STRING_RECORD || !utf8_valid(p, k))
+            return 0;
+        o[0] = (uint8_t)(k & 0xFF);
+        o[1] = (uint8_t)(k >> 8);
+        memcpy(o + 2, p, k);
+        memcpy(o + 2 + k, tab + 1, v);
+        st[i] = (int64_t)(o - out);
+        kl[i] = (int64_t)k;
+        vl[i] = (int64_t)v;
+        h[i] = xxh3_64(o + 2, k);
+        ck[i] = (uint32_t)xxh3_64(o, k + v + 2);
+        o += k + v + 2;
+        i++;
+        p = nl + 1;
+    }
+    *out_len = (Py_ssize_t)(o - out);
+    *lines = i;
+    *crs = stripped;
+    return 1;
+}
+
+static PyObject *mod_tsv_records(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    PyObject *o_buf, *o_arr[5];
+    int cr_mode;
+    Py_buffer buf, arr[5];
+    static const Py_ssize_t sizes[5] = {8, 8, 8, 8, 4};
+    static const char *names[5] = {"starts", "klens", "vlens", "h64", "checks"};
+    PyObject *result = NULL, *out = NULL;
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OiOOOOO:tsv_records", &o_buf, &cr_mode, &o_arr[0], &o_arr[1], &o_arr[2], &o_arr[3], &o_arr[4]))
+        return NULL;
+    if (cr_mode < 0 || cr_mode > 2) {
+        PyErr_SetString(PyExc_ValueError, "cr_mode must be 0 (refuse), 1 (strip) or 2 (keep)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(o_buf, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    for (; got < 5; got++)
+        if (get_ints(o_arr[got], &arr[got], sizes[got], 1, names[got]) < 0)
+            goto release;
+    Py_ssize_t cap = arr[0].len / 8;
+    for (int j = 1; j < 5; j++)
+        if (arr[j].len / sizes[j] < cap)
+            cap = arr[j].len / sizes[j];
+    /* A record is never longer than its line: 2 length bytes for the TAB and LF. */
+    out = PyBytes_FromStringAndSize(NULL, buf.len);
+    if (out == NULL)
+        goto release;
+    Py_ssize_t out_len = 0, lines = 0, crs = 0;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = tsv_pass((const uint8_t *)buf.buf, buf.len, cr_mode, (uint8_t *)PyBytes_AS_STRING(out), cap, (int64_t *)arr[0].buf,
+                  (int64_t *)arr[1].buf, (int64_t *)arr[2].buf, (uint64_t *)arr[3].buf, (uint32_t *)arr[4].buf, &out_len, &lines, &crs);
+    Py_END_ALLOW_THREADS
+    if (ok < 0) {
+        PyErr_SetString(PyExc_ValueError, "the arrays hold fewer entries than the buffer has lines");
+        goto release;
+    }
+    if (ok == 0) {
+        result = Py_NewRef(Py_None);
+        goto release;
+    }
+    if (_PyBytes_Resize(&out, out_len) < 0)
+        goto release; /* out is NULL now */
+    result = Py_BuildValue("(Onn)", out, lines, crs);
+release:
+    Py_XDECREF(out);
+    for (int j = 0; j < got; j++)
+        PyBuffer_Release(&arr[j]);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"hash_spans", mod_hash_spans, METH_VARARGS, "hash_spans(buffer, starts, ends, out): xxh3_64 of each span into out"},
     {"sort_records", mod_sort_records, METH_VARARGS, "sort_records(h64, refs, checks): sort the three in place by (h64, ref)"},
+    {"tsv_records", mod_tsv_records, METH_VARARGS,
+     "tsv_records(buffer, cr_mode, starts, klens, vlens, h64, checks) -> (records, lines, cr_stripped) | None: tsv lines as records"},
     {"unquote", mod_unquote, METH_O, "unquote(bytes) -> bytes: percent-decoding, as urllib.parse.unquote_to_bytes"},
     {"xxh3_64", mod_xxh3_64, METH_O, "xxh3_64(buffer) -> int, seed 0 (checked against the xxhash package in tests)"},
     {NULL, NULL, 0, NULL},

@@ -15,7 +15,12 @@ from dataclasses import asdict, dataclass, fields, replace
 ON_DUPLICATE = ("error", "first", "last")
 INPUT_FORMATS = ("uuid", "tsv", "jsonl")  # "auto": from the file name (.tsv, .jsonl), else uuid
 LOAD_FACTOR_RANGE = (0.1, 0.95)
-DEFAULT_LOAD_FACTOR = 0.8
+DEFAULT_LOAD_FACTOR = 0.8  # UUID tables
+# String tables: their records are as long as their input lines, so the 16-byte
+# slots are what makes a table larger than its input. At 0.9 a 1M-record table
+# of `kv gen --keys string` data is under 1.3x its input (1.33x at 0.8) for
+# lookups within noise of 0.8's (docs/BENCHMARKS.md).
+DEFAULT_LOAD_FACTORS = {"uuid": DEFAULT_LOAD_FACTOR, "string": 0.9}
 
 _WORDS = {
     "format": (
@@ -30,7 +35,8 @@ _WORDS = {
     "keep_cr": ("--keep-cr", "keep a trailing CR as the last byte of the value"),
     "load_factor": (
         "--load-factor",
-        f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} (default {DEFAULT_LOAD_FACTOR})",
+        f"records per home slot, {LOAD_FACTOR_RANGE[0]}-{LOAD_FACTOR_RANGE[1]} "
+        f"(default {DEFAULT_LOAD_FACTORS['uuid']} for uuid input, {DEFAULT_LOAD_FACTORS['string']} for tsv and jsonl)",
     ),
 }
 
@@ -44,7 +50,7 @@ class BuildOptions:
     on_duplicate: str = "error"
     strip_cr: bool = False
     keep_cr: bool = False
-    load_factor: float = DEFAULT_LOAD_FACTOR
+    load_factor: float | None = None  # None: the key kind's default (DEFAULT_LOAD_FACTORS), resolved by for_data
     format: str = "auto"
 
     def __post_init__(self) -> None:
@@ -53,7 +59,7 @@ class BuildOptions:
         if self.on_duplicate not in ON_DUPLICATE:
             raise ValueError(f"--on-duplicate must be one of {', '.join(ON_DUPLICATE)}, not {self.on_duplicate!r}")
         lo, hi = LOAD_FACTOR_RANGE
-        if not (isinstance(self.load_factor, (int, float)) and lo <= self.load_factor <= hi):
+        if self.load_factor is not None and not (isinstance(self.load_factor, (int, float)) and lo <= self.load_factor <= hi):
             raise ValueError(f"--load-factor must be between {lo} and {hi}, not {self.load_factor}")
         if self.strip_cr and self.keep_cr:
             raise ValueError("--strip-cr and --keep-cr exclude each other")
@@ -61,19 +67,29 @@ class BuildOptions:
     def recorded(self) -> dict:
         """What a table stores under meta["options"]: the input format only
         for string keys (a UUID table's options are as before string keys
-        existed, so its bytes are too). Resolve "auto" first (`for_data`)."""
+        existed, so its bytes are too). Resolve "auto" and the load factor
+        first (`for_data`)."""
         out = asdict(self)
         if out["format"] in ("uuid", "auto"):
             del out["format"]
         return out
 
     def for_data(self, path: str | os.PathLike) -> BuildOptions:
-        """These options with an "auto" format resolved from `path`'s name."""
-        if self.format != "auto":
-            return self
-        from .strlines import detect_format
+        """These options with an "auto" format resolved from `path`'s name,
+        and the load factor, when not given, the default of that key kind."""
+        resolved = self
+        if self.format == "auto":
+            from .strlines import detect_format
 
-        return replace(self, format=detect_format(path))
+            resolved = replace(self, format=detect_format(path))
+        if resolved.load_factor is None:
+            resolved = replace(resolved, load_factor=resolved.table_load_factor)
+        return resolved
+
+    @property
+    def table_load_factor(self) -> float:
+        """The load factor a build uses: the one given, else the key kind's default."""
+        return DEFAULT_LOAD_FACTORS[self.key_kind] if self.load_factor is None else self.load_factor
 
     @property
     def key_kind(self) -> str:
@@ -96,6 +112,10 @@ class BuildOptions:
             theirs = recorded.get(f.name, "uuid" if f.name == "format" else getattr(BuildOptions, f.name))
             if f.name == "format" and mine == "auto":
                 continue  # from the file name: the same name gives the same format
+            if f.name == "load_factor":  # not given (or not recorded): the default of the table's key kind
+                kind_default = DEFAULT_LOAD_FACTORS[BuildOptions.from_recorded(recorded).key_kind]
+                mine = kind_default if mine is None else mine
+                theirs = kind_default if theirs is None else theirs
             if theirs != mine:
                 out.append(f"{_WORDS[f.name][0]} (table: {_show(theirs)}, asked: {_show(mine)})")
         return out
@@ -107,6 +127,8 @@ class BuildOptions:
             v = getattr(self, f.name)
             if v == f.default or (f.name == "format" and v in ("auto", "uuid")):
                 continue
+            if f.name == "load_factor" and v == DEFAULT_LOAD_FACTORS[self.key_kind]:
+                continue  # the default of this key kind
             flag = _WORDS[f.name][0]
             out += [flag] if v is True else [flag, str(v)]
         return out

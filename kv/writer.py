@@ -92,7 +92,7 @@ class TableWriter:
             h64, refs, checks = h64[keep], refs[keep], checks[keep]
         h32 = to_hash32(h64)
         del h64, keep
-        layout = place(h32, options.load_factor)
+        layout = place(h32, options.table_load_factor)
         records_size = self._pad() - fmt.HEADER_SIZE
         slots_offset = self.pos
         for block in slot_blocks(h32, checks, refs, layout):

@@ -158,8 +158,10 @@ def bench_lookups(data: Path, table: Path, lmdb_path: Path, n_keys: int, rounds:
 
 def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups: dict) -> dict:
     """String keys (kv gen --keys string: 8-40 characters, the same values):
-    build time and size, and lookups with 10% misses against a dict of the
-    same data, interleaved in rounds as for UUID keys."""
+    build time (each run paired with a UUID build of the same size, so that
+    `build_vs_uuid` holds on a busy machine) and size, and lookups with 10%
+    misses against a dict of the same data, interleaved in rounds as for UUID
+    keys."""
     import kv
     from kv.gen import generate_file
 
@@ -167,17 +169,29 @@ def bench_string_keys(work: Path, n: int, n_keys: int, rounds: int, uuid_lookups
     if not data.exists():
         generate_file(n, data, seed=1, keys="string")
     table = work / f"{n}-string.kvt"
-    runs = [run_build(data, table) for _ in range(3)]
+    # Paired with UUID builds of the same size, alternating, so that the ratio
+    # holds on a busy machine where absolute times drift between rounds.
+    uuid_data, uuid_table = work / f"{n}.data", work / f"{n}-paired.kvt"
+    runs, uuid_runs = [], []
+    for _ in range(3):
+        runs.append(run_build(data, table))
+        uuid_runs.append(run_build(uuid_data, uuid_table))
+    uuid_table.unlink()
     b = sorted(runs, key=lambda r: r["seconds"])[1]
     out = {
         "records": n,
         "build_seconds": round(b["seconds"], 3),
         "build_runs_seconds": [round(r["seconds"], 3) for r in runs],
+        "uuid_build_seconds": round(statistics.median(r["seconds"] for r in uuid_runs), 3),
+        "uuid_build_runs_seconds": [round(r["seconds"], 3) for r in uuid_runs],
+        "build_vs_uuid": round(statistics.median(s["seconds"] / u["seconds"] for s, u in zip(runs, uuid_runs, strict=True)), 3),
         "peak_rss_kib": b["peak_rss_kib"],
         "input_bytes": data.stat().st_size,
         "table_bytes": table.stat().st_size,
     }
     out["size_ratio"] = round(out["table_bytes"] / out["input_bytes"], 3)
+    with kv.open_table(table) as t:
+        out["load_factor"] = t.meta["options"]["load_factor"]
     d = {}
     with open(data, "rb") as f:
         for line in f:

@@ -33,7 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "docs" / "bench"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SOURCES = {"http": "http.json", "engine": "engine.json", "engine-100m": "engine-100m.json", "http-keys": "http-keys.json"}
+SOURCES = {
+    "http": "http.json",
+    "engine": "engine.json",
+    "engine-100m": "engine-100m.json",
+    "http-keys": "http-keys.json",
+    "engine-strings": "engine-strings.json",
+}
 
 NUMBER = re.compile(r"<!--n (?P<src>[\w-]+) (?P<path>[^ ]+) (?P<fmt>[^ ]*?)-->(?P<value>.*?)<!--/n-->")
 TABLE = re.compile(r"(?P<open><!--table (?P<name>[\w-]+)-->\n)(?P<body>.*?)(?P<close><!--/table-->)", re.S)

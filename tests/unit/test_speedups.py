@@ -232,3 +232,135 @@ def test_c_unquote_decodes_exactly_as_urllib(raw):
     from urllib.parse import unquote_to_bytes
 
     assert c.unquote(raw) == unquote_to_bytes(raw)
+
+
+# -- tsv_records: a block of tsv lines in one C pass (kv/strlines.py TsvReader) --
+
+TSV_PIECES = [
+    b"k",
+    b"key",
+    b"\t",
+    b"\r",
+    b"\r\n",
+    b"\n",
+    b"v",
+    b" ",
+    b"\xc3\xa9",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f\x94\x91",
+    b"\xff",
+    b"\xc3",
+    b"x" * 9,
+]
+tsv_lines = st.tuples(
+    st.text(min_size=1, max_size=10).map(lambda k: k.encode("utf-8", "surrogatepass").replace(b"\t", b"").replace(b"\n", b"")),
+    st.binary(max_size=10).map(lambda v: v.replace(b"\n", b"")),
+    st.sampled_from([b"\n", b"\r\n"]),
+).map(lambda kvn: kvn[0] + b"\t" + kvn[1] + kvn[2])
+tsv_blocks = st.one_of(
+    st.lists(tsv_lines, min_size=1, max_size=12).map(b"".join),  # mostly records: lone surrogates, empty keys and CRs refuse some
+    st.lists(st.one_of(st.binary(max_size=12), st.sampled_from(TSV_PIECES)), max_size=40).map(lambda p: b"".join(p) + b"\n"),
+)
+
+
+def tsv_reader(**options):
+    from kv.options import BuildOptions
+    from kv.report import BuildReport
+    from kv.strlines import TsvReader
+
+    return TsvReader(None, "t.tsv", BuildReport(source="t.tsv", table="t.kvt"), BuildOptions(format="tsv", **options), 1 << 20)
+
+
+def numpy_block(monkeypatch, buf, **options):
+    """The Python (numpy) path's records and report for `buf`, or the DataFormatError it raises."""
+    from kv import strlines
+    from kv.errors import DataFormatError
+
+    reader = tsv_reader(skip_invalid=True, **options)
+    with monkeypatch.context() as m:
+        m.setattr(strlines, "native", lambda: None)
+        try:
+            return reader._block(bytearray(buf)), reader.report
+        except DataFormatError as e:
+            return e, reader.report
+
+
+@needs_c
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(buf=tsv_blocks, cr=st.sampled_from([{}, {"strip_cr": True}, {"keep_cr": True}]))
+def test_tsv_records_gives_the_numpy_paths_records_or_refuses_a_block_it_refuses(monkeypatch, buf, cr):
+    reader = tsv_reader(**cr)
+    fast = reader._block_c(c, bytearray(buf))
+    slow, report = numpy_block(monkeypatch, buf, **cr)
+    if fast is None:  # some line is not a record: the numpy path stops or skips
+        assert isinstance(slow, Exception) or report.skipped > 0
+        assert reader.report.lines == 0 and reader.line_base == 0  # nothing counted twice
+        return
+    assert not isinstance(slow, Exception) and report.skipped == 0
+    assert fast.buf == slow.buf
+    for name in ("starts", "vlens", "h64", "checks", "lens"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert (reader.report.lines, reader.report.cr_stripped, reader.line_base) == (report.lines, report.cr_stripped, buf.count(b"\n"))
+
+
+@needs_c
+@given(key=st.one_of(st.binary(max_size=20), st.text(max_size=8).map(lambda s: s.encode("utf-8", "surrogatepass"))))
+@pytest.mark.parametrize("pad", [b"", b"abcdefg"])  # multi-byte sequences across the 8-byte ASCII steps
+def test_tsv_records_takes_a_key_exactly_when_it_is_utf8(key, pad):
+    key = pad + key.replace(b"\t", b"").replace(b"\n", b"").replace(b"\r", b"")
+    line = key + b"\tvalue\n"
+    try:
+        key.decode("utf-8")
+        valid = bool(key)
+    except UnicodeDecodeError:
+        valid = False
+    got = tsv_reader()._block_c(c, bytearray(line))
+    assert (got is not None) == valid
+    if valid:
+        assert got.buf == len(key).to_bytes(2, "little") + key + b"value"
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "key",
+    [b"\xc0\x80", b"\xe0\x80\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xc3", b"\xe2\x82", b"\x80", b"ok\xef\xbf"],
+)
+def test_tsv_records_refuses_overlong_surrogate_out_of_range_and_cut_utf8(key):
+    assert tsv_reader()._block_c(c, bytearray(key + b"\tv\n")) is None
+
+
+@needs_c
+def test_tsv_records_takes_the_longest_key_and_refuses_one_byte_more():
+    assert tsv_reader()._block_c(c, bytearray(b"k" * 1024 + b"\tv\n")) is not None
+    assert tsv_reader()._block_c(c, bytearray(b"k" * 1025 + b"\tv\n")) is None
+
+
+@needs_c
+def test_tsv_records_refuses_short_arrays_and_bad_modes():
+    arrays = [np.zeros(1, dtype=t) for t in (np.int64, np.int64, np.int64, np.uint64, np.uint32)]
+    with pytest.raises(ValueError, match="fewer entries"):
+        c.tsv_records(b"a\tb\nc\td\n", 0, *arrays)
+    with pytest.raises(ValueError, match="cr_mode"):
+        c.tsv_records(b"a\tb\n", 3, *arrays)
+    with pytest.raises(TypeError, match="checks"):
+        c.tsv_records(b"a\tb\n", 0, *arrays[:4], np.zeros(1, dtype=np.uint64))
+
+
+def test_c_and_python_tsv_builds_are_byte_identical(tmp_path):
+    from kv.gen import generate_file
+
+    data = tmp_path / "g.tsv"
+    generate_file(5000, data, seed=9, keys="string")
+    lines = data.read_bytes().splitlines(keepends=True)
+    with open(data, "ab") as f:  # duplicates, CR LF endings and a skipped line in later blocks
+        f.writelines(line.split(b"\t")[0] + b"\tagain %d\r\n" % i for i, line in enumerate(lines[::50]))
+        f.write(b"no tab here\n")
+    code = (
+        "import sys; from kv.build import build_table; "
+        "build_table(sys.argv[1], sys.argv[2], progress=False, on_duplicate='last', strip_cr=True, skip_invalid=True, block_size=4096)"
+    )
+    for name, pure in (("c.kvt", "0"), ("py.kvt", "1")):
+        subprocess.run(
+            [sys.executable, "-c", code, str(data), str(tmp_path / name)], cwd=ROOT, check=True, env={**os.environ, "KV_PURE_PYTHON": pure}
+        )
+    assert (tmp_path / "c.kvt").read_bytes() == (tmp_path / "py.kvt").read_bytes()

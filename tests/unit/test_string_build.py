@@ -4,6 +4,7 @@ equal to what tests/reference_writer.py writes from docs/FORMAT.md alone."""
 
 import base64
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -53,7 +54,8 @@ def same_as_reference(table_path, records):
     with kv.open_table(table_path) as t:
         meta = {k: v for k, v in t.meta.items() if k not in ("records", "value_bytes", "load_factor", "max_displacement")}
         shard = (t.header.shard_index, t.header.shard_count)
-    ref = reference_table([(k.encode(), v) for k, v in records], kind="string", meta=meta, shard=shard)
+    lf = meta["options"]["load_factor"]  # the builder's default for string keys unless given
+    ref = reference_table([(k.encode(), v) for k, v in records], kind="string", load_factor=lf, meta=meta, shard=shard)
     return table_path.read_bytes() == ref
 
 
@@ -198,3 +200,25 @@ def test_a_sharded_string_build_names_the_input_lines_of_a_duplicate(tmp_path):
     data = write(tmp_path / "d.tsv", lines)
     with pytest.raises(DuplicateKey, match=r"d.tsv:51: key k7 already appeared on line 8"):
         build_shards(data, tmp_path / "d.kvt", 4)
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "default"), [("d.tsv", b"user:%d\tv\n", 0.9), ("d.data", b"%08d-0000-4000-8000-000000000000 v\n", 0.8)]
+)
+def test_the_default_load_factor_is_the_key_kinds_and_a_given_one_wins(tmp_path, name, line, default):
+    data = write(tmp_path / name, [line % i for i in range(1000)])
+    for asked, expected in ((None, default), (0.5, 0.5)):
+        build_table(data, tmp_path / "d.kvt", **({} if asked is None else {"load_factor": asked}))
+        with kv.open_table(tmp_path / "d.kvt") as t:
+            assert t.meta["options"]["load_factor"] == expected
+            assert t.header.home_slots == math.ceil(1000 / expected)
+
+
+def test_options_not_given_differ_from_no_table_of_either_kind_by_default():
+    string = BuildOptions(format="tsv").for_data("d.tsv").recorded()
+    uuid = BuildOptions().for_data("d.data").recorded()
+    assert (string["load_factor"], uuid["load_factor"]) == (0.9, 0.8)
+    assert BuildOptions().differences(string) == [] and BuildOptions().differences(uuid) == []
+    assert BuildOptions(load_factor=0.8).differences(string) == ["--load-factor (table: 0.9, asked: 0.8)"]
+    assert BuildOptions(format="tsv").for_data("d").flags() == ["--format", "tsv"]
+    assert BuildOptions(format="tsv", load_factor=0.8).for_data("d").flags() == ["--load-factor", "0.8", "--format", "tsv"]
