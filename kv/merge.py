@@ -25,6 +25,7 @@ import xxhash
 from . import __version__
 from . import format as fmt
 from .changelog import fsync_dir
+from .options import DEFAULT_LOAD_FACTORS
 
 _xxh3 = xxhash.xxh3_64_intdigest
 SLOT_TYPE = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
@@ -32,9 +33,12 @@ FLUSH = 1 << 20
 
 
 def write_table(
-    out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], kind: str, meta: dict | None = None, load_factor: float = 0.8
+    out: str | os.PathLike, items: Iterable[tuple[bytes, bytes]], kind: str, meta: dict | None = None, load_factor: float | None = None
 ) -> str:
-    """Write the table of `items` at `out`; return its generation."""
+    """Write the table of `items` at `out`; return its generation. The load
+    factor defaults to the one `kv build` uses for the key kind."""
+    if load_factor is None:
+        load_factor = DEFAULT_LOAD_FACTORS[kind]
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     content = xxhash.xxh3_64()

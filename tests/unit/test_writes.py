@@ -197,6 +197,18 @@ def test_compaction_folds_the_log_into_a_new_base_and_readers_switch(tmp_path):
     assert other.get(key(100)) == b"after" and other.get(key(3)) is None
 
 
+@pytest.mark.parametrize("kind", ["uuid", "string"])
+def test_compaction_writes_the_base_at_kv_builds_load_factor_for_the_key_kind(tmp_path, kind):
+    from kv.options import DEFAULT_LOAD_FACTORS
+
+    live, w = open_root(tmp_path / "r", kind=kind)
+    w.write({key(i): b"v" for i in range(900)})
+    compact(tmp_path / "r", log=lambda m: None)
+    with open_table(tmp_path / "r" / "current") as t:
+        lf = t.meta["load_factor"]
+    assert abs(lf - DEFAULT_LOAD_FACTORS[kind]) < 0.01, lf
+
+
 def test_writes_committed_during_compaction_are_carried_into_the_new_log(tmp_path, monkeypatch):
     root = tmp_path / "r"
     live, w = open_root(root)
