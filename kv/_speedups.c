@@ -301,13 +301,24 @@ static PyObject *raise_corrupt(Lookup *self, uint64_t off)
     return NULL;
 }
 
-static PyObject *probe(Lookup *self, const uint8_t *kb)
+/* The probe of both key kinds: the window of slots from the key's home slot,
+ * in hash order, each slot with the key's 32-bit hash tried until the key is
+ * found. `string` is a constant at each call, so the compiler makes two
+ * loops of it.
+ * - UUID keys (format version 1): records are the 16 key bytes, then the
+ *   value (VALUE_AT). The checksum comes first, as _probe does: a damaged ref
+ *   must be reported even when the bytes it points at hold some other key.
+ * - String keys (format version 2): records are u16 key length, key, value. A
+ *   record whose key length differs is another key (checked when it is ours);
+ *   no canonical form lets a first match stand for all. */
+static inline PyObject *probe_kind(Lookup *self, const uint8_t *kb, size_t n, int string)
 {
     const uint8_t *base = (const uint8_t *)self->view.buf;
-    uint64_t h32 = xxh3_64(kb, KEY_LEN) >> 32;
+    uint64_t h32 = xxh3_64(kb, n) >> 32;
     uint64_t p = (h32 * self->home_slots) >> 32;
     const uint8_t *slot = base + self->slots_offset + p * SLOT_SIZE;
     const uint8_t *last = slot + self->max_displacement * SLOT_SIZE;
+    const uint64_t min_len = string ? 2 : VALUE_AT;
     for (; slot <= last; slot += SLOT_SIZE) {
         uint32_t sh = r32(slot);
         if (sh > h32)
@@ -316,51 +327,36 @@ static PyObject *probe(Lookup *self, const uint8_t *kb)
         if (sh < h32 || ref == 0)
             continue;
         uint64_t off = ref >> LEN_BITS, end = off + (ref & LEN_MASK);
-        if (off < self->rec_lo || end > self->rec_hi || end < off + VALUE_AT)
+        if (off < self->rec_lo || end > self->rec_hi || end < off + min_len)
             return raise_corrupt(self, off);
         const uint8_t *rec = base + off;
-        /* Checksum first, as _probe does: a damaged ref must be reported even
-         * when the bytes it points at hold some other key. */
+        uint64_t key_at = 0, value_at = VALUE_AT;
+        if (string) {
+            uint64_t klen = (uint64_t)rec[0] | ((uint64_t)rec[1] << 8);
+            if (klen != n)
+                continue;
+            if (off + 2 + klen > end)
+                return raise_corrupt(self, off);
+            key_at = 2;
+            value_at = 2 + klen;
+        }
         if ((uint32_t)xxh3_64(rec, end - off) != r32(slot + 4))
             return raise_corrupt(self, off);
-        if (memcmp(rec, kb, KEY_LEN) != 0)
+        if (memcmp(rec + key_at, kb, n) != 0)
             continue; /* another key with the same 32-bit hash */
-        return PyBytes_FromStringAndSize((const char *)rec + VALUE_AT, (Py_ssize_t)(end - off - VALUE_AT));
+        return PyBytes_FromStringAndSize((const char *)rec + value_at, (Py_ssize_t)(end - off - value_at));
     }
     return Py_NewRef(Py_None);
 }
 
-/* String keys (format version 2): records are u16 key length, key, value.
- * Every slot in the window with the key's 32-bit hash is tried: no
- * canonical form lets a first match stand for all. */
+static PyObject *probe(Lookup *self, const uint8_t *kb)
+{
+    return probe_kind(self, kb, KEY_LEN, 0);
+}
+
 static PyObject *probe_str(Lookup *self, const uint8_t *kb, Py_ssize_t n)
 {
-    const uint8_t *base = (const uint8_t *)self->view.buf;
-    uint64_t h32 = xxh3_64(kb, (size_t)n) >> 32;
-    uint64_t p = (h32 * self->home_slots) >> 32;
-    const uint8_t *slot = base + self->slots_offset + p * SLOT_SIZE;
-    const uint8_t *last = slot + self->max_displacement * SLOT_SIZE;
-    for (; slot <= last; slot += SLOT_SIZE) {
-        uint32_t sh = r32(slot);
-        if (sh > h32)
-            return Py_NewRef(Py_None);
-        uint64_t ref = r64(slot + 8);
-        if (sh < h32 || ref == 0)
-            continue;
-        uint64_t off = ref >> LEN_BITS, end = off + (ref & LEN_MASK);
-        if (off < self->rec_lo || end > self->rec_hi || end < off + 2)
-            return raise_corrupt(self, off);
-        const uint8_t *rec = base + off;
-        uint64_t klen = (uint64_t)rec[0] | ((uint64_t)rec[1] << 8);
-        if (klen != (uint64_t)n)
-            continue; /* another key with the same 32-bit hash (checked below if it is ours) */
-        if (off + 2 + klen > end || (uint32_t)xxh3_64(rec, end - off) != r32(slot + 4))
-            return raise_corrupt(self, off);
-        if (memcmp(rec + 2, kb, (size_t)n) != 0)
-            continue;
-        return PyBytes_FromStringAndSize((const char *)rec + 2 + klen, (Py_ssize_t)(end - off - 2 - klen));
-    }
-    return Py_NewRef(Py_None);
+    return probe_kind(self, kb, (size_t)n, 1);
 }
 
 static PyObject *lookup_get_str(Lookup *self, PyObject *key)
