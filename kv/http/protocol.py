@@ -45,6 +45,7 @@ tests/test_contracts.py; pyproject.toml pins the tested range.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -53,7 +54,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from .. import metrics
-from .fastpath import plain_headers, plain_lookup
+from .fastpath import FAST_MAX_FIELD, plain_headers, plain_lookup
 from .negotiation import BINARY, TEXT
 from .routes import KEY_PREFIX
 from .state import State
@@ -123,6 +124,26 @@ class IdleTimer:
         conn.timeout_keep_alive_handler()  # sets timeout_keep_alive_task to None (or a timer of its own) first
 
 
+# The one request form answered without httptools (`quick`): a whole read
+# that is one GET or HEAD head of /v1/keys/{key}, HTTP/1.1, the key of
+# unreserved and sub-delim characters (no query, fragment or non-ASCII),
+# each header a token name, ":", at most one space and a value of visible
+# ASCII characters and spaces that starts and ends visible (no tab, no
+# obs-fold, nothing for llhttp to trim), and at least one header (Host
+# first: plain_headers). httptools accepts every head of this form and
+# reports the same method, target and (name, value) pairs
+# (tests/unit/test_contracts.py checks a corpus); anything else is parsed
+# by httptools as before.
+QUICK = re.compile(
+    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\r\n)+)\r\n"
+)
+_FIELD = re.compile(rb"([^:]+): ?([^\r]+)\r\n")  # the fields of a head QUICK matched
+# Headers that change how llhttp frames the message or keeps the connection
+# (a body, Connection tokens, an upgrade) or that uvicorn acts on (Expect):
+# a head with one of them goes to httptools, then answer() if plain.
+_NOT_QUICK = frozenset((b"connection", b"proxy-connection", b"upgrade", b"expect", b"content-length", b"transfer-encoding"))
+
 _CONTENT_TYPE = {TEXT: b"content-type: " + TEXT.encode() + b"\r\n", BINARY: b"content-type: " + BINARY.encode() + b"\r\n"}
 
 
@@ -136,7 +157,9 @@ def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def hit_answerer(state: State) -> Callable[[Any], bool]:
-    """on_headers_complete's question, per worker (locals bound once): True when it answered (module docstring)."""
+    """on_headers_complete's question, per worker (locals bound once): True
+    when it answered (module docstring). The function carries `quick`, the
+    same answer for a whole request head handed over as bytes (QUICK)."""
     from .negotiation import content_type as media_type
 
     lookup, plain, allows = plain_lookup(state), plain_headers, state.guard.allows
@@ -146,11 +169,43 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
     first = buckets[0]
     content_type = _CONTENT_TYPE
     text_line = content_type[TEXT]
+    match, fields, not_quick, field_max = QUICK.fullmatch, _FIELD.findall, _NOT_QUICK, FAST_MAX_FIELD
     # The rendered head (status line, default headers, hit headers) of the
     # last response, and what it was rendered from: the server replaces its
     # default_headers list every second (the date) and on a drain; the hit
     # headers may change with the generation.
     cache: list[Any] = [None, None, b"", False]  # default_headers, hit_headers, head, says close
+
+    def respond(conn: Any, t0: float, value: bytes, head_only: bool, keep_alive: bool) -> None:
+        """Write the hit's response, then what uvicorn does after one."""
+        server_state = conn.server_state
+        default_headers = server_state.default_headers
+        hit_headers = state.hit_headers
+        if default_headers is not cache[0] or hit_headers != cache[1]:
+            _render_head(cache, default_headers, hit_headers)
+        keep_alive = keep_alive and not cache[3]
+        ctype = text_line if value.isascii() else content_type[media_type(value)]
+        end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
+        transport = conn.transport
+        transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
+        conn.answered += 1
+        server_state.total_requests += 1
+        lookups[0] += 1
+        if keep_alive:
+            conn.cycle = ANSWERED
+            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
+                idle = conn.idle_timer  # armed as uvicorn arms its keep-alive timeout after a response (IdleTimer.arm, inlined)
+                if idle is None:
+                    idle = conn.idle_timer = IdleTimer(conn)
+                idle.since, idle.armed = t0, True
+                if idle.handle is None:
+                    idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
+                conn.timeout_keep_alive_task = idle
+        else:
+            conn.cycle = CLOSED
+            transport.close()
+        took = clock() - t0
+        tally[0 if took <= first else where(buckets, took)] += 1
 
     def answer(conn: Any) -> bool:
         t0 = clock()
@@ -176,42 +231,52 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         limit = conn.limit_concurrency
         if limit is not None and (len(conn.connections) >= limit or len(conn.tasks) >= limit):
             return False  # uvicorn's 503
-        transport = conn.transport
         headers = conn.headers
-        if transport.is_closing() or not plain(headers, allows):
+        if conn.transport.is_closing() or not plain(headers, allows):
             return False
         value = lookup(key)
         if value is None:
             return False
-
-        server_state = conn.server_state
-        default_headers = server_state.default_headers
-        hit_headers = state.hit_headers
-        if default_headers is not cache[0] or hit_headers != cache[1]:
-            _render_head(cache, default_headers, hit_headers)
-        keep_alive = parser.should_keep_alive() and not cache[3]
+        keep_alive = parser.should_keep_alive()
         if keep_alive and len(headers) > 1:  # HTTP/1.0 with `Connection: keep-alive`: uvicorn closes all the same
             for name, _ in headers:
                 if name == b"connection":
                     keep_alive = parser.get_http_version() != "1.0"  # formats a string (0.5 us): only when it can matter
                     break
-        ctype = text_line if value.isascii() else content_type[media_type(value)]
-        end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
-        transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
-        conn.answered += 1
-        server_state.total_requests += 1
-        lookups[0] += 1
-        if keep_alive:
-            conn.cycle = ANSWERED
-            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
-                _rearm(conn, t0)
-        else:
-            conn.cycle = CLOSED
-            transport.close()
-        took = clock() - t0
-        tally[0 if took <= first else where(buckets, took)] += 1
+        respond(conn, t0, value, head_only, keep_alive)
         return True
 
+    def quick(conn: Any, data: bytes) -> bool:
+        """answer() for a read that is exactly one request head of QUICK's
+        form, parsed here instead of by httptools (kv/worker.py asks only
+        when the parser stands between requests and nothing is in flight)."""
+        t0 = clock()
+        m = match(data)
+        if m is None:
+            return False
+        pairs = fields(m[3])
+        name, value = pairs[0]
+        if len(pairs) == 1 and allows is None and name.lower() == b"host" and len(name) + len(value) <= field_max:
+            pass  # plain_headers' answer for a lone Host header, without the call
+        else:
+            headers = []
+            for name, value in pairs:
+                name = name.lower()  # as uvicorn's on_header
+                if name in not_quick:
+                    return False
+                headers.append((name, value))
+            if not plain(headers, allows):
+                return False
+        flow = conn.flow
+        if flow.read_paused or flow.write_paused or conn.access_log or conn.limit_concurrency is not None or conn.transport.is_closing():
+            return False
+        value = lookup(m[2])
+        if value is None:
+            return False
+        respond(conn, t0, value, m[1] == b"HEAD", True)
+        return True
+
+    answer.quick = quick  # type: ignore[attr-defined]
     return answer
 
 
@@ -223,15 +288,6 @@ def _render_head(cache: list[Any], default_headers: list[Any], hit_headers: list
         STATUS_LINE[200] + _render(default_headers) + _render(hit_headers),
         _says_close(default_headers),
     )
-
-
-def _rearm(conn: Any, t0: float) -> None:
-    """Arm the connection's one idle timer, as uvicorn arms its keep-alive timeout after a response."""
-    idle = conn.idle_timer
-    if idle is None:
-        idle = conn.idle_timer = IdleTimer(conn)
-    idle.arm(t0)
-    conn.timeout_keep_alive_task = idle
 
 
 _ANSWERERS: dict[int, tuple[Any, Callable[[Any], bool] | None]] = {}
