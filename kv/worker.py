@@ -128,8 +128,8 @@ class KVHttpProtocol(HttpToolsProtocol):
         if quick is not None and self._between and (cycle is None or (cycle.response_complete and cycle.keep_alive)):
             # Rule 8: a read that is one plain hit's whole head, between requests, is answered without httptools.
             task = self.timeout_keep_alive_task
-            if task is not None:  # uvicorn's data_received cancels the keep-alive timer first; so here
-                task.cancel()
+            if task is not None and task is not self.idle_timer:  # cancelled as uvicorn's data_received does; the
+                task.cancel()  # idle timer is re-armed by the answer, or cancelled by uvicorn's data_received below
                 self.timeout_keep_alive_task = None
             if quick(self, data):
                 self._head_bytes = 0

@@ -129,16 +129,17 @@ class IdleTimer:
 # unreserved and sub-delim characters (no query, fragment or non-ASCII),
 # each header a token name, ":", at most one space and a value of visible
 # ASCII characters and spaces that starts and ends visible (no tab, no
-# obs-fold, nothing for llhttp to trim), and at least one header (Host
-# first: plain_headers). httptools accepts every head of this form and
+# obs-fold, nothing for llhttp to trim), Host first (as plain_headers
+# requires; groups: method, key, host, the other fields). httptools accepts every head of this form and
 # reports the same method, target and (name, value) pairs
 # (tests/unit/test_contracts.py checks a corpus); anything else is parsed
 # by httptools as before.
+_VALUE = rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?"
 QUICK = re.compile(
-    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n"
-    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\r\n)+)\r\n"
+    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]: ?(" + _VALUE + rb")\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?" + _VALUE + rb"\r\n)*)\r\n"
 )
-_FIELD = re.compile(rb"([^:]+): ?([^\r]+)\r\n")  # the fields of a head QUICK matched
+_FIELD = re.compile(rb"([^:]+): ?([^\r]+)\r\n")  # the fields after Host of a head QUICK matched
 # Headers that change how llhttp frames the message or keeps the connection
 # (a body, Connection tokens, an upgrade) or that uvicorn acts on (Expect):
 # a head with one of them goes to httptools, then answer() if plain.
@@ -193,14 +194,17 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         lookups[0] += 1
         if keep_alive:
             conn.cycle = ANSWERED
-            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
-                idle = conn.idle_timer  # armed as uvicorn arms its keep-alive timeout after a response (IdleTimer.arm, inlined)
-                if idle is None:
-                    idle = conn.idle_timer = IdleTimer(conn)
-                idle.since, idle.armed = t0, True
-                if idle.handle is None:
-                    idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
-                conn.timeout_keep_alive_task = idle
+            # Armed as uvicorn arms its keep-alive timeout after a response
+            # (IdleTimer.arm, inlined). Here the connection's timer is None
+            # (data_received cancelled it) or this IdleTimer (left armed by
+            # the quick path, or by an answer earlier in this read).
+            idle = conn.idle_timer
+            if idle is None:
+                idle = conn.idle_timer = IdleTimer(conn)
+            idle.since, idle.armed = t0, True
+            if idle.handle is None:
+                idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
+            conn.timeout_keep_alive_task = idle
         else:
             conn.cycle = CLOSED
             transport.close()
@@ -254,13 +258,12 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         m = match(data)
         if m is None:
             return False
-        pairs = fields(m[3])
-        name, value = pairs[0]
-        if len(pairs) == 1 and allows is None and name.lower() == b"host" and len(name) + len(value) <= field_max:
+        host = m[3]
+        if not m[4] and allows is None and len(host) <= field_max - 4:
             pass  # plain_headers' answer for a lone Host header, without the call
         else:
-            headers = []
-            for name, value in pairs:
+            headers = [(b"host", host)]
+            for name, value in fields(m[4]):
                 name = name.lower()  # as uvicorn's on_header
                 if name in not_quick:
                     return False

@@ -318,7 +318,7 @@ def test_kv_serve_answers_plain_hits_in_the_protocol(gen_table):
 
 
 def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
-    """kv/http/protocol.py answers a read matching QUICK without httptools:
+    """kv/http/protocol.py answers a read matching QUICK (Host first) without httptools:
     for every such head (a corpus of plain heads, mutated a byte or two at a
     time), httptools must accept it as one complete, kept-alive HTTP/1.1
     request with the same method, target and lower-cased (name, value) pairs."""
@@ -363,7 +363,7 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
     accepted = 0
     for head in heads:
         m = QUICK.fullmatch(head)
-        quick_headers = [(n.lower(), v) for n, v in _FIELD.findall(m[3])] if m else []
+        quick_headers = [(b"host", m[3])] + [(n.lower(), v) for n, v in _FIELD.findall(m[4])] if m else []
         if m is None or any(n in _NOT_QUICK for n, _ in quick_headers):
             continue  # left to httptools
         accepted += 1
