@@ -62,21 +62,25 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    flight before it is written to the transport there, byte for byte the
    ASGI path's response, without a scope (on_message_begin leaves it to
    on_headers_complete, which builds it with uvicorn's own code for the
-   requests uvicorn runs), cycle, task or `send`
-   (1.7 to 2.4 times the bare-ASGI ceiling's requests per second in the
-   rounds of a quick paired run on a loaded 2-core machine). Everything else (misses, other routes,
-   conditional or JSON requests, a missing or wrong token, pipelined
-   requests behind one in flight) goes on to uvicorn unchanged. Rules 1, 2,
-   4 and 5 hold on this path: the drain's `Connection: close` is in the
-   default headers it writes (and it closes after); `answered` counts its
-   requests, so the head limit and the sweep see each as they see a new
-   cycle; its keep-alive timer (protocol.IdleTimer) ends in this class's
-   timeout_keep_alive_handler.
+   requests uvicorn runs), cycle, task or `send`. Before that, data_received
+   hands a read that is exactly one such request head (the common case: a
+   client waiting for each answer) to protocol.QUICK's parser when httptools
+   stands between requests (`_between`, set by on_message_complete, cleared
+   by on_message_begin) and nothing is in flight: no parser callback runs at
+   all, httptools never sees the request and stays at the start of the next.
+   Everything else (misses, other routes, conditional or JSON requests, a
+   missing or wrong token, pipelined requests behind one in flight) goes on
+   to uvicorn unchanged. Rules 1, 2, 4 and 5 hold on this path: the drain's
+   `Connection: close` is in the default headers it writes (and it closes
+   after); `answered` counts its requests, so the head limit and the sweep
+   see each as they see a new cycle; its keep-alive timer
+   (protocol.IdleTimer) ends in this class's timeout_keep_alive_handler.
 
 Rules 1 and 2 stay off the per-request path: the drain adds `Connection:
 close` to the worker's default response headers, and the head check is the
-periodic sweep. Rule 4 adds a few comparisons per read; rule 8 is the one
-parser callback overridden, and it exists to make requests cheaper.
+periodic sweep. Rule 4 adds a few comparisons per read; rule 8 overrides
+two parser callbacks and skips the parser for one request form, to make
+requests cheaper.
 """
 
 from __future__ import annotations

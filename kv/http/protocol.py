@@ -22,6 +22,19 @@ itself, in one `transport.write`, when the request is a plain hit:
 Anything else returns False and uvicorn carries on exactly as without this
 module: the ASGI fast path, the checked path, FastAPI.
 
+`answer.quick` is the same answer one step earlier: kv/worker.py's
+data_received hands it a read that may be one whole request head, when
+httptools holds no part of a request and nothing is in flight. When the
+read is exactly one head of the QUICK form (HTTP/1.1, Host first, no header
+that frames a body or changes keep-alive or Expect), it is parsed by one
+regular expression instead of httptools and answered by the same rules; else
+httptools parses it as before. Under a client that waits for each answer
+(wrk, most clients), this is every hit: uvicorn's per-request callbacks
+(on_message_begin, on_url, one on_header per header, on_headers_complete,
+on_message_complete) and the parser's own work were, with the timer cancel
+in data_received, most of what a hit still cost over a raw uvloop +
+httptools protocol (docs/BENCHMARKS.md).
+
 The response is byte for byte what the ASGI path sends (tests/test_protocol.py):
 uvicorn's status line, the server's default headers (`date` from the
 server's clock; `connection: close` while the worker drains, kv/worker.py

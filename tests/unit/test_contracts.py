@@ -276,7 +276,9 @@ def test_the_protocol_path_writes_what_uvicorn_writes_for_the_asgi_path(tmp_path
     for version, ((quick, q_taken, unparsed), (proto, taken, _), (asgi, not_taken, _)) in zip(("1.1", "1.0"), answers, strict=True):
         assert (q_taken, taken, not_taken) == (1, 1, 0), "rule 8 did not answer a plain hit (or answered with it turned off)"
         assert quick == proto == asgi and proto.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
-        assert unparsed == (version == "1.1"), "an HTTP/1.1 plain hit read whole is answered without httptools (protocol.QUICK), 1.0 with it"
+        assert unparsed == (version == "1.1"), (
+            "an HTTP/1.1 plain hit read whole is answered without httptools (protocol.QUICK), 1.0 with it"
+        )
 
 
 def test_uvicorn_parse_url_keeps_an_ascii_key_path_as_sent():
@@ -348,7 +350,7 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
         b"GET /v1/keys/a%20b~!$&'()*+,;=:@ HTTP/1.1\r\nhost:h\r\nUser-Agent: curl/8.5.0\r\nX-A: a b  c\r\n\r\n",
         b"GET /v1/keys/" + key + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     ]
-    alphabet = b" \t\r\n:;,%?#/\x00\x7f\x80\xffaZ0-\"(){}[]\\"
+    alphabet = b' \t\r\n:;,%?#/\x00\x7f\x80\xffaZ0-"(){}[]\\'
     rng = random.Random(16)
     heads = list(bases)
     for _ in range(6000):
