@@ -174,55 +174,10 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
     """on_headers_complete's question, per worker (locals bound once): True
     when it answered (module docstring). The function carries `quick`, the
     same answer for a whole request head handed over as bytes (QUICK)."""
-    from .negotiation import content_type as media_type
-
     lookup, plain, allows = plain_lookup(state), plain_headers, state.guard.allows
     prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
-    lookups, tally = state.counts.lookups, state.counts.protocol
-    clock, where, buckets = time.perf_counter, bisect_left, metrics.LATENCY_BUCKETS
-    first = buckets[0]
-    content_type = _CONTENT_TYPE
-    text_line = content_type[TEXT]
-    match, fields, not_quick, field_max = QUICK.fullmatch, _FIELD.findall, _NOT_QUICK, FAST_MAX_FIELD
-    # The rendered head (status line, default headers, hit headers) of the
-    # last response, and what it was rendered from: the server replaces its
-    # default_headers list every second (the date) and on a drain; the hit
-    # headers may change with the generation.
-    cache: list[Any] = [None, None, b"", False]  # default_headers, hit_headers, head, says close
-
-    def respond(conn: Any, t0: float, value: bytes, head_only: bool, keep_alive: bool) -> None:
-        """Write the hit's response, then what uvicorn does after one."""
-        server_state = conn.server_state
-        default_headers = server_state.default_headers
-        hit_headers = state.hit_headers
-        if default_headers is not cache[0] or hit_headers != cache[1]:
-            _render_head(cache, default_headers, hit_headers)
-        keep_alive = keep_alive and not cache[3]
-        ctype = text_line if value.isascii() else content_type[media_type(value)]
-        end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
-        transport = conn.transport
-        transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
-        conn.answered += 1
-        server_state.total_requests += 1
-        lookups[0] += 1
-        if keep_alive:
-            conn.cycle = ANSWERED
-            # Armed as uvicorn arms its keep-alive timeout after a response
-            # (IdleTimer.arm, inlined). Here the connection's timer is None
-            # (data_received cancelled it) or this IdleTimer (left armed by
-            # the quick path, or by an answer earlier in this read).
-            idle = conn.idle_timer
-            if idle is None:
-                idle = conn.idle_timer = IdleTimer(conn)
-            idle.since, idle.armed = t0, True
-            if idle.handle is None:
-                idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
-            conn.timeout_keep_alive_task = idle
-        else:
-            conn.cycle = CLOSED
-            transport.close()
-        took = clock() - t0
-        tally[0 if took <= first else where(buckets, took)] += 1
+    clock = time.perf_counter
+    respond = _responder(state)
 
     def answer(conn: Any) -> bool:
         t0 = clock()
@@ -263,10 +218,19 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         respond(conn, t0, value, head_only, keep_alive)
         return True
 
+    answer.quick = _quick_answerer(lookup, allows, respond)  # type: ignore[attr-defined]
+    return answer
+
+
+def _quick_answerer(lookup: Callable[[bytes], bytes | None], allows: Any, respond: Callable[..., None]) -> Callable[[Any, bytes], bool]:
+    """`answer.quick` (module docstring): answer() for a read that is exactly
+    one request head of QUICK's form, parsed here instead of by httptools
+    (kv/worker.py asks only when the parser stands between requests and
+    nothing is in flight). False, having changed nothing, for anything else."""
+    clock, plain = time.perf_counter, plain_headers
+    match, fields, not_quick, field_max = QUICK.fullmatch, _FIELD.findall, _NOT_QUICK, FAST_MAX_FIELD
+
     def quick(conn: Any, data: bytes) -> bool:
-        """answer() for a read that is exactly one request head of QUICK's
-        form, parsed here instead of by httptools (kv/worker.py asks only
-        when the parser stands between requests and nothing is in flight)."""
         t0 = clock()
         m = match(data)
         if m is None:
@@ -292,8 +256,59 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         respond(conn, t0, value, m[1] == b"HEAD", True)
         return True
 
-    answer.quick = quick  # type: ignore[attr-defined]
-    return answer
+    return quick
+
+
+def _responder(state: State) -> Callable[..., None]:
+    """The end of every answer: write the hit's response, then do what
+    uvicorn does after one (module docstring)."""
+    from .negotiation import content_type as media_type
+
+    lookups, tally = state.counts.lookups, state.counts.protocol
+    clock, where, buckets = time.perf_counter, bisect_left, metrics.LATENCY_BUCKETS
+    first = buckets[0]
+    content_type = _CONTENT_TYPE
+    text_line = content_type[TEXT]
+    # The rendered head (status line, default headers, hit headers) of the
+    # last response, and what it was rendered from: the server replaces its
+    # default_headers list every second (the date) and on a drain; the hit
+    # headers may change with the generation.
+    cache: list[Any] = [None, None, b"", False]  # default_headers, hit_headers, head, says close
+
+    def respond(conn: Any, t0: float, value: bytes, head_only: bool, keep_alive: bool) -> None:
+        server_state = conn.server_state
+        default_headers = server_state.default_headers
+        hit_headers = state.hit_headers
+        if default_headers is not cache[0] or hit_headers != cache[1]:
+            _render_head(cache, default_headers, hit_headers)
+        keep_alive = keep_alive and not cache[3]
+        ctype = text_line if value.isascii() else content_type[media_type(value)]
+        end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
+        transport = conn.transport
+        transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
+        conn.answered += 1
+        server_state.total_requests += 1
+        lookups[0] += 1
+        if keep_alive:
+            conn.cycle = ANSWERED
+            # Armed as uvicorn arms its keep-alive timeout after a response
+            # (IdleTimer.arm, inlined). Here the connection's timer is None
+            # (data_received cancelled it) or this IdleTimer (left armed by
+            # the quick path, or by an answer earlier in this read).
+            idle = conn.idle_timer
+            if idle is None:
+                idle = conn.idle_timer = IdleTimer(conn)
+            idle.since, idle.armed = t0, True
+            if idle.handle is None:
+                idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
+            conn.timeout_keep_alive_task = idle
+        else:
+            conn.cycle = CLOSED
+            transport.close()
+        took = clock() - t0
+        tally[0 if took <= first else where(buckets, took)] += 1
+
+    return respond
 
 
 def _render_head(cache: list[Any], default_headers: list[Any], hit_headers: list[Any]) -> None:
