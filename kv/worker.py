@@ -62,21 +62,25 @@ uvicorn lacks, both about when the server closes a keep-alive connection.
    flight before it is written to the transport there, byte for byte the
    ASGI path's response, without a scope (on_message_begin leaves it to
    on_headers_complete, which builds it with uvicorn's own code for the
-   requests uvicorn runs), cycle, task or `send`
-   (1.7 to 2.4 times the bare-ASGI ceiling's requests per second in the
-   rounds of a quick paired run on a loaded 2-core machine). Everything else (misses, other routes,
-   conditional or JSON requests, a missing or wrong token, pipelined
-   requests behind one in flight) goes on to uvicorn unchanged. Rules 1, 2,
-   4 and 5 hold on this path: the drain's `Connection: close` is in the
-   default headers it writes (and it closes after); `answered` counts its
-   requests, so the head limit and the sweep see each as they see a new
-   cycle; its keep-alive timer (protocol.IdleTimer) ends in this class's
-   timeout_keep_alive_handler.
+   requests uvicorn runs), cycle, task or `send`. Before that, data_received
+   hands a read that is exactly one such request head (the common case: a
+   client waiting for each answer) to protocol.QUICK's parser when httptools
+   stands between requests (`_between`, set by on_message_complete, cleared
+   by on_message_begin) and nothing is in flight: no parser callback runs at
+   all, httptools never sees the request and stays at the start of the next.
+   Everything else (misses, other routes, conditional or JSON requests, a
+   missing or wrong token, pipelined requests behind one in flight) goes on
+   to uvicorn unchanged. Rules 1, 2, 4 and 5 hold on this path: the drain's
+   `Connection: close` is in the default headers it writes (and it closes
+   after); `answered` counts its requests, so the head limit and the sweep
+   see each as they see a new cycle; its keep-alive timer
+   (protocol.IdleTimer) ends in this class's timeout_keep_alive_handler.
 
 Rules 1 and 2 stay off the per-request path: the drain adds `Connection:
 close` to the worker's default response headers, and the head check is the
-periodic sweep. Rule 4 adds a few comparisons per read; rule 8 is the one
-parser callback overridden, and it exists to make requests cheaper.
+periodic sweep. Rule 4 adds a few comparisons per read; rule 8 overrides
+two parser callbacks and skips the parser for one request form, to make
+requests cheaper.
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ class KVHttpProtocol(HttpToolsProtocol):
     _lingering = False  # closing: what arrives is dropped (close_lingering)
     _linger_budget = LINGER_BYTES
     _answer = None  # rule 8: kv/http/protocol.py's answerer of this worker's app; None: not kv's app
+    _quick = None  # and its answer to a read that is one whole request head (protocol.QUICK)
+    _between = True  # httptools stands between requests: no part of one is buffered in it
     answered = 0  # requests answered by it on this connection (rules 2 and 4 see each as a completed request)
     idle_timer = None  # its keep-alive timer (kv/http/protocol.py, IdleTimer), made at the first answer
 
@@ -121,8 +127,18 @@ class KVHttpProtocol(HttpToolsProtocol):
             if self._linger_budget < 0 and not self.transport.is_closing():
                 self.transport.close()
             return
-        # Rule 4: a few comparisons and one add per read, not per request callback.
         cycle, answered = self.cycle, self.answered
+        quick = self._quick
+        if quick is not None and self._between and (cycle is None or (cycle.response_complete and cycle.keep_alive)):
+            # Rule 8: a read that is one plain hit's whole head, between requests, is answered without httptools.
+            task = self.timeout_keep_alive_task
+            if task is not None and task is not self.idle_timer:  # cancelled as uvicorn's data_received does; the
+                task.cancel()  # idle timer is re-armed by the answer, or cancelled by uvicorn's data_received below
+                self.timeout_keep_alive_task = None
+            if quick(self, data):
+                self._head_bytes = 0
+                return
+        # Rule 4: a few comparisons and one add per read, not per request callback.
         in_head = cycle is None or not cycle.more_body or cycle.response_complete  # not inside a body
         HttpToolsProtocol.data_received(self, data)  # not super(): one object less per read
         if self.cycle is not cycle or self.answered != answered or not in_head:  # a head completed in this read, or it carried a body
@@ -183,6 +199,14 @@ class KVHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._between = False
+
+    def on_message_complete(self) -> None:
+        # Rule 8: httptools stands between requests again (at the start of
+        # the next when the request kept the connection alive, and then so
+        # does its cycle's keep_alive: data_received checks both).
+        self._between = True
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_headers_complete(self) -> None:
         # Rule 8: a plain hit is answered here; uvicorn starts the ASGI task otherwise.
@@ -196,7 +220,8 @@ class KVHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        self._answer = _answerer(self.app)
+        self._answer = answer = _answerer(self.app)
+        self._quick = getattr(answer, "quick", None)
         self._arm_idle_timer()
         state = self.server_state
         if id(state) not in KVHttpProtocol._sweeping:

@@ -22,6 +22,19 @@ itself, in one `transport.write`, when the request is a plain hit:
 Anything else returns False and uvicorn carries on exactly as without this
 module: the ASGI fast path, the checked path, FastAPI.
 
+`answer.quick` is the same answer one step earlier: kv/worker.py's
+data_received hands it a read that may be one whole request head, when
+httptools holds no part of a request and nothing is in flight. When the
+read is exactly one head of the QUICK form (HTTP/1.1, Host first, no header
+that frames a body or changes keep-alive or Expect), it is parsed by one
+regular expression instead of httptools and answered by the same rules; else
+httptools parses it as before. Under a client that waits for each answer
+(wrk, most clients), this is every hit: uvicorn's per-request callbacks
+(on_message_begin, on_url, one on_header per header, on_headers_complete,
+on_message_complete) and the parser's own work were, with the timer cancel
+in data_received, most of what a hit still cost over a raw uvloop +
+httptools protocol (docs/BENCHMARKS.md).
+
 The response is byte for byte what the ASGI path sends (tests/test_protocol.py):
 uvicorn's status line, the server's default headers (`date` from the
 server's clock; `connection: close` while the worker drains, kv/worker.py
@@ -45,6 +58,7 @@ tests/test_contracts.py; pyproject.toml pins the tested range.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -53,7 +67,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from .. import metrics
-from .fastpath import plain_headers, plain_lookup
+from .fastpath import FAST_MAX_FIELD, plain_headers, plain_lookup
 from .negotiation import BINARY, TEXT
 from .routes import KEY_PREFIX
 from .state import State
@@ -123,6 +137,27 @@ class IdleTimer:
         conn.timeout_keep_alive_handler()  # sets timeout_keep_alive_task to None (or a timer of its own) first
 
 
+# The one request form answered without httptools (`quick`): a whole read
+# that is one GET or HEAD head of /v1/keys/{key}, HTTP/1.1, the key of
+# unreserved and sub-delim characters (no query, fragment or non-ASCII),
+# each header a token name, ":", at most one space and a value of visible
+# ASCII characters and spaces that starts and ends visible (no tab, no
+# obs-fold, nothing for llhttp to trim), Host first (as plain_headers
+# requires; groups: method, key, host, the other fields). httptools accepts every head of this form and
+# reports the same method, target and (name, value) pairs
+# (tests/unit/test_contracts.py checks a corpus); anything else is parsed
+# by httptools as before.
+_VALUE = rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?"
+QUICK = re.compile(
+    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]: ?(" + _VALUE + rb")\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?" + _VALUE + rb"\r\n)*)\r\n"
+)
+_FIELD = re.compile(rb"([^:]+): ?([^\r]+)\r\n")  # the fields after Host of a head QUICK matched
+# Headers that change how llhttp frames the message or keeps the connection
+# (a body, Connection tokens, an upgrade) or that uvicorn acts on (Expect):
+# a head with one of them goes to httptools, then answer() if plain.
+_NOT_QUICK = frozenset((b"connection", b"proxy-connection", b"upgrade", b"expect", b"content-length", b"transfer-encoding"))
+
 _CONTENT_TYPE = {TEXT: b"content-type: " + TEXT.encode() + b"\r\n", BINARY: b"content-type: " + BINARY.encode() + b"\r\n"}
 
 
@@ -136,21 +171,13 @@ def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def hit_answerer(state: State) -> Callable[[Any], bool]:
-    """on_headers_complete's question, per worker (locals bound once): True when it answered (module docstring)."""
-    from .negotiation import content_type as media_type
-
+    """on_headers_complete's question, per worker (locals bound once): True
+    when it answered (module docstring). The function carries `quick`, the
+    same answer for a whole request head handed over as bytes (QUICK)."""
     lookup, plain, allows = plain_lookup(state), plain_headers, state.guard.allows
     prefix, cut = KEY_PREFIX, len(KEY_PREFIX)
-    lookups, tally = state.counts.lookups, state.counts.protocol
-    clock, where, buckets = time.perf_counter, bisect_left, metrics.LATENCY_BUCKETS
-    first = buckets[0]
-    content_type = _CONTENT_TYPE
-    text_line = content_type[TEXT]
-    # The rendered head (status line, default headers, hit headers) of the
-    # last response, and what it was rendered from: the server replaces its
-    # default_headers list every second (the date) and on a drain; the hit
-    # headers may change with the generation.
-    cache: list[Any] = [None, None, b"", False]  # default_headers, hit_headers, head, says close
+    clock = time.perf_counter
+    respond = _responder(state)
 
     def answer(conn: Any) -> bool:
         t0 = clock()
@@ -176,43 +203,112 @@ def hit_answerer(state: State) -> Callable[[Any], bool]:
         limit = conn.limit_concurrency
         if limit is not None and (len(conn.connections) >= limit or len(conn.tasks) >= limit):
             return False  # uvicorn's 503
-        transport = conn.transport
         headers = conn.headers
-        if transport.is_closing() or not plain(headers, allows):
+        if conn.transport.is_closing() or not plain(headers, allows):
             return False
         value = lookup(key)
         if value is None:
             return False
-
-        server_state = conn.server_state
-        default_headers = server_state.default_headers
-        hit_headers = state.hit_headers
-        if default_headers is not cache[0] or hit_headers != cache[1]:
-            _render_head(cache, default_headers, hit_headers)
-        keep_alive = parser.should_keep_alive() and not cache[3]
+        keep_alive = parser.should_keep_alive()
         if keep_alive and len(headers) > 1:  # HTTP/1.0 with `Connection: keep-alive`: uvicorn closes all the same
             for name, _ in headers:
                 if name == b"connection":
                     keep_alive = parser.get_http_version() != "1.0"  # formats a string (0.5 us): only when it can matter
                     break
+        respond(conn, t0, value, head_only, keep_alive)
+        return True
+
+    answer.quick = _quick_answerer(lookup, allows, respond)  # type: ignore[attr-defined]
+    return answer
+
+
+def _quick_answerer(lookup: Callable[[bytes], bytes | None], allows: Any, respond: Callable[..., None]) -> Callable[[Any, bytes], bool]:
+    """`answer.quick` (module docstring): answer() for a read that is exactly
+    one request head of QUICK's form, parsed here instead of by httptools
+    (kv/worker.py asks only when the parser stands between requests and
+    nothing is in flight). False, having changed nothing, for anything else."""
+    clock, plain = time.perf_counter, plain_headers
+    match, fields, not_quick, field_max = QUICK.fullmatch, _FIELD.findall, _NOT_QUICK, FAST_MAX_FIELD
+
+    def quick(conn: Any, data: bytes) -> bool:
+        t0 = clock()
+        m = match(data)
+        if m is None:
+            return False
+        host = m[3]
+        if not m[4] and allows is None and len(host) <= field_max - 4:
+            pass  # plain_headers' answer for a lone Host header, without the call
+        else:
+            headers = [(b"host", host)]
+            for name, value in fields(m[4]):
+                name = name.lower()  # as uvicorn's on_header
+                if name in not_quick:
+                    return False
+                headers.append((name, value))
+            if not plain(headers, allows):
+                return False
+        flow = conn.flow
+        if flow.read_paused or flow.write_paused or conn.access_log or conn.limit_concurrency is not None or conn.transport.is_closing():
+            return False
+        value = lookup(m[2])
+        if value is None:
+            return False
+        respond(conn, t0, value, m[1] == b"HEAD", True)
+        return True
+
+    return quick
+
+
+def _responder(state: State) -> Callable[..., None]:
+    """The end of every answer: write the hit's response, then do what
+    uvicorn does after one (module docstring)."""
+    from .negotiation import content_type as media_type
+
+    lookups, tally = state.counts.lookups, state.counts.protocol
+    clock, where, buckets = time.perf_counter, bisect_left, metrics.LATENCY_BUCKETS
+    first = buckets[0]
+    content_type = _CONTENT_TYPE
+    text_line = content_type[TEXT]
+    # The rendered head (status line, default headers, hit headers) of the
+    # last response, and what it was rendered from: the server replaces its
+    # default_headers list every second (the date) and on a drain; the hit
+    # headers may change with the generation.
+    cache: list[Any] = [None, None, b"", False]  # default_headers, hit_headers, head, says close
+
+    def respond(conn: Any, t0: float, value: bytes, head_only: bool, keep_alive: bool) -> None:
+        server_state = conn.server_state
+        default_headers = server_state.default_headers
+        hit_headers = state.hit_headers
+        if default_headers is not cache[0] or hit_headers != cache[1]:
+            _render_head(cache, default_headers, hit_headers)
+        keep_alive = keep_alive and not cache[3]
         ctype = text_line if value.isascii() else content_type[media_type(value)]
         end = b"\r\n" if keep_alive or cache[3] else b"connection: close\r\n\r\n"
+        transport = conn.transport
         transport.write(b"".join((cache[2], b"content-length: %d\r\n" % len(value), ctype, end, b"" if head_only else value)))
         conn.answered += 1
         server_state.total_requests += 1
         lookups[0] += 1
         if keep_alive:
             conn.cycle = ANSWERED
-            if conn.timeout_keep_alive_task is None:  # data_received cancelled it; an answer earlier in this read re-armed it
-                _rearm(conn, t0)
+            # Armed as uvicorn arms its keep-alive timeout after a response
+            # (IdleTimer.arm, inlined). Here the connection's timer is None
+            # (data_received cancelled it) or this IdleTimer (left armed by
+            # the quick path, or by an answer earlier in this read).
+            idle = conn.idle_timer
+            if idle is None:
+                idle = conn.idle_timer = IdleTimer(conn)
+            idle.since, idle.armed = t0, True
+            if idle.handle is None:
+                idle.handle = conn.loop.call_later(conn.timeout_keep_alive, idle._fire)
+            conn.timeout_keep_alive_task = idle
         else:
             conn.cycle = CLOSED
             transport.close()
         took = clock() - t0
         tally[0 if took <= first else where(buckets, took)] += 1
-        return True
 
-    return answer
+    return respond
 
 
 def _render_head(cache: list[Any], default_headers: list[Any], hit_headers: list[Any]) -> None:
@@ -223,15 +319,6 @@ def _render_head(cache: list[Any], default_headers: list[Any], hit_headers: list
         STATUS_LINE[200] + _render(default_headers) + _render(hit_headers),
         _says_close(default_headers),
     )
-
-
-def _rearm(conn: Any, t0: float) -> None:
-    """Arm the connection's one idle timer, as uvicorn arms its keep-alive timeout after a response."""
-    idle = conn.idle_timer
-    if idle is None:
-        idle = conn.idle_timer = IdleTimer(conn)
-    idle.arm(t0)
-    conn.timeout_keep_alive_task = idle
 
 
 _ANSWERERS: dict[int, tuple[Any, Callable[[Any], bool] | None]] = {}

@@ -259,20 +259,26 @@ def test_the_protocol_path_writes_what_uvicorn_writes_for_the_asgi_path(tmp_path
     for version in ("1.1", "1.0"):
         request = f"{method} /v1/keys/{key} HTTP/{version}\r\nHost: t\r\n\r\n".encode()
 
-        async def answer(turned_on, request=request):
+        async def answer(path, request=request):
             conn, transport = _protocol(app)
-            if not turned_on:
+            if path != "quick":
+                conn._quick = None  # the head goes to httptools
+            if path == "asgi":
                 conn._answer = None
+            quick = conn._quick
             conn.data_received(request)
             for _ in range(20):
                 await asyncio.sleep(0)
             conn.connection_lost(None)
-            return bytes(transport.out), conn.answered
+            return bytes(transport.out), conn.answered, quick is not None and getattr(conn, "url", None) is None
 
-        answers.append((asyncio.run(answer(True)), asyncio.run(answer(False))))
-    for (proto, taken), (asgi, not_taken) in answers:
-        assert (taken, not_taken) == (1, 0), "rule 8 did not answer a plain hit (or answered with it turned off)"
-        assert proto == asgi and proto.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+        answers.append([asyncio.run(answer(path)) for path in ("quick", "protocol", "asgi")])
+    for version, ((quick, q_taken, unparsed), (proto, taken, _), (asgi, not_taken, _)) in zip(("1.1", "1.0"), answers, strict=True):
+        assert (q_taken, taken, not_taken) == (1, 1, 0), "rule 8 did not answer a plain hit (or answered with it turned off)"
+        assert quick == proto == asgi and proto.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+        assert unparsed == (version == "1.1"), (
+            "an HTTP/1.1 plain hit read whole is answered without httptools (protocol.QUICK), 1.0 with it"
+        )
 
 
 def test_uvicorn_parse_url_keeps_an_ascii_key_path_as_sent():
@@ -311,3 +317,61 @@ def test_kv_serve_answers_plain_hits_in_the_protocol(gen_table):
                 break
             time.sleep(0.1)
     assert n == 50, f"{n} of 50 plain hits were answered in the protocol (kv/http/protocol.py)"
+
+
+def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
+    """kv/http/protocol.py answers a read matching QUICK (Host first) without httptools:
+    for every such head (a corpus of plain heads, mutated a byte or two at a
+    time), httptools must accept it as one complete, kept-alive HTTP/1.1
+    request with the same method, target and lower-cased (name, value) pairs."""
+    import random
+
+    import httptools
+
+    from kv.http.protocol import _FIELD, _NOT_QUICK, QUICK
+
+    class Recorder:
+        def __init__(self):
+            self.url, self.headers, self.done = b"", [], 0
+
+        def on_url(self, url):
+            self.url += url
+
+        def on_header(self, name, value):
+            self.headers.append((name.lower(), value))
+
+        def on_message_complete(self):
+            self.done += 1
+
+    key = b"3479d894-3271-4935-88cf-a06f3cbb80a5"
+    bases = [
+        b"GET /v1/keys/" + key + b" HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n",
+        b"HEAD /v1/keys/" + key + b" HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abc\r\nAccept: */*\r\n\r\n",
+        b"GET /v1/keys/a%20b~!$&'()*+,;=:@ HTTP/1.1\r\nhost:h\r\nUser-Agent: curl/8.5.0\r\nX-A: a b  c\r\n\r\n",
+        b"GET /v1/keys/" + key + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    ]
+    alphabet = b' \t\r\n:;,%?#/\x00\x7f\x80\xffaZ0-"(){}[]\\'
+    rng = random.Random(16)
+    heads = list(bases)
+    for _ in range(6000):
+        head = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(head))
+            if rng.random() < 0.5:
+                head[i : i + 1] = bytes([rng.choice(alphabet)])
+            else:
+                head[i:i] = bytes([rng.choice(alphabet)])
+        heads.append(bytes(head))
+    accepted = 0
+    for head in heads:
+        m = QUICK.fullmatch(head)
+        quick_headers = [(b"host", m[3])] + [(n.lower(), v) for n, v in _FIELD.findall(m[4])] if m else []
+        if m is None or any(n in _NOT_QUICK for n, _ in quick_headers):
+            continue  # left to httptools
+        accepted += 1
+        rec = Recorder()
+        parser = httptools.HttpRequestParser(rec)
+        parser.feed_data(head)  # raises on a head httptools refuses
+        assert (rec.done, parser.get_method(), parser.get_http_version(), parser.should_keep_alive()) == (1, m[1], "1.1", True), head
+        assert (rec.url, rec.headers) == (b"/v1/keys/" + m[2], quick_headers), head
+    assert 500 < accepted < len(heads) - 500, accepted  # the corpus exercises both sides
