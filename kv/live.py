@@ -67,6 +67,7 @@ class LiveTable:
         self.kind = "uuid"
         self.applied = 0  # log bytes applied
         self.log_fd = -1
+        self.log_name = Path()  # the log's path, for messages (made once per epoch, not per catch-up)
         self.last_seq = 0  # sequence of the last group applied (0: none since the base)
         self.changes = 0  # log entries applied since the base
         self.keys_delta = 0
@@ -100,7 +101,7 @@ class LiveTable:
             if st.epoch != self.epoch or st.base != self.base or st.log_size < self.applied:
                 self._reopen(st)
             elif st.log_size > self.applied:
-                groups = changelog.read_groups(self.log_fd, self.applied, st.log_size, changelog.log_path(self.root, self.epoch))
+                groups = changelog.read_groups(self.log_fd, self.applied, st.log_size, self.log_name)
                 self._apply(groups, self.view[1], self.view[0])
                 self.applied = st.log_size
             self.error = ""
@@ -134,7 +135,7 @@ class LiveTable:
         self.keys_delta = self.value_bytes_delta = self.changes = self.last_seq = 0
         self._apply(groups, overlay, table.get)
         # The swap: from here on every lookup uses the new base and overlay.
-        self.table, self.kind, self.base, self.epoch, self.log_fd = table, st.kind, st.base, st.epoch, fd
+        self.table, self.kind, self.base, self.epoch, self.log_fd, self.log_name = table, st.kind, st.base, st.epoch, fd, path
         # Canonical: a lower-case 8-4-4-4-12 UUID; for string keys any bytes
         # (the base lookup validates them).
         self.view[:] = [table.get, overlay, table.validate_key, _UUID if st.kind == "uuid" else _any]

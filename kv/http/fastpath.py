@@ -161,7 +161,24 @@ def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
             catch_up()
         return plain_get(key)
 
-    return live_lookup
+    if decode or state.shard[1] > 1:
+        return live_lookup
+    view = live.view  # [base lookup, overlay, ...], replaced in place when the base changes
+
+    def live_base_lookup(key: bytes) -> bytes | None:
+        # While no changes are pending (the overlay is empty), the base table's
+        # lookup straight away: two calls fewer than through `lookup` and
+        # LiveTable.get (about 0.3 us of the 0.5 us a root added to a hit).
+        if counter(head, COUNTER_AT)[0] != seen[0]:
+            catch_up()
+        if view[1]:
+            return plain_get(key)
+        try:
+            return view[0](key)
+        except (InvalidKey, TableCorrupt):
+            return None
+
+    return live_base_lookup
 
 
 class FastPath:
