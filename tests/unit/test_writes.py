@@ -197,6 +197,29 @@ def test_compaction_folds_the_log_into_a_new_base_and_readers_switch(tmp_path):
     assert other.get(key(100)) == b"after" and other.get(key(3)) is None
 
 
+def test_the_protocol_lookup_of_a_root_follows_writes_deletes_and_compactions(tmp_path):
+    from kv.http.fastpath import plain_lookup
+    from kv.http.state import State
+
+    root = tmp_path / "r"
+    live, w = open_root(root)
+    w.write({key(1): b"one", key(2): b"two"})
+    compact(root, log=lambda m: None)  # a base holding both, no changes pending
+    reader = LiveTable(root)
+    lookup = plain_lookup(State(reader, 100))
+    assert reader.pending == 0 and lookup(key(1).encode()) == b"one"
+    assert lookup(b"not-a-key") is None and lookup(key(9).encode()) is None
+    w.write({key(1): b"uno"})  # another process's write: seen at the next lookup
+    assert lookup(key(1).encode()) == b"uno" and lookup(key(2).encode()) == b"two"
+    w.write(deletes=[key(2)])
+    assert lookup(key(2).encode()) is None
+    compact(root, log=lambda m: None)  # a new base, the overlay empty again
+    w.write({key(3): b"three"})
+    compact(root, log=lambda m: None)
+    assert lookup(key(1).encode()) == b"uno" and lookup(key(2).encode()) is None and lookup(key(3).encode()) == b"three"
+    assert reader.pending == 0
+
+
 def test_writes_committed_during_compaction_are_carried_into_the_new_log(tmp_path, monkeypatch):
     root = tmp_path / "r"
     live, w = open_root(root)
