@@ -113,6 +113,9 @@ def plain_headers(headers: list[tuple[bytes, bytes]], allows: Callable[[bytes | 
     return allows is None or allows(bearer)
 
 
+_MISSING = object()
+
+
 def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
     """The function of a key as it is in the raw path (after /v1/keys/, still
     percent-encoded) that returns its value on a hit of this server's table,
@@ -163,22 +166,29 @@ def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
 
     if decode or state.shard[1] > 1:
         return live_lookup
-    view = live.view  # [base lookup, overlay, ...], replaced in place when the base changes
+    view, missing = live.view, _MISSING  # [base lookup, overlay, ...], replaced in place when the base changes
 
-    def live_base_lookup(key: bytes) -> bytes | None:
-        # While no changes are pending (the overlay is empty), the base table's
-        # lookup straight away: two calls fewer than through `lookup` and
-        # LiveTable.get (about 0.3 us of the 0.5 us a root added to a hit).
+    def live_uuid_lookup(key: bytes) -> bytes | None:
+        # LiveTable.get, flattened for the protocol path: two calls fewer, and
+        # no regular expression to tell a canonical key (the overlay's
+        # spelling) from another: 36 bytes, hyphens in place, no upper case is
+        # canonical or malformed, and a malformed key misses in the base too.
+        # Other spellings (upper case, 32 digits) take LiveTable.get.
         if counter(head, COUNTER_AT)[0] != seen[0]:
             catch_up()
-        if view[1]:
-            return plain_get(key)
+        overlay = view[1]
+        if overlay:
+            value = overlay.get(key, missing)
+            if value is not missing:
+                return value  # None for a deleted key: the checked path says 404
+            if len(key) != 36 or key[8:24:5] != b"----" or not key.islower():
+                return plain_get(key)
         try:
             return view[0](key)
         except (InvalidKey, TableCorrupt):
             return None
 
-    return live_base_lookup
+    return live_uuid_lookup
 
 
 class FastPath:

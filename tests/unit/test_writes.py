@@ -211,6 +211,9 @@ def test_the_protocol_lookup_of_a_root_follows_writes_deletes_and_compactions(tm
     assert lookup(b"not-a-key") is None and lookup(key(9).encode()) is None
     w.write({key(1): b"uno"})  # another process's write: seen at the next lookup
     assert lookup(key(1).encode()) == b"uno" and lookup(key(2).encode()) == b"two"
+    # Other spellings find the same keys; malformed ones find nothing.
+    assert lookup(key(1).upper().encode()) == b"uno" and lookup(key(2).replace("-", "").encode()) == b"two"
+    assert lookup(b"zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz") is None and lookup(key(9).encode()) is None
     w.write(deletes=[key(2)])
     assert lookup(key(2).encode()) is None
     compact(root, log=lambda m: None)  # a new base, the overlay empty again
