@@ -114,6 +114,21 @@ class LiveTable:
         for listener in self.listeners:
             listener()
 
+    def apply_own(self, epoch: int, start: int, end: int, seq: int, entries: list[changelog.Entry]) -> bool:
+        """Apply the group this process has just committed at [start, end) of
+        the log of `epoch`, from its entries rather than by reading it back:
+        only when this view stands exactly at `start` of that log (else, say
+        when another worker's group came first, False: `catch_up` reads the log).
+        The head's counter is left as it was: the next `refresh` reads the head
+        once and finds nothing more to apply."""
+        if epoch != self.epoch or start != self.applied or self.error:
+            return False
+        self._apply([changelog.Group(seq, entries, start, end)], self.view[1], self.view[0])
+        self.applied = end
+        for listener in self.listeners:
+            listener()
+        return True
+
     def _reopen(self, st: HeadState) -> None:
         table = open_table(base_path(self.root, st.base))
         if table.key_kind != st.kind:
