@@ -141,14 +141,21 @@ class LiveTable:
                 raise ChangeLogCorrupt(
                     f"{path}: log of epoch {header.epoch} on base {header.base}, the head page says epoch {st.epoch} on {st.base}"
                 )
-            groups = changelog.read_groups(fd, changelog.HEADER_SIZE, st.log_size, path)
+            # Applied a chunk at a time into a new overlay (a long log is never
+            # held whole); the counters are put back if the log fails part way.
+            overlay: dict = {}
+            before = self.keys_delta, self.value_bytes_delta, self.changes, self.last_seq
+            self.keys_delta = self.value_bytes_delta = self.changes = self.last_seq = 0
+            try:
+                for groups in changelog.iter_groups(fd, changelog.HEADER_SIZE, st.log_size, path):
+                    self._apply(groups, overlay, table.get)
+            except BaseException:
+                self.keys_delta, self.value_bytes_delta, self.changes, self.last_seq = before
+                raise
         except BaseException:
             os.close(fd)
             raise
-        overlay: dict = {}
         old_fd = self.log_fd
-        self.keys_delta = self.value_bytes_delta = self.changes = self.last_seq = 0
-        self._apply(groups, overlay, table.get)
         # The swap: from here on every lookup uses the new base and overlay.
         self.table, self.kind, self.base, self.epoch, self.log_fd, self.log_name = table, st.kind, st.base, st.epoch, fd, path
         # Canonical: a lower-case 8-4-4-4-12 UUID; for string keys any bytes

@@ -197,6 +197,57 @@ def test_compaction_folds_the_log_into_a_new_base_and_readers_switch(tmp_path):
     assert other.get(key(100)) == b"after" and other.get(key(3)) is None
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=5), min_size=1, max_size=8),
+    chunk=st.integers(1, 2000),
+)
+def test_reading_a_log_in_chunks_gives_its_groups_and_finds_damage(tmp_path, sizes, chunk):
+    body = b"".join(
+        changelog.encode_group(seq, [(changelog.SET, key(seq * 10 + i).encode(), b"v" * n) for i, n in enumerate(values)])
+        for seq, values in enumerate(sizes, 1)
+    )
+    path = tmp_path / "g.log"
+    path.write_bytes(b"H" * 64 + body)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = 64 + len(body)
+        whole = changelog.read_groups(fd, 64, end)
+        assert [g for groups in changelog.iter_groups(fd, 64, end, chunk=chunk) for g in groups] == whole
+        with pytest.raises(changelog.ChangeLogCorrupt):  # the committed range cut inside its last group
+            list(changelog.iter_groups(fd, 64, end - 1, chunk=chunk))
+    finally:
+        os.close(fd)
+    damaged = bytearray(path.read_bytes())
+    damaged[64 + len(body) // 2] ^= 1
+    path.write_bytes(bytes(damaged))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(changelog.ChangeLogCorrupt):
+            list(changelog.iter_groups(fd, 64, end, chunk=chunk))
+    finally:
+        os.close(fd)
+
+
+def test_a_reader_that_cannot_replay_a_new_log_keeps_what_it_served(tmp_path):
+    root = tmp_path / "r"
+    live, w = open_root(root)
+    for i in range(20):
+        w.write({key(i): b"before"})
+    other = LiveTable(root)
+    compact(root, log=lambda m: None)
+    for i in range(20):
+        w.write({key(i): b"after"})
+    path = changelog.log_path(root, live.head.read()[1].epoch)
+    damaged = bytearray(path.read_bytes())
+    damaged[-12] ^= 1  # the new log's last group
+    path.write_bytes(bytes(damaged))
+    served = state(other), other.keys, other.value_bytes, other.pending, other.generation
+    other.refresh()  # a new epoch: the reopen replays the new log and fails part way
+    assert other.error
+    assert (state(other), other.keys, other.value_bytes, other.pending, other.generation) == served
+
+
 def test_the_protocol_lookup_of_a_root_follows_writes_deletes_and_compactions(tmp_path):
     from kv.http.fastpath import plain_lookup
     from kv.http.state import State
