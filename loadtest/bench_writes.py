@@ -568,8 +568,10 @@ def main() -> int:
     args = ap.parse_args()
     if not 0 < args.changes <= args.records:
         ap.error(f"--changes must be 1 to --records ({args.records:,}): the changes are new values for existing keys")
-    if args.rounds < 1 or args.duration < 1:
-        ap.error("--rounds and --duration must be at least 1")
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        ap.error("--rounds, --duration and --connections must be at least 1")
+    if args.writer_rate <= 0 or args.value_bytes < 0:
+        ap.error("--writer-rate must be above 0 and --value-bytes not below 0")
 
     load_start = os.getloadavg()
     small = [f"{k} {getattr(args, k):,g} (full: {v:,})" for k, v in FULL.items() if getattr(args, k) < v]
