@@ -2,7 +2,7 @@
 # make test    install, lint and type checks, then every test (installs nginx, systemd tools, wrk with apt when missing)
 # make test-fast  tests/unit only: the inner loop, well under a minute
 # make lint     ruff (lint and format) and mypy
-# make bench   engine and HTTP benchmarks -> docs/bench/*.json, docs/img/*.png
+# make bench   engine, HTTP and write benchmarks -> docs/bench/*.json, docs/img/*.png
 # make image   the container image kv:dev and the nginx front kv-nginx:dev (deploy/docker/make-image.sh)
 SHELL := /bin/bash
 PY ?= python3
@@ -13,7 +13,7 @@ SYSDEPS_STAMP := $(VENV)/.sysdeps
 # Debian packages the tests and benchmarks drive: real nginx, systemd-analyze, wrk, /usr/bin/time.
 APT_PACKAGES := nginx-light systemd wrk time
 
-.PHONY: run test test-fast lint install sysdeps bench bench-engine bench-http bench-container plots docnumbers loadtest drills clean image test-container
+.PHONY: run test test-fast lint install sysdeps bench bench-engine bench-http bench-writes bench-container plots docnumbers loadtest drills clean image test-container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,12 @@ bench-engine: install sysdeps
 bench-http: install sysdeps
 	$(BIN)/python loadtest/bench_http.py
 
+# Issue 13's targets (writes over immutable tables). A quick look at small size:
+# make bench-writes BENCH_WRITES_ARGS='--records 100000 --changes 10000 --rounds 3 --duration 3'
+BENCH_WRITES_ARGS ?=
+bench-writes: install sysdeps
+	$(BIN)/python loadtest/bench_writes.py $(BENCH_WRITES_ARGS)
+
 plots: install
 	$(BIN)/python loadtest/plots.py
 
@@ -90,7 +96,7 @@ bench-container: install image
 	docker version >/dev/null 2>&1 || export $$(deploy/docker/private-dockerd.sh host); \
 	$(BIN)/python deploy/docker/bench.py --out docs/bench/container.json
 
-bench: bench-engine bench-http bench-container plots docnumbers
+bench: bench-engine bench-http bench-writes bench-container plots docnumbers
 
 # kv:dev and kv-nginx:dev. Uses the engine DOCKER_HOST names; where none answers,
 # starts a private one (deploy/docker/private-dockerd.sh, root) and says how to reach it.

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +183,30 @@ def read_groups(fd: int, start: int, end: int, path: str | os.PathLike = "log") 
             "the file was damaged after it was written"
         )
     return groups
+
+
+def iter_groups(fd: int, start: int, end: int, path: str | os.PathLike = "log", chunk: int = 1 << 20) -> Iterator[list[Group]]:
+    """The groups in [start, end) of an open log, as `read_groups` gives them
+    but read `chunk` bytes at a time, so that a reader replaying a long log
+    never holds all of it, and all of its decoded groups, at once. A group
+    longer than `chunk` is read whole. ChangeLogCorrupt, as `read_groups`,
+    when the range is not whole valid groups (possibly after some chunks
+    were yielded: a caller that applies them must be able to drop them)."""
+    pos = start
+    chunk = max(chunk, GROUP.size + CHECK.size)  # enough for a group's header
+    while pos < end:
+        buf = os.pread(fd, min(chunk, end - pos), pos)
+        groups, used = decode_groups(buf, pos)
+        if not used and len(buf) >= GROUP.size:  # perhaps one group longer than the chunk
+            whole = GROUP.size + GROUP.unpack_from(buf, 0)[0] + CHECK.size
+            if len(buf) < whole <= end - pos:
+                groups, used = decode_groups(os.pread(fd, whole, pos), pos)
+        if not used:
+            raise ChangeLogCorrupt(
+                f"{path}: the committed part [{start}, {end}) fails its checksums at offset {pos}; the file was damaged after it was written"
+            )
+        yield groups
+        pos += used
 
 
 def scan(path: str | os.PathLike) -> tuple[LogHeader, list[Group], int, int]:

@@ -67,6 +67,7 @@ class LiveTable:
         self.kind = "uuid"
         self.applied = 0  # log bytes applied
         self.log_fd = -1
+        self.log_name = Path()  # the log's path, for messages (made once per epoch, not per catch-up)
         self.last_seq = 0  # sequence of the last group applied (0: none since the base)
         self.changes = 0  # log entries applied since the base
         self.keys_delta = 0
@@ -100,7 +101,7 @@ class LiveTable:
             if st.epoch != self.epoch or st.base != self.base or st.log_size < self.applied:
                 self._reopen(st)
             elif st.log_size > self.applied:
-                groups = changelog.read_groups(self.log_fd, self.applied, st.log_size, changelog.log_path(self.root, self.epoch))
+                groups = changelog.read_groups(self.log_fd, self.applied, st.log_size, self.log_name)
                 self._apply(groups, self.view[1], self.view[0])
                 self.applied = st.log_size
             self.error = ""
@@ -112,6 +113,21 @@ class LiveTable:
         self.seen[0] = counter
         for listener in self.listeners:
             listener()
+
+    def apply_own(self, epoch: int, start: int, end: int, seq: int, entries: list[changelog.Entry]) -> bool:
+        """Apply the group this process has just committed at [start, end) of
+        the log of `epoch`, from its entries rather than by reading it back:
+        only when this view stands exactly at `start` of that log (else, say
+        when another worker's group came first, False: `catch_up` reads the log).
+        The head's counter is left as it was: the next `refresh` reads the head
+        once and finds nothing more to apply."""
+        if epoch != self.epoch or start != self.applied or self.error:
+            return False
+        self._apply([changelog.Group(seq, entries, start, end)], self.view[1], self.view[0])
+        self.applied = end
+        for listener in self.listeners:
+            listener()
+        return True
 
     def _reopen(self, st: HeadState) -> None:
         table = open_table(base_path(self.root, st.base))
@@ -125,16 +141,23 @@ class LiveTable:
                 raise ChangeLogCorrupt(
                     f"{path}: log of epoch {header.epoch} on base {header.base}, the head page says epoch {st.epoch} on {st.base}"
                 )
-            groups = changelog.read_groups(fd, changelog.HEADER_SIZE, st.log_size, path)
+            # Applied a chunk at a time into a new overlay (a long log is never
+            # held whole); the counters are put back if the log fails part way.
+            overlay: dict = {}
+            before = self.keys_delta, self.value_bytes_delta, self.changes, self.last_seq
+            self.keys_delta = self.value_bytes_delta = self.changes = self.last_seq = 0
+            try:
+                for groups in changelog.iter_groups(fd, changelog.HEADER_SIZE, st.log_size, path):
+                    self._apply(groups, overlay, table.get)
+            except BaseException:
+                self.keys_delta, self.value_bytes_delta, self.changes, self.last_seq = before
+                raise
         except BaseException:
             os.close(fd)
             raise
-        overlay: dict = {}
         old_fd = self.log_fd
-        self.keys_delta = self.value_bytes_delta = self.changes = self.last_seq = 0
-        self._apply(groups, overlay, table.get)
         # The swap: from here on every lookup uses the new base and overlay.
-        self.table, self.kind, self.base, self.epoch, self.log_fd = table, st.kind, st.base, st.epoch, fd
+        self.table, self.kind, self.base, self.epoch, self.log_fd, self.log_name = table, st.kind, st.base, st.epoch, fd, path
         # Canonical: a lower-case 8-4-4-4-12 UUID; for string keys any bytes
         # (the base lookup validates them).
         self.view[:] = [table.get, overlay, table.validate_key, _UUID if st.kind == "uuid" else _any]

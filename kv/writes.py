@@ -331,12 +331,15 @@ class Writer:
             self._unlock()
 
     def _done(self, entries: list[Entry], st: HeadState, group: bytes, missing: list[bytes]) -> Committed:
-        self.live.catch_up()  # our own write (and maybe later ones): read-your-writes in this process
+        seq = changelog.GROUP.unpack_from(group, 0)[2]
+        # Our own write (read-your-writes in this process): from the entries
+        # in hand when nothing came before it in the log, else read from the log.
+        if not self.live.apply_own(st.epoch, st.log_size, st.log_size + len(group), seq, entries):
+            self.live.catch_up()
         sets = sum(1 for op, _, _ in entries if op == SET)
         self.sets += sets
         self.deletes += len(entries) - sets
         self.maybe_compact()
-        seq = changelog.GROUP.unpack_from(group, 0)[2]
         # The generation right after this write (others may have followed it already).
         return Committed(f"{st.base}-{seq}", seq, sets, len(entries) - sets, missing)
 

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,6 +344,27 @@ def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
     return random.Random(seed).sample(keys, min(n, len(keys)))
 
 
+def paired_rounds(names: list[str], rounds: int, run: Callable[[str], dict]) -> dict[str, list[dict]]:
+    """`run(name)` for every contender once a round, every second round in
+    reverse order (so drift over a round favours no one); each run's figures
+    get its round number. Returns name -> the runs, in round order."""
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for rnd in range(rounds):
+        for name in names if rnd % 2 == 0 else list(reversed(names)):
+            r = run(name)
+            r["round"] = rnd + 1
+            results[name].append(r)
+            print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
+    return results
+
+
+def paired_ratio(a: list[dict], b: list[dict], digits: int, field: str = "rps") -> tuple[list[float], float]:
+    """The ratio a / b of `field` within each round, and the median of those
+    (the headline: a round's drift cancels in its own ratio)."""
+    ratios = [ra[field] / rb[field] for ra, rb in zip(a, b, strict=True)]
+    return [round(r, digits) for r in ratios], round(statistics.median(ratios), digits)
+
+
 # The ratios reported: name -> (numerator, denominator, decimals).
 RATIOS = {
     "kv_vs_ceiling": ("kv", "ceiling", 3),
@@ -383,22 +405,20 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         wanted = args.contenders.split(",")
         contenders = {name: srv for name, srv in contenders.items() if name in wanted}
     probe = f"/v1/keys/{keys[0]}"
-    results = {name: [] for name in contenders}
-    for rnd in range(args.rounds):
-        order = list(contenders) if rnd % 2 == 0 else list(reversed(contenders))
-        for name in order:
-            srv = contenders[name]
-            with srv:
-                srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
-                wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
-                before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
-                r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
-                r["round"] = rnd + 1
-                if before is not None:
-                    r["protocol_share"] = protocol_share(srv.url, before, r)
-                check_answers(name, r)
-                results[name].append(r)
-                print(f"round {rnd + 1} {name}: {r['rps']:,} req/s, p99 {r['latency_ms']['p99']} ms, errors {r['errors']}", file=sys.stderr)
+
+    def run(name: str) -> dict:
+        srv = contenders[name]
+        with srv:
+            srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
+            wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
+            before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
+            r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
+            if before is not None:
+                r["protocol_share"] = protocol_share(srv.url, before, r)
+            check_answers(name, r)
+            return r
+
+    results = paired_rounds(list(contenders), args.rounds, run)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
     out = {
         "rounds": args.rounds,
@@ -411,9 +431,8 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
     for key, (a, b, digits) in RATIOS.items():
         if a not in results or b not in results:
             continue
-        paired = [round(ra["rps"] / rb["rps"], digits) for ra, rb in zip(results[a], results[b], strict=True)]
+        paired, out[key] = paired_ratio(results[a], results[b], digits)
         out["paired_ratios"][key] = paired
-        out[key] = round(statistics.median(ra["rps"] / rb["rps"] for ra, rb in zip(results[a], results[b], strict=True)), digits)
         out[f"{key}_best"] = round(rps[a] / rps[b], digits)
         print(
             f"{a} / {b}: median of paired rounds {out[key]} (rounds {', '.join(map(str, paired))}), best / best {out[f'{key}_best']}",

@@ -6,7 +6,7 @@ A cited number is written with its source beside it, invisible when rendered:
 
     each worker owns <!--n http memory_by_size.1000000.per_worker_kib.Private_Dirty kib:.0f-->33<!--/n--> MiB
 
-`http` names docs/bench/http.json (`engine`, `engine-100m` the others), the
+`http` names docs/bench/http.json (`engine`, `engine-100m`, `http-keys`, `writes` the others), the
 dotted path a value in it, and the last field how to print it: a Python format
 spec, optionally after a unit conversion (`kib:` KiB to MiB, `b:` bytes to
 MiB, `gb:` bytes to GiB, `s2ms:` seconds to ms). Whole tables are blocks:
@@ -38,7 +38,7 @@ SOURCES = {
     "engine": "engine.json",
     "engine-100m": "engine-100m.json",
     "http-keys": "http-keys.json",
-    "engine-strings": "engine-strings.json",
+    "writes": "writes.json",
 }
 
 NUMBER = re.compile(r"<!--n (?P<src>[\w-]+) (?P<path>[^ ]+) (?P<fmt>[^ ]*?)-->(?P<value>.*?)<!--/n-->")
@@ -151,7 +151,12 @@ def http_tables(s: dict) -> str:
     return _printed("http", s["http"])
 
 
-TABLES = {"capacity": capacity, "clients": clients, "engine": engine_tables, "http": http_tables}
+def writes_tables(s: dict) -> str:
+    """docs/BENCHMARKS.md's writes section: loadtest/tables.py's writes tables."""
+    return _printed("writes", s["writes"])
+
+
+TABLES = {"capacity": capacity, "clients": clients, "engine": engine_tables, "http": http_tables, "writes": writes_tables}
 
 
 # -- rewrite and check ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 every number in them comes from a run's output.
 
     python loadtest/tables.py > /tmp/tables.md
-    python loadtest/tables.py --engine /tmp/e.json --engine-big none --http /tmp/h.json   # other runs' output
+    python loadtest/tables.py --engine /tmp/e.json --engine-big none --http /tmp/h.json --writes none   # other runs' output
 """
 
 from __future__ import annotations
@@ -290,14 +290,101 @@ def http(h: dict) -> None:
         print()
 
 
+def writes(w: dict) -> None:
+    """docs/BENCHMARKS.md's writes section: loadtest/bench_writes.py's rounds, memory and compaction."""
+    if not w:
+        return
+    load = w["load_average"]
+    print(
+        f"### Writes ({w['date']}, `{w['command']}`; {w['scale']}; load average {load['start'][0]} at the start, "
+        f"{load['end'][0]} at the end)\n"
+    )
+    runs, s = w["rounds"], w["summary"]
+    rows = []
+    for name in ("ro", "rw_empty", "rw_pending", "rw_writer"):
+        rs = runs[name]
+        vs = " / ".join(f"{r['rps'] / ro['rps']:.3f}" for r, ro in zip(rs, runs["ro"], strict=False))
+        p99 = statistics.median(r["latency_ms"]["p99"] for r in rs)
+        rows.append([name, " / ".join(f"{r['rps']:,}" for r in rs), f"{s['rps_median'][name]:,}", vs, p99, sum(r["errors"] for r in rs)])
+    print(table(["reads (wrk, 64 connections)", "req/s per round", "median req/s", "vs ro per round", "p99 ms (median)", "errors"], rows))
+    writer = [r["writer"] for r in runs["rw_writer"]]
+    print(
+        "\nThe paced writer of rw_writer achieved "
+        + ", ".join(f"{x['achieved_per_s']:g}" for x in writer)
+        + f" writes/s (target {writer[0]['target_per_s']:g}), its PUTs taking p50 "
+        + ", ".join(f"{x['latency_ms'].get('p50')}" for x in writer)
+        + " ms.\n"
+    )
+    rows = []
+    for name, unit in (("put", "writes/s"), ("batch", "keys/s")):
+        rs = runs[name]
+        rate = [r["keys_per_s"] if name == "batch" else r["rps"] for r in rs]
+        rows.append(
+            [
+                name,
+                unit,
+                " / ".join(f"{x:,}" for x in rate),
+                f"{statistics.median(rate):,.0f}",
+                " / ".join(str(r["latency_ms"]["p50"]) for r in rs),
+                " / ".join(str(r["latency_ms"]["p99"]) for r in rs),
+                sum(r["errors"] for r in rs),
+            ]
+        )
+    print(table(["writes (wrk, 1 connection)", "unit", "per round", "median", "p50 ms per round", "p99 ms per round", "errors"], rows))
+    m = s["memory"]
+    print(
+        f"\nPer-worker Private_Dirty (the largest worker, median of the rounds): read-only {m['ro_private_dirty_mib_median']} MiB, "
+        f"writable at the threshold ({w['parameters']['changes']:,} changes) {m['pending_private_dirty_mib_median']} MiB: "
+        f"{m['private_dirty_over_ro_mib_median']} MiB more (rounds {', '.join(map(str, m['private_dirty_over_ro_mib']))}; "
+        f"USS {m['uss_over_ro_mib_median']} MiB more).\n"
+    )
+    c = w.get("compaction")
+    if c:
+        rows = [
+            [
+                r["round"],
+                r["seconds"],
+                f"{r['without']['rps']:,}",
+                r["without"]["latency_ms"]["p99"],
+                f"{r['during']['rps']:,}",
+                r["during"]["latency_ms"]["p99"],
+                r["p99_ratio"],
+                r["covered"],
+            ]
+            for r in c["runs"]
+        ]
+        print(
+            table(
+                [
+                    "compaction",
+                    "seconds",
+                    "req/s without",
+                    "p99 ms without",
+                    "req/s during",
+                    "p99 ms during",
+                    "p99 during / without",
+                    "covered",
+                ],
+                rows,
+            )
+        )
+        print(
+            f"\nCompaction of {w['parameters']['records']:,} records with {c['changes']:,} changes: {c['alone_s']} s with no other load, "
+            f"{c['seconds_median']} s (median) under the read load ({c['load']['what']}; read runs of {c['window_s']} s, "
+            "`covered` the share of the run the compaction lasted).\n"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default=str(BENCH / "engine.json"), help="bench_engine.py output ('none' to leave out)")
     ap.add_argument("--engine-big", default=str(BENCH / "engine-100m.json"), help="the 100M run's output, rows added to the engine table")
     ap.add_argument("--http", default=str(BENCH / "http.json"), help="bench_http.py output ('none' to leave out)")
+    ap.add_argument("--writes", default=str(BENCH / "writes.json"), help="bench_writes.py output ('none' to leave out)")
     args = ap.parse_args()
     engine(load(args.engine), load(args.engine_big))
     http(load(args.http))
+    writes(load(args.writes))
 
 
 if __name__ == "__main__":

@@ -209,6 +209,83 @@ def test_compaction_writes_the_base_at_kv_builds_load_factor_for_the_key_kind(tm
     assert abs(lf - DEFAULT_LOAD_FACTORS[kind]) < 0.01, lf
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=5), min_size=1, max_size=8),
+    chunk=st.integers(1, 2000),
+)
+def test_reading_a_log_in_chunks_gives_its_groups_and_finds_damage(tmp_path, sizes, chunk):
+    body = b"".join(
+        changelog.encode_group(seq, [(changelog.SET, key(seq * 10 + i).encode(), b"v" * n) for i, n in enumerate(values)])
+        for seq, values in enumerate(sizes, 1)
+    )
+    path = tmp_path / "g.log"
+    path.write_bytes(b"H" * 64 + body)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = 64 + len(body)
+        whole = changelog.read_groups(fd, 64, end)
+        assert [g for groups in changelog.iter_groups(fd, 64, end, chunk=chunk) for g in groups] == whole
+        with pytest.raises(changelog.ChangeLogCorrupt):  # the committed range cut inside its last group
+            list(changelog.iter_groups(fd, 64, end - 1, chunk=chunk))
+    finally:
+        os.close(fd)
+    damaged = bytearray(path.read_bytes())
+    damaged[64 + len(body) // 2] ^= 1
+    path.write_bytes(bytes(damaged))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(changelog.ChangeLogCorrupt):
+            list(changelog.iter_groups(fd, 64, end, chunk=chunk))
+    finally:
+        os.close(fd)
+
+
+def test_a_reader_that_cannot_replay_a_new_log_keeps_what_it_served(tmp_path):
+    root = tmp_path / "r"
+    live, w = open_root(root)
+    for i in range(20):
+        w.write({key(i): b"before"})
+    other = LiveTable(root)
+    compact(root, log=lambda m: None)
+    for i in range(20):
+        w.write({key(i): b"after"})
+    path = changelog.log_path(root, live.head.read()[1].epoch)
+    damaged = bytearray(path.read_bytes())
+    damaged[-12] ^= 1  # the new log's last group
+    path.write_bytes(bytes(damaged))
+    served = state(other), other.keys, other.value_bytes, other.pending, other.generation
+    other.refresh()  # a new epoch: the reopen replays the new log and fails part way
+    assert other.error
+    assert (state(other), other.keys, other.value_bytes, other.pending, other.generation) == served
+
+
+def test_the_protocol_lookup_of_a_root_follows_writes_deletes_and_compactions(tmp_path):
+    from kv.http.fastpath import plain_lookup
+    from kv.http.state import State
+
+    root = tmp_path / "r"
+    live, w = open_root(root)
+    w.write({key(1): b"one", key(2): b"two"})
+    compact(root, log=lambda m: None)  # a base holding both, no changes pending
+    reader = LiveTable(root)
+    lookup = plain_lookup(State(reader, 100))
+    assert reader.pending == 0 and lookup(key(1).encode()) == b"one"
+    assert lookup(b"not-a-key") is None and lookup(key(9).encode()) is None
+    w.write({key(1): b"uno"})  # another process's write: seen at the next lookup
+    assert lookup(key(1).encode()) == b"uno" and lookup(key(2).encode()) == b"two"
+    # Other spellings find the same keys; malformed ones find nothing.
+    assert lookup(key(1).upper().encode()) == b"uno" and lookup(key(2).replace("-", "").encode()) == b"two"
+    assert lookup(b"zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz") is None and lookup(key(9).encode()) is None
+    w.write(deletes=[key(2)])
+    assert lookup(key(2).encode()) is None
+    compact(root, log=lambda m: None)  # a new base, the overlay empty again
+    w.write({key(3): b"three"})
+    compact(root, log=lambda m: None)
+    assert lookup(key(1).encode()) == b"uno" and lookup(key(2).encode()) is None and lookup(key(3).encode()) == b"three"
+    assert reader.pending == 0
+
+
 def test_writes_committed_during_compaction_are_carried_into_the_new_log(tmp_path, monkeypatch):
     root = tmp_path / "r"
     live, w = open_root(root)
