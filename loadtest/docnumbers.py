@@ -39,6 +39,7 @@ SOURCES = {
     "engine-100m": "engine-100m.json",
     "http-keys": "http-keys.json",
     "writes": "writes.json",
+    "container": "container.json",
 }
 
 NUMBER = re.compile(r"<!--n (?P<src>[\w-]+) (?P<path>[^ ]+) (?P<fmt>[^ ]*?)-->(?P<value>.*?)<!--/n-->")
