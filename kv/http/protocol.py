@@ -235,12 +235,19 @@ def _quick_answerer(lookup: Callable[[bytes], bytes | None], allows: Any, respon
         m = match(data)
         if m is None:
             return False
-        host = m[3]
-        if not m[4] and allows is None and len(host) <= field_max - 4:
+        host, rest = m[3], m[4]
+        if len(host) > field_max - 4:
+            return False  # plain_headers' answer too
+        if not rest and allows is None:
             pass  # plain_headers' answer for a lone Host header, without the call
+        elif allows is not None and rest[:14].lower() == b"authorization:" and rest.find(b"\r\n") == len(rest) - 2:
+            # Host and Authorization alone, a token holder's usual head: plain_headers' answer, without the call
+            bearer = rest[15:-2] if rest[14] == 32 else rest[14:-2]
+            if len(bearer) > field_max - 13 or not allows(bearer):
+                return False
         else:
             headers = [(b"host", host)]
-            for name, value in fields(m[4]):
+            for name, value in fields(rest):
                 name = name.lower()  # as uvicorn's on_header
                 if name in not_quick:
                     return False

@@ -203,3 +203,49 @@ def test_openapi_keeps_the_uuid_pattern_for_uuid_tables_only(app, string_app):
 
     assert key_param(app)["pattern"] == KEY_PATTERN
     assert "pattern" not in key_param(string_app)
+
+
+def test_the_quick_parse_with_tokens_answers_exactly_the_heads_plain_headers_allows():
+    """kv/http/protocol.py answers Host + Authorization heads without calling
+    plain_headers: it must decide as plain_headers does, token, case, sizes
+    and other headers included."""
+    from types import SimpleNamespace
+
+    from kv.http.auth import bearer_check
+    from kv.http.fastpath import FAST_MAX_FIELD, plain_headers
+    from kv.http.protocol import _FIELD, QUICK, _quick_answerer
+
+    allows = bearer_check([b"tok-12345678"])
+    answered: list[bytes] = []
+    quick = _quick_answerer(lambda key: b"v", allows, lambda conn, t0, value, head_only, keep_alive: answered.append(value))
+    conn = SimpleNamespace(
+        flow=SimpleNamespace(read_paused=False, write_paused=False),
+        access_log=False,
+        limit_concurrency=None,
+        transport=SimpleNamespace(is_closing=lambda: False),
+    )
+    fields = [
+        b"Authorization: Bearer tok-12345678",
+        b"authorization:Bearer tok-12345678",
+        b"AUTHORIZATION: Bearer tok-12345678",
+        b"Authorization: bearer tok-12345678",
+        b"Authorization: Bearer tok-1234567",
+        b"Authorization: Bearer tok-12345678x",
+        b"Authorization: Bearer " + b"t" * FAST_MAX_FIELD,
+        b"Authorization: Bearer tok-12345678\r\nAccept: application/json",
+        b"Authorization: Bearer tok-12345678\r\nX-A: b",
+        b"X-A: b\r\nAuthorization: Bearer tok-12345678",
+        b"Authorizations: Bearer tok-12345678",
+        b"",
+    ]
+    outcomes = []
+    for host in (b"h", b"h" * FAST_MAX_FIELD):
+        for field in fields:
+            head = b"GET /v1/keys/k HTTP/1.1\r\nHost: " + host + b"\r\n" + (field + b"\r\n" if field else b"") + b"\r\n"
+            m = QUICK.fullmatch(head)
+            assert m is not None, head
+            expected = plain_headers([(b"host", m[3])] + [(n.lower(), v) for n, v in _FIELD.findall(m[4])], allows)
+            answered.clear()
+            assert quick(conn, head) is expected and bool(answered) is expected, field
+            outcomes.append(expected)
+    assert outcomes.count(True) == 5 and outcomes.count(False) == len(outcomes) - 5
