@@ -40,6 +40,8 @@ SOURCES = {
     "http-keys": "http-keys.json",
     "writes": "writes.json",
     "container": "container.json",
+    "http-token": "http-token.json",
+    "http-raw": "http-raw.json",
 }
 
 NUMBER = re.compile(r"<!--n (?P<src>[\w-]+) (?P<path>[^ ]+) (?P<fmt>[^ ]*?)-->(?P<value>.*?)<!--/n-->")
