@@ -396,12 +396,18 @@ def big_data(tmp_path_factory):
 
 def kill_midway(data, out, sig):
     """Start `kv build`, wait until it is writing its temporary file, signal it."""
-    proc = subprocess.Popen([KV, "build", str(data), "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [KV, "build", str(data), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        # SIGINT as a terminal delivers it: a shell running the tests in the
+        # background (`make test &`) leaves it ignored, and the build with it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 30
     while not list(out.parent.glob(f".{out.name}.tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.002)
-    # At once: the temporary file exists only while the table is written, which
-    # a warm page cache makes a matter of a tenth of a second or less.
+    # At once: the temporary file exists only while the table is written.
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, "the build finished before it was signalled; use more data"
