@@ -37,7 +37,7 @@ class TableWriter:
         self.value_bytes = 0  # string records: summed as they come (their key lengths vary)
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(out)
-        self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        self.tmp = temp_path(out)
         self.f = open(self.tmp, "wb+")
         self.f.write(bytes(fmt.HEADER_SIZE))
         self.content = xxhash.xxh3_64()
@@ -226,6 +226,11 @@ class TableWriter:
                 os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
+
+
+def temp_path(out: Path) -> Path:
+    """Where a build writes `out` until it is complete: `.NAME.tmp-PID` beside it."""
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
 
 
 def header_bytes(header: fmt.Header) -> bytes:
