@@ -151,11 +151,33 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class _Collector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector of the workers' files, surviving a file
+    retired between its glob and its read (mark_process_dead, in the master,
+    while a worker renders /metrics or /v1/stats during a reload): it
+    raises FileNotFoundError there, which answered a 500. Such a read starts
+    again from a new glob; the dead worker's counts are in `*_retired.db` by
+    then (retire_file writes them before it deletes the file)."""
+
+    ATTEMPTS = 5
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        import glob
+
+        pattern = os.path.join(self._path, "*.db")
+        for _ in range(self.ATTEMPTS - 1):
+            try:
+                return self.merge(glob.glob(pattern), accumulate=True)
+            except FileNotFoundError:
+                continue
+        return self.merge(glob.glob(pattern), accumulate=True)
+
+
 def registry() -> CollectorRegistry:
     """A registry of every worker's values (or this process's, when not multiprocess)."""
     if multiprocess_dir():
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)
+        _Collector(reg)
         return reg
     from prometheus_client import REGISTRY
 

@@ -62,7 +62,9 @@ def test_publish_and_reload_under_load_fail_nothing(tmp_path):
                 # Reload is complete once every worker serves the new generation.
                 deadline = time.monotonic() + 20
                 while time.monotonic() < deadline:
-                    if {httpx.get(f"{url}/v1/stats").json()["generation"] for _ in range(10)} == {new}:
+                    stats = [httpx.get(f"{url}/v1/stats") for _ in range(10)]
+                    assert [r.status_code for r in stats] == [200] * 10, [r.text for r in stats if r.status_code != 200]
+                    if {r.json()["generation"] for r in stats} == {new}:
                         break
                     time.sleep(0.1)
                 switched = time.monotonic()
