@@ -3,7 +3,7 @@
 side by side in one run, every contender started here on 127.0.0.1 and driven
 by wrk with random keys.
 
-    python loadtest/bench_http.py [--records 1000000] [--duration 10] [--rounds 4] [--out docs/bench/http.json]
+    python loadtest/bench_http.py [--records 1000000] [--duration 3] [--rounds 12] [--out docs/bench/http.json]
 
 Contenders (2 gunicorn workers with uvicorn-worker unless noted):
   ceiling          bare ASGI app, constant body              (loadtest/contenders/bare_asgi.py)
@@ -15,10 +15,13 @@ Contenders (2 gunicorn workers with uvicorn-worker unless noted):
   fastapi_route    the same lookup behind a plain FastAPI route
   typical          FastAPI + dict of the whole file, one uvicorn process
 
-Every round runs every contender once (every second round in reverse order, so drift
-over a round favours no one); a ratio such as kv / ceiling is taken within
-each round and the headline is the median of those paired ratios (the ratio
-of the best rounds is kept beside it).
+Every contender is started once and stays up; every round runs each of them
+once (every second round in reverse order, so drift over a round favours no
+one); a ratio such as kv / ceiling is taken within each round and the
+headline is the median of those paired ratios (the ratio of the best rounds
+is kept beside it). Rounds are many and short because this VM's speed swings
+up to 3x within a minute; each run also records its server's CPU time per
+request, which depends far less on the neighbours.
 
 Then for kv: latency at concurrency 1 and at 50% of its peak rate (the
 per-connection wrk delay calibrated by short runs until the achieved rate is
@@ -30,6 +33,7 @@ and time from launch to the first 200 for a small and a large table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -260,6 +264,19 @@ def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, thr
     }
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used so far (/proc/PID/stat;
+    a process gone meanwhile counts nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def check_answers(name: str, r: dict) -> None:
     """A run whose answers were errors measured the error path: say so loudly."""
     if r["errors_status"] > 0.001 * max(1, r["requests"]):
@@ -408,17 +425,25 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
 
     def run(name: str) -> dict:
         srv = contenders[name]
-        with srv:
+        pids = srv.pids()
+        before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
+        c0 = cpu_seconds(pids)
+        r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
+        r["cpu_us_per_request"] = round((cpu_seconds(pids) - c0) / max(1, r["requests"]) * 1e6, 2)
+        if before is not None:
+            r["protocol_share"] = protocol_share(srv.url, before, r)
+        check_answers(name, r)
+        return r
+
+    # Every contender runs for the whole measurement, idle but for its own
+    # runs, so the runs of one round are seconds apart (the VM's speed swings
+    # within a minute; a restart per run put tens of seconds between them).
+    with contextlib.ExitStack() as stack:
+        for name, srv in contenders.items():
+            stack.enter_context(srv)
             srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
             wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
-            before = protocol_hits(srv.url) if name in ("kv", "kv_string") else None
-            r = wrk(srv.url, scripts.get(name, script), args.connections, args.duration)
-            if before is not None:
-                r["protocol_share"] = protocol_share(srv.url, before, r)
-            check_answers(name, r)
-            return r
-
-    results = paired_rounds(list(contenders), args.rounds, run)
+        results = paired_rounds(list(contenders), args.rounds, run)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
     out = {
         "rounds": args.rounds,
@@ -426,6 +451,9 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         "runs": results,
         "rps": rps,
         "rps_median": {name: round(statistics.median(r["rps"] for r in rs)) for name, rs in results.items()},
+        # The server's CPU (user + system, all its processes) per request: far
+        # steadier than the rate on a VM whose neighbours vary.
+        "cpu_us_per_request_median": {name: statistics.median(r["cpu_us_per_request"] for r in rs) for name, rs in results.items()},
         "paired_ratios": {},
     }
     for key, (a, b, digits) in RATIOS.items():
@@ -709,10 +737,10 @@ def startup(args, sizes: list[int]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--duration", type=float, default=3, help="seconds of each wrk run (default 3: many short rounds, see --rounds)")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument(
-        "--rounds", type=int, default=4, help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 4)"
+        "--rounds", type=int, default=12, help="throughput rounds over all contenders (ratios: median of the per-round ratios; default 12)"
     )
     ap.add_argument("--contenders", default="", help="comma-separated throughput contenders to run (default: all)")
     ap.add_argument("--startup-sizes", default="10000,10000000")

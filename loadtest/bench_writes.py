@@ -303,21 +303,12 @@ def workers(srv: bh.Server) -> list[int]:
     return [pid for pid in srv.pids() if pid != srv.proc.pid]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used (from /proc/PID/stat)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def measured(srv: bh.Server, run) -> dict:
     """`run()` (a wrk run), with the CPU the workers used per request it made."""
     pids = workers(srv)
-    before = cpu_seconds(pids)
+    before = bh.cpu_seconds(pids)
     r = run()
-    r["worker_cpu_us_per_request"] = round((cpu_seconds(pids) - before) / max(1, r["requests"]) * 1e6, 1)
+    r["worker_cpu_us_per_request"] = round((bh.cpu_seconds(pids) - before) / max(1, r["requests"]) * 1e6, 1)
     return r
 
 

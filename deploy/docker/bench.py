@@ -39,7 +39,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "loadtest"))
-from bench_http import lua_get, wrk  # noqa: E402
+from bench_http import cpu_seconds, lua_get, wrk  # noqa: E402
 
 KV = str(Path(sys.executable).parent / "kv")
 HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
@@ -126,18 +126,6 @@ def server_pids(target) -> list[int]:
             except OSError:
                 pass
     return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def stop_host(proc: subprocess.Popen) -> None:

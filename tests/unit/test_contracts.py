@@ -328,7 +328,7 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
 
     import httptools
 
-    from kv.http.protocol import _FIELD, _NOT_QUICK, QUICK
+    from kv.http.protocol import _FIELD, _NOT_QUICK, QUICK, QUICK_TOKEN
 
     class Recorder:
         def __init__(self):
@@ -349,6 +349,7 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
         b"HEAD /v1/keys/" + key + b" HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abc\r\nAccept: */*\r\n\r\n",
         b"GET /v1/keys/a%20b~!$&'()*+,;=:@ HTTP/1.1\r\nhost:h\r\nUser-Agent: curl/8.5.0\r\nX-A: a b  c\r\n\r\n",
         b"GET /v1/keys/" + key + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"GET /v1/keys/" + key + b" HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAuthorization: Bearer tok-0123456789\r\n\r\n",
     ]
     alphabet = b' \t\r\n:;,%?#/\x00\x7f\x80\xffaZ0-"(){}[]\\'
     rng = random.Random(16)
@@ -362,9 +363,14 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
             else:
                 head[i:i] = bytes([rng.choice(alphabet)])
         heads.append(bytes(head))
-    accepted = 0
+    accepted = token_heads = 0
     for head in heads:
+        t = QUICK_TOKEN.fullmatch(head)
         m = QUICK.fullmatch(head)
+        if t is not None:  # a strict subset of QUICK: the same groups, the one field Authorization
+            token_heads += 1
+            assert m is not None and m.group(1, 2, 3) == t.group(1, 2, 3), head
+            assert [(n.lower(), v) for n, v in _FIELD.findall(m[4])] == [(b"authorization", t[4])], head
         quick_headers = [(b"host", m[3])] + [(n.lower(), v) for n, v in _FIELD.findall(m[4])] if m else []
         if m is None or any(n in _NOT_QUICK for n, _ in quick_headers):
             continue  # left to httptools
@@ -375,3 +381,4 @@ def test_httptools_reads_every_head_quick_accepts_as_the_quick_path_does():
         assert (rec.done, parser.get_method(), parser.get_http_version(), parser.should_keep_alive()) == (1, m[1], "1.1", True), head
         assert (rec.url, rec.headers) == (b"/v1/keys/" + m[2], quick_headers), head
     assert 500 < accepted < len(heads) - 500, accepted  # the corpus exercises both sides
+    assert token_heads > 100, token_heads
