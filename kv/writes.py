@@ -171,13 +171,8 @@ class Writer:
         if (st := self._lagging()) is not None:
             raise self._refusal(st)
         self._lock()
-        try:
-            prepared = self._prepare(entries, require_present, kind)
-        except BaseException:
-            self._unlock()
-            raise
+        prepared = self._prepare_locked(entries, require_present, kind)
         if prepared is None:
-            self._unlock()
             return None
         self._append_and_unlock(*prepared[:2])
         return self._done(entries, *prepared)
@@ -210,6 +205,16 @@ class Writer:
             except asyncio.CancelledError:
                 locking.add_done_callback(self._unlock_when_locked)
                 raise
+        prepared = self._prepare_locked(entries, require_present, kind)
+        if prepared is None:
+            return None
+        # Shielded: once started, the append finishes and unlocks even if this request is cancelled.
+        await asyncio.shield(loop.run_in_executor(self.threads, self._append_and_unlock, *prepared[:2]))
+        return self._done(entries, *prepared)
+
+    def _prepare_locked(self, entries: list[Entry], require_present: bool, kind: str) -> tuple[HeadState, bytes, list[bytes]] | None:
+        """`_prepare` with the lock held: the lock stays held only when a
+        write is prepared (to be appended), and is released otherwise."""
         try:
             prepared = self._prepare(entries, require_present, kind)
         except BaseException:
@@ -217,10 +222,7 @@ class Writer:
             raise
         if prepared is None:
             self._unlock()
-            return None
-        # Shielded: once started, the append finishes and unlocks even if this request is cancelled.
-        await asyncio.shield(loop.run_in_executor(self.threads, self._append_and_unlock, *prepared[:2]))
-        return self._done(entries, *prepared)
+        return prepared
 
     def _unlock_when_locked(self, locking: asyncio.Future) -> None:
         if not locking.cancelled() and locking.exception() is None:

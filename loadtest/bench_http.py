@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,46 +199,50 @@ end
 """
 
 
-def lua_get(keys: list[str], delay_ms: float | None = None, tag: str = "get") -> Path:
-    """A wrk script that requests random keys from a preloaded array of requests
-    (request() only indexes an array: Lua work here steals the server's CPU).
-
-    With `delay_ms`, each connection waits that long before each request. wrk
-    takes whole milliseconds, so a fractional delay is dithered: floor or
-    floor + 1 at random, averaging `delay_ms`."""
+def lua_requests(name: str, items: str, values: list[str], each: str, before: Sequence[str] = (), after: Sequence[str] = ()) -> Path:
+    """A wrk script (LUA_DIR/name) whose request() returns one of a preloaded
+    array of requests at random: request() only indexes an array, since Lua
+    work there steals the server's CPU. The requests are built in init, not
+    at load: wrk sets the Host header just before init, and kv answers a
+    request without Host with 400 (RFC 9112, 3.2). `items`: the name of the
+    Lua array of `values` (Lua expressions); `each`: the Lua expression of a
+    request from one of them, `x`; `before`, `after`: more lines of Lua."""
     body = [
-        "local keys = {",
-        ",\n".join(f'"{k}"' for k in keys),
+        f"local {items} = {{",
+        ",\n".join(values),
         "}",
+        *before,
         "local reqs, n = {}, 0",
-        # In init, not at load: wrk sets the Host header just before init, and
-        # kv answers a request without Host with 400 (RFC 9112, 3.2).
-        "init = function(args) for i, k in ipairs(keys) do reqs[i] = wrk.format('GET', '/v1/keys/' .. k) end n = #reqs end",
+        f"init = function(args) for i, x in ipairs({items}) do reqs[i] = {each} end n = #reqs end",
         "request = function() return reqs[math.random(n)] end",
+        *after,
     ]
-    if delay_ms is not None:
-        whole, frac = int(delay_ms), delay_ms - int(delay_ms)
-        body.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
-        delay_ms = round(delay_ms, 4)
-    path = LUA_DIR / f"{tag}-{len(keys)}-{delay_ms}.lua"
+    path = LUA_DIR / name
     path.write_text("\n".join(body) + DONE)
     return path
 
 
+def lua_get(keys: list[str], delay_ms: float | None = None, tag: str = "get") -> Path:
+    """A wrk script that requests random keys (lua_requests).
+
+    With `delay_ms`, each connection waits that long before each request. wrk
+    takes whole milliseconds, so a fractional delay is dithered: floor or
+    floor + 1 at random, averaging `delay_ms`."""
+    after = []
+    if delay_ms is not None:
+        whole, frac = int(delay_ms), delay_ms - int(delay_ms)
+        after.append(f"delay = function() if math.random() < {frac:.4f} then return {whole + 1} end return {whole} end")
+        delay_ms = round(delay_ms, 4)
+    return lua_requests(
+        f"{tag}-{len(keys)}-{delay_ms}.lua", "keys", [f'"{k}"' for k in keys], "wrk.format('GET', '/v1/keys/' .. x)", after=after
+    )
+
+
 def lua_batch(keys: list[str], size: int, bodies: int = 500) -> Path:
+    """POST /v1/batch of `size` random keys, from `bodies` preloaded bodies."""
     rnd = random.Random(5)
-    lines = ["local bodies = {"]
-    for _ in range(bodies):
-        lines.append(json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) + ",")
-    lines += [
-        "}",
-        "local reqs, n = {}, 0",  # built in init, when wrk has set Host (see lua_get)
-        "init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, b) end n = #reqs end",
-        "request = function() return reqs[math.random(n)] end",
-    ]
-    path = LUA_DIR / f"batch-{size}.lua"
-    path.write_text("\n".join(lines) + DONE)
-    return path
+    values = [json.dumps(json.dumps({"keys": rnd.sample(keys, size)})) for _ in range(bodies)]
+    return lua_requests(f"batch-{size}.lua", "bodies", values, "wrk.format('POST', '/v1/batch', {['Content-Type']='application/json'}, x)")
 
 
 def wrk(url: str, script: Path, connections: int = 64, duration: float = 10, threads: int = 1) -> dict:
@@ -339,18 +343,8 @@ def sample_string_keys(data: Path, n: int, seed: int = 1) -> list[str]:
 def lua_get_with_token(keys: list[str], token: str) -> Path:
     """As lua_get, each request also carrying `Authorization: Bearer TOKEN`
     (Host first, as wrk and common clients send it)."""
-    body = [
-        "local keys = {",
-        ",\n".join(f'"{k}"' for k in keys),
-        "}",
-        "local reqs, n = {}, 0",
-        "init = function(args) for i, k in ipairs(keys) do reqs[i] = 'GET /v1/keys/' .. k .. ' HTTP/1.1\\r\\nHost: ' .. "
-        f"wrk.host .. ':' .. wrk.port .. '\\r\\nAuthorization: Bearer {token}\\r\\n\\r\\n' end n = #reqs end",
-        "request = function() return reqs[math.random(n)] end",
-    ]
-    path = LUA_DIR / f"get-token-{len(keys)}.lua"
-    path.write_text("\n".join(body) + DONE)
-    return path
+    each = f"'GET /v1/keys/' .. x .. ' HTTP/1.1\\r\\nHost: ' .. wrk.host .. ':' .. wrk.port .. '\\r\\nAuthorization: Bearer {token}\\r\\n\\r\\n'"
+    return lua_requests(f"get-token-{len(keys)}.lua", "keys", [f'"{k}"' for k in keys], each)
 
 
 def sample_keys(data: Path, n: int, seed: int = 1) -> list[str]:
@@ -442,7 +436,11 @@ def throughput(args, data: Path, table: Path, keys: list[str]) -> dict:
         for name, srv in contenders.items():
             stack.enter_context(srv)
             srv.wait_ready(probes.get(name, probe) if name != "kv_token" else "/healthz")
-            wrk(srv.url, scripts.get(name, script), args.connections, 2)  # warm-up: page cache, connections
+        # Warm-ups (page cache, each worker's page tables, connections) once
+        # every contender is up: a start (`typical` loads a dict of the whole
+        # file) no longer overlaps a warm-up or the first round.
+        for name, srv in contenders.items():
+            wrk(srv.url, scripts.get(name, script), args.connections, 3)
         results = paired_rounds(list(contenders), args.rounds, run)
     rps = {name: max(r["rps"] for r in rs) for name, rs in results.items()}  # best round of each
     out = {

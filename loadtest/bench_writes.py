@@ -158,40 +158,23 @@ def make_roots(table: Path, data: Path, args) -> tuple[dict[str, Path], dict]:
 
 
 def lua_put(keys: list[str], size: int) -> Path:
-    """PUT /v1/keys/KEY of a `size`-byte value, random keys from a preloaded array (as bench_http.lua_get)."""
-    body = [
-        "local keys = {",
-        ",\n".join(f'"{k}"' for k in keys),
-        "}",
-        f'local value = "{value(0, size)}"',
-        f"local headers = {{['Authorization'] = 'Bearer {TOKEN}'}}",
-        "local reqs, n = {}, 0",
-        # In init, when wrk has set Host (bench_http.lua_get says why).
-        "init = function(args) for i, k in ipairs(keys) do reqs[i] = wrk.format('PUT', '/v1/keys/' .. k, headers, value) end n = #reqs end",
-        "request = function() return reqs[math.random(n)] end",
-    ]
-    path = bh.LUA_DIR / f"put-{len(keys)}-{size}.lua"
-    path.write_text("\n".join(body) + bh.DONE)
-    return path
+    """PUT /v1/keys/KEY of a `size`-byte value, random keys (bench_http.lua_requests)."""
+    before = [f'local value = "{value(0, size)}"', f"local headers = {{['Authorization'] = 'Bearer {TOKEN}'}}"]
+    each = "wrk.format('PUT', '/v1/keys/' .. x, headers, value)"
+    return bh.lua_requests(f"put-{len(keys)}-{size}.lua", "keys", [f'"{k}"' for k in keys], each, before=before)
 
 
 def lua_write_batch(keys: list[str], size: int, bodies: int = 200) -> Path:
     """POST /v1/write {"set": {100 random keys: values}}, from preloaded bodies (as bench_http.lua_batch)."""
     rnd = random.Random(6)
-    lines = ["local bodies = {"]
-    for b in range(bodies):
-        payload = {"set": {k: value(b * BATCH + i, size) for i, k in enumerate(rnd.sample(keys, BATCH))}}
-        lines.append(json.dumps(json.dumps(payload)) + ",")
-    lines += [
-        "}",
-        f"local headers = {{['Authorization'] = 'Bearer {TOKEN}', ['Content-Type'] = 'application/json'}}",
-        "local reqs, n = {}, 0",
-        "init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format('POST', '/v1/write', headers, b) end n = #reqs end",
-        "request = function() return reqs[math.random(n)] end",
+    values = [
+        json.dumps(json.dumps({"set": {k: value(b * BATCH + i, size) for i, k in enumerate(rnd.sample(keys, BATCH))}}))
+        for b in range(bodies)
     ]
-    path = bh.LUA_DIR / f"write-batch-{BATCH}-{size}.lua"
-    path.write_text("\n".join(lines) + bh.DONE)
-    return path
+    before = [f"local headers = {{['Authorization'] = 'Bearer {TOKEN}', ['Content-Type'] = 'application/json'}}"]
+    return bh.lua_requests(
+        f"write-batch-{BATCH}-{size}.lua", "bodies", values, "wrk.format('POST', '/v1/write', headers, x)", before=before
+    )
 
 
 # -- the paced writer ------------------------------------------------------------------------------

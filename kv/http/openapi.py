@@ -51,6 +51,11 @@ def problem_doc(description: str) -> dict:
     return {"description": description, "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
 
 
+def json_object_doc(description: str, properties: dict) -> dict:
+    """A response whose body is a JSON object of these properties."""
+    return {"description": description, "content": {JSON: {"schema": {"type": "object", "properties": properties}}}}
+
+
 KEY_RESPONSES = {
     200: {
         "description": "The value: raw bytes (text/plain when UTF-8, else application/octet-stream), or JSON with Accept: application/json",
@@ -74,22 +79,15 @@ KEY_RESPONSES = {
 }
 
 BATCH_RESPONSES = {
-    200: {
-        "description": "Values found (as UTF-8 text, or base64 in values_base64 when not UTF-8) and keys missing",
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "generation": {"type": "string"},
-                        "values": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "values_base64": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "missing": {"type": "array", "items": {"type": "string"}},
-                    },
-                }
-            }
+    200: json_object_doc(
+        "Values found (as UTF-8 text, or base64 in values_base64 when not UTF-8) and keys missing",
+        {
+            "generation": {"type": "string"},
+            "values": {"type": "object", "additionalProperties": {"type": "string"}},
+            "values_base64": {"type": "object", "additionalProperties": {"type": "string"}},
+            "missing": {"type": "array", "items": {"type": "string"}},
         },
-    },
+    ),
     400: problem_doc("Malformed body or keys"),
     413: problem_doc("More keys than the batch limit"),
     421: problem_doc("Keys of other shards"),
@@ -169,22 +167,15 @@ METRICS_DOC = doc(
 
 
 WRITE_RESPONSES = {
-    200: {
-        "description": "Committed (fsynced; every request any worker starts from now on sees it)",
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "generation": {"type": "string"},
-                        "sets": {"type": "integer"},
-                        "deletes": {"type": "integer"},
-                        "missing": {"type": "array", "items": {"type": "string"}},
-                    },
-                }
-            }
+    200: json_object_doc(
+        "Committed (fsynced; every request any worker starts from now on sees it)",
+        {
+            "generation": {"type": "string"},
+            "sets": {"type": "integer"},
+            "deletes": {"type": "integer"},
+            "missing": {"type": "array", "items": {"type": "string"}},
         },
-    },
+    ),
     400: problem_doc("Malformed body, key or value: nothing was written"),
     401: problem_doc("No write token (WWW-Authenticate: Bearer)"),
     403: problem_doc("Not the write token"),
