@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request
 from fastapi.responses import Response
 
-from ..errors import InvalidKey
+from ..errors import InvalidKey, KVError
 from ..writes import Committed, Writer, WriteRefused
 from .negotiation import JSON
 from .problems import problem
@@ -41,7 +41,7 @@ MIN_TOKEN, MAX_TOKEN = 8, 512
 MAX_WRITE_BODY = 17 << 20  # a PUT of the largest value (16 MiB) and then some; a batch of them as JSON is far less
 
 
-class WriteTokenError(ValueError):
+class WriteTokenError(KVError, ValueError):
     """A write token that cannot be used; the message never holds the token."""
 
 

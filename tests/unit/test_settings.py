@@ -197,3 +197,21 @@ def test_multiple_binds_in_the_config_file_are_kept(tmp_path):
     conf = config_file(tmp_path, "bind = ['127.0.0.1:9101', '127.0.0.1:9102']\n")
     got, _ = server_settings(NO_FLAGS | {"config": conf})
     assert got["bind"].value == ["127.0.0.1:9101", "127.0.0.1:9102"]
+
+
+def test_every_exception_kv_defines_derives_from_kverror():
+    """One exception root (kv/errors.py): `except KVError` catches whatever kv raises of its own."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import kv
+
+    defined = []
+    for info in pkgutil.walk_packages(kv.__path__, "kv."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == info.name:
+                defined.append(cls)
+    assert len(defined) >= 10, defined  # the walk found kv's exceptions
+    assert [c.__qualname__ for c in defined if not issubclass(c, KVError)] == []
