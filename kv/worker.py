@@ -94,6 +94,7 @@ import signal
 import struct
 import sys
 import termios
+from collections.abc import MutableMapping
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -314,7 +315,7 @@ class _CloseLingering:
         return getattr(self._transport, name)
 
 
-def close_lingering_after(scope: dict) -> None:
+def close_lingering_after(scope: MutableMapping[str, Any]) -> None:
     """Make the connection of the request `scope` close lingering (see
     KVHttpProtocol.close_lingering) when its response is done. kv/http/fastpath.py
     calls this when it refuses a body it has not read (413, 408): only then,

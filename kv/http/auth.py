@@ -41,6 +41,7 @@ import stat
 from collections.abc import Callable, Iterable
 
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ..errors import KVError
 from .problems import problem
@@ -137,7 +138,7 @@ class Guard:
         path = os.environ.get(settings.READ_TOKEN_FILE.env)
         return cls(read_token_file(path) if path else None, os.environ.get(settings.METRICS_BIND.env) or None)
 
-    def refusal(self, scope: dict) -> Response | None:
+    def refusal(self, scope: Scope) -> Response | None:
         """The problem response for a request this rule refuses, or None."""
         raw = scope["raw_path"]
         if self.metrics_elsewhere and raw == b"/metrics":

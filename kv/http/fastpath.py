@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 from xxhash import xxh3_64_intdigest
 
 from .. import metrics
@@ -228,7 +229,7 @@ class FastPath:
         where = bisect_left
         allows = state.guard.allows  # read tokens (kv/http/auth.py); None: none needed
 
-        async def call(scope, receive, send):
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 return await api(scope, receive, send)
             t0 = clock()
@@ -260,14 +261,14 @@ class FastPath:
 
         return call
 
-    async def __call__(self, scope, receive, send) -> None:  # for direct use; create_app returns self.asgi
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # for direct use; create_app returns self.asgi
         await self.asgi(scope, receive, send)
 
-    async def _slow(self, scope, receive, send, t0: float) -> None:
+    async def _slow(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         route = label(scope["raw_path"], scope["path"])
         status = [500]
 
-        async def send_counted(message):
+        async def send_counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -326,7 +327,7 @@ class FastPath:
         finally:
             self.state.counts.request(route, status[0], time.perf_counter() - t0)
 
-    async def _write(self, scope: dict, receive: Callable, send: Callable, route: str, status: list) -> None:
+    async def _write(self, scope: Scope, receive: Receive, send: Send, route: str, status: list) -> None:
         """PUT and DELETE /v1/keys/{key}, POST /v1/write (kv/http/writes.py):
         405 unless writable, then the token (before the body is read), then the body, then the write."""
         state = self.state
@@ -350,7 +351,7 @@ class FastPath:
             resp = problem(500, "Internal error", "see the server log; the write may or may not have been committed")
         await resp(scope, receive, send)
 
-    def refusal(self, scope) -> Response | None:
+    def refusal(self, scope: Scope) -> Response | None:
         """The problem response for a request over a limit or without a Host; None when it is fine."""
         query = scope.get("query_string", b"")
         target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)  # path, "?", query
@@ -371,7 +372,7 @@ class FastPath:
                 )
         return None
 
-    async def _read_body(self, receive, limit: int | None = None) -> bytes | Response | None:
+    async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes | Response | None:
         """The whole request body; or the problem response when it is too large
         or too slow; or None when the client disconnected first."""
         limit = limit or self.max_body
@@ -396,7 +397,7 @@ class FastPath:
             )
 
 
-def _closing_if_body(scope, response: Response) -> Response:
+def _closing_if_body(scope: Scope, response: Response) -> Response:
     """A refusal answered before the request body was read says `Connection:
     close` (and uvicorn then closes): on a kept connection the unread body, or
     the body a client sends after `Expect: 100-continue` anyway, would be
@@ -411,10 +412,10 @@ def _closing_if_body(scope, response: Response) -> Response:
     return response
 
 
-def _replay(body: bytes, receive):
+def _replay(body: bytes, receive: Receive) -> Receive:
     sent = [False]
 
-    async def replayed():
+    async def replayed() -> Message:
         if not sent[0]:
             sent[0] = True
             return {"type": "http.request", "body": body, "more_body": False}
