@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import changelog
+from . import changelog, settings
 from . import format as fmt
 from .changelog import DELETE, SET, Entry
 from .errors import KVError
@@ -66,8 +66,8 @@ from .root import (  # noqa: F401 (the root's functions, importable from here as
 
 log = logging.getLogger("kv")
 
-COMPACT_CHANGES = 100_000  # fold the log into a new base past this many changes ...
-COMPACT_BYTES = 64 << 20  # ... or this many log bytes
+COMPACT_CHANGES = settings.COMPACT_CHANGES.default  # fold the log into a new base past this many changes ...
+COMPACT_BYTES = settings.COMPACT_BYTES.default  # ... or this many log bytes
 BEHIND = 4  # writes wait while the log holds this many times the compaction threshold ...
 BEHIND_WAIT = 10.0  # ... and are refused (503) after waiting this long
 

@@ -10,6 +10,9 @@ import os
 import socket
 import sys
 
+# kv.settings.BIND's default (it cannot be imported under -I -S; tests/unit/test_settings.py checks the two agree)
+DEFAULT_BIND = "127.0.0.1:8000"
+
 
 def bind_address() -> str:
     try:
@@ -22,7 +25,7 @@ def bind_address() -> str:
             return args[i + 1]
         if a.startswith("--bind="):
             return a.split("=", 1)[1]
-    return os.environ.get("KV_BIND", "127.0.0.1:8000")
+    return os.environ.get("KV_BIND", DEFAULT_BIND)
 
 
 class UnixConnection(http.client.HTTPConnection):

@@ -44,15 +44,24 @@ def test_every_setting_has_a_flag_an_env_var_a_default_and_help():
 def test_no_other_module_writes_a_kv_default():
     """The defaults and the KV_* names of the registry appear nowhere else in
     the code that reads them (kv/app.py, the HTTP layer's, excepted)."""
-    owned = ["cli.py", "client.py", "serve.py", "publish.py", "deploy.py", "gunicorn_conf.py", "worker.py", "commands"]
+    owned = ["cli.py", "client.py", "serve.py", "publish.py", "deploy.py", "gunicorn_conf.py", "worker.py", "writes.py", "commands"]
     files = [p for name in owned for p in ([ROOT / "kv" / name] if name.endswith(".py") else (ROOT / "kv" / name).glob("*.py"))]
     files.append(ROOT / "deploy" / "gunicorn.conf.py")
     for path in files:
         text = path.read_text()
         for s in settings.SETTINGS:
             assert f'"{s.env}"' not in text, f"{path} names {s.env}: read it through kv.settings"
-        for literal in ('"127.0.0.1:8000"', '"http://127.0.0.1:8000"', "1000)", "keepalive = 5"):
+        for literal in ('"127.0.0.1:8000"', '"http://127.0.0.1:8000"', "1000)", "keepalive = 5", "100_000", "64 << 20"):
             assert literal not in text, f"{path} repeats the default {literal}"
+
+
+def test_the_image_healthcheck_falls_back_to_the_registry_bind_default():
+    """deploy/docker/healthcheck.py runs with `python -I -S` (kv not importable): its one copy of KV_BIND's default must agree."""
+    import runpy
+
+    ns = runpy.run_path(str(ROOT / "deploy" / "docker" / "healthcheck.py"), run_name="healthcheck")
+    assert ns["DEFAULT_BIND"] == settings.BIND.default
+    assert (ROOT / "deploy" / "docker" / "healthcheck.py").read_text().count('"127.0.0.1:8000"') == 1
 
 
 def test_the_help_of_every_flag_names_its_env_var_and_default():
