@@ -8,8 +8,13 @@ import sys
 
 from ..errors import DataFormatError
 from ..options import BuildOptions
+from .exits import Exit
 
-EXITS = {0: "table(s) written", 1: "bad data, or the data file or table cannot be read or written; no table written", 2: "bad usage"}
+EXITS = {
+    Exit.OK: "table(s) written",
+    Exit.FAILED: "bad data, or the data file or table cannot be read or written; no table written",
+    Exit.USAGE: "bad usage",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,16 +45,16 @@ def run(args: argparse.Namespace) -> int:
     except (DataFormatError, ValueError) as e:
         print(f"kv build: {e}", file=sys.stderr)
         print("kv build: no table written", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     except FileNotFoundError as e:
         print(f"kv build: {e.filename or args.data}: no such file or directory", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     except OSError as e:  # a directory, no permission, disk full: say so, no traceback
         print(f"kv build: {e.filename or args.data}: {e.strerror or e}", file=sys.stderr)
         print("kv build: no table written", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     for r in reports:
         print(r.summary(), file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict(), indent=2, default=str))
-    return 0
+    return Exit.OK

@@ -32,22 +32,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 0:
         print("kv gen: N must be zero or more", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if args.seed < 0:
         print("kv gen: --seed must be zero or more", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     t0 = time.perf_counter()
     try:
         size = generate_file(args.count, args.output, seed=args.seed, keys=args.keys)
     except BrokenPipeError:  # `kv gen N -o - | head`: the reader has had enough
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
-        return 0
+        return Exit.OK
     except OSError as e:
         print(f"kv gen: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     if args.output != "-":
         print(
             f"wrote {plural(args.count, 'record')} ({size:,} bytes) to {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr
         )
-    return 0
+    return Exit.OK

@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
             d = describe(t)
     except (TableCorrupt, OSError) as e:
         print(f"kv inspect: {e}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     if args.json:
         print(json.dumps(d, indent=2))
-        return 0
+        return Exit.OK
     width = max(len(k) for k in d)
     for k, v in d.items():
         if k == "meta":
@@ -69,4 +69,4 @@ def run(args: argparse.Namespace) -> int:
         elif isinstance(v, int):
             v = f"{v:,}"
         print(f"{k:<{width}}  {v}")
-    return 0
+    return Exit.OK

@@ -5,7 +5,9 @@ root, and the small fixes of `kv get`, `kv verify` and `kv deploy nginx`."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -29,6 +31,9 @@ def test_every_command_module_has_add_arguments_run_and_exits(name):
     mod = importlib.import_module(f"kv.commands.{name}")
     assert callable(mod.add_arguments) and callable(mod.run)
     assert 0 in mod.EXITS and 2 in mod.EXITS
+    assert all(isinstance(code, Exit) for code in mod.EXITS), mod.EXITS  # statuses from the one enum, not bare ints
+    source = inspect.getsource(mod)
+    assert not re.search(r"\breturn \d+\b", source), f"kv/commands/{name}.py returns a bare number: return an Exit"
 
 
 @pytest.mark.parametrize("name", COMMANDS)
