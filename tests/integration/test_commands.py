@@ -240,3 +240,24 @@ def test_deploy_nginx_for_string_keys_redirects_instead_of_mapping_prefixes(caps
 def test_deploy_nginx_refuses_an_unknown_key_kind(capsys):
     with pytest.raises(SystemExit):
         main(["deploy", "nginx", "--keys", "int", "--shards", "1", "--upstream", "0=127.0.0.1:8001", "-o", "-"])
+
+
+def test_operations_nginx_sample_is_the_commands_output_trimmed(capsys):
+    """docs/OPERATIONS.md, "Render the nginx front": the command shown, run,
+    prints every line of the sample below it, in order (`# ...` lines stand
+    for lines left out)."""
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    section = text[text.index("### Render the nginx front") :]
+    shell = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    argv = shlex.split(shell.replace("\\\n", " "))
+    assert argv[:3] == ["kv", "deploy", "nginx"] and argv[-2:] == ["-o", "/etc/nginx/kv/kv-4.conf"]
+    assert main([*argv[1:-2], "-o", "-"]) == 0
+    rendered = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    start = section.index("```nginx\n") + 9
+    sample = [line.strip() for line in section[start : section.index("```", start)].splitlines()]
+    shown = [line for line in sample if not line.startswith("# ...")]
+    assert len(shown) > 40
+    at = 0
+    for line in shown:
+        assert line in rendered[at:], f"OPERATIONS.md's nginx sample has {line!r}, which the command does not print (here)"
+        at = rendered.index(line, at) + 1
