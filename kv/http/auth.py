@@ -122,6 +122,28 @@ def bearer_check(tokens: Iterable[bytes]) -> Callable[[bytes | None], bool]:
     return allows_many
 
 
+def authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The value of the request's Authorization header, None when it has
+    none. More than one is refused (`TwoAuthorizations`): the field is a
+    singleton (RFC 9110, 11.6.2), and a proxy that reads the first while a
+    server reads the last would each check a different token."""
+    found = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise TwoAuthorizations
+            found = value
+    return found
+
+
+class TwoAuthorizations(KVError, ValueError):
+    """A request with more than one Authorization header."""
+
+
+def two_authorizations() -> Response:
+    return problem(400, "Bad request", "more than one Authorization header: send one")
+
+
 class Guard:
     """The checked path's rules for who may read what: tokens, and /metrics
     served on its own bind."""
@@ -145,11 +167,10 @@ class Guard:
             return problem(404, "Not found", f"/metrics is served on {self.metrics_elsewhere}")
         if self.allows is None or raw in OPEN_PATHS:
             return None
-        value = None
-        for name, v in scope["headers"]:
-            if name == b"authorization":
-                value = v
-                break
+        try:
+            value = authorization(scope["headers"])
+        except TwoAuthorizations:
+            return two_authorizations()
         if self.allows(value) or (value is not None and self.allows(b"Bearer " + value[7:])):  # the scheme in any case
             return None
         if value is None or not value[:7].lower() == b"bearer ":

@@ -95,8 +95,8 @@ def plain_headers(headers: list[tuple[bytes, bytes]], allows: Callable[[bytes | 
     Transfer-Encoding: the checked path bounds it). Host comes first from
     every client and proxy we know (curl, httpx, wrk, browsers, nginx); a
     request whose first header is not Host, perhaps missing it (a 400), takes
-    the checked path. With read tokens, the Authorization header must hold
-    one (the checked path answers 401 or 403 otherwise)."""
+    the checked path. With read tokens, the one Authorization header must
+    hold one (the checked path answers 401 or 403 otherwise, 400 for two)."""
     bearer = None
     for name, value in headers:
         if (
@@ -108,6 +108,8 @@ def plain_headers(headers: list[tuple[bytes, bytes]], allows: Callable[[bytes | 
         ):
             return False
         if name == b"authorization":
+            if bearer is not None:
+                return False  # more than one: the checked path refuses the request (400)
             bearer = value
     if len(headers) > FAST_MAX_HEADERS or not headers or headers[0][0] != b"host":
         return False

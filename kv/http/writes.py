@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -29,6 +29,7 @@ from fastapi.responses import Response
 
 from ..errors import InvalidKey, KVError
 from ..writes import Committed, Writer, WriteRefused
+from .auth import TwoAuthorizations, authorization, two_authorizations
 from .negotiation import JSON
 from .problems import problem
 
@@ -106,13 +107,6 @@ class WriteAuth:
         return None
 
 
-def authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if name == b"authorization":
-            return value
-    return None
-
-
 # -- routing (the fast path's checked path calls these) -----------------------------------------------
 
 
@@ -128,7 +122,11 @@ def refusal(state: State, scope: Scope, route: str) -> Response | None:
             headers={"Allow": allow},
         )
     assert state.write_auth is not None  # writable servers have both
-    return state.write_auth.refusal(authorization(scope["headers"]))
+    try:
+        value = authorization(scope["headers"])
+    except TwoAuthorizations:
+        return two_authorizations()
+    return state.write_auth.refusal(value)
 
 
 def key_of(scope: Scope) -> bytes:

@@ -223,6 +223,22 @@ def test_the_fast_path_serves_a_token_holder_and_refuses_others(token_server):
     assert r.status_code == 403
 
 
+def test_two_authorization_headers_are_a_400_in_either_order_on_every_path(token_server):
+    """A singleton field (RFC 9110, 11.6.2): the fast path once read the last
+    header and the checked path the first, so one wrong and one right token
+    got 200 for a hit and 403 for a miss."""
+    url, _, records, _ = token_server
+    k = records[3][0]
+    right, wrong = f"Bearer {TOKEN}", "Bearer wrong-token-xyz"
+    with httpx.Client(base_url=url, timeout=5) as c:
+        for path in (f"/v1/keys/{k}", "/v1/keys/00000000-0000-4000-8000-000000000000", "/v1/stats"):
+            for pair in ((right, wrong), (wrong, right), (right, right)):
+                r = c.get(path, headers=httpx.Headers([("authorization", pair[0]), ("authorization", pair[1])]))
+                assert r.status_code == 400, (path, pair)
+                assert r.json()["detail"].startswith("more than one Authorization header") and TOKEN not in r.text
+        assert c.get(f"/v1/keys/{k}", headers={"authorization": right}).status_code == 200  # one is fine
+
+
 def test_the_client_and_cli_send_the_token(token_server):
     url, _, records, _ = token_server
     k, v = records[3]
@@ -399,6 +415,12 @@ def test_the_bearer_scheme_is_case_insensitive_on_the_checked_path():
     assert guard.refusal(scope) is None
     assert guard.refusal({"raw_path": b"/healthz", "headers": []}) is None
     assert guard.refusal({"raw_path": b"/v1/stats", "headers": []}).status_code == 401
+    two = [(b"authorization", f"Bearer {TOKEN}".encode())] * 2
+    assert guard.refusal({"raw_path": b"/v1/stats", "headers": two}).status_code == 400
+    from kv.http.fastpath import plain_headers
+
+    assert plain_headers([(b"host", b"h"), *two], guard.allows) is False  # left to the checked path's 400
+    assert plain_headers([(b"host", b"h"), two[0]], guard.allows) is True
 
 
 def test_token_file_lines_comments_and_errors_never_echo_a_token(tmp_path):

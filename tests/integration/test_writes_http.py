@@ -116,6 +116,9 @@ def test_writes_without_a_token_are_401_and_with_a_wrong_one_403(tmp_path):
         assert r.status_code == 403 and TOKEN not in r.text
         r = httpx.post(url + "/v1/write", json={"delete": [k]}, headers={"authorization": "Basic abc"})
         assert r.status_code == 401
+        two = httpx.Headers([("authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer wrong-token-xyz")])
+        r = httpx.put(url + f"/v1/keys/{k}", content=b"x", headers=two)
+        assert r.status_code == 400 and r.json()["detail"].startswith("more than one Authorization header")
         assert httpx.get(url + f"/v1/keys/{k}").status_code == 404  # nothing was written
 
 
