@@ -85,7 +85,7 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
                 log(
                     f"rebuilding {table}: it was built with other options: {', '.join(options.differences(recorded))}. "
                     f"To serve it as built, give no build option; to rebuild keeping its options, "
-                    f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options)}))}"
+                    f"give them too: {_in_words(BuildOptions.from_recorded({**recorded, **_changed(options, data)}))}"
                 )
         except (TableCorrupt, OSError, ValueError) as e:  # ValueError: options recorded that no kv accepts
             log(f"rebuilding {table}: {e}")
@@ -94,10 +94,11 @@ def table_for_data(data: Path, options: BuildOptions | None, log: Callable[[str]
     return table
 
 
-def _changed(options: BuildOptions) -> dict:
-    """The options that are not defaults (what the user asked for)."""
-    default = BuildOptions().recorded()
-    return {k: v for k, v in options.recorded().items() if default[k] != v}
+def _changed(options: BuildOptions, data: Path) -> dict:
+    """The options that are not `data`'s defaults (what the user asked for;
+    `options` resolved for `data`, as the defaults are here)."""
+    default = BuildOptions().for_data(data).recorded()
+    return {k: v for k, v in options.recorded().items() if default.get(k) != v}
 
 
 def resolve_table(path: str | None, root: str | None, options: BuildOptions | None, table_dir: str | None = None) -> Path:

@@ -53,3 +53,19 @@ def test_serve_reuses_a_table_built_with_the_same_build_options(data, capsys):
     assert "reusing" in capsys.readouterr().err
     table_for_data(data, BuildOptions(on_duplicate="first", strip_cr=True))
     assert "rebuilding" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix, lines", [(".tsv", [b"alpha\t1", b"beta\t2"]), (".jsonl", [b'{"key": "alpha", "value": "1"}'])])
+def test_serve_with_other_options_on_string_data_says_so_and_rebuilds(tmp_path, suffix, lines):
+    """A string-key table records its input format, which the default options
+    (before resolving for the file) do not: the message comparing them once
+    raised KeyError('format')."""
+    data = tmp_path / f"d{suffix}"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    table_for_data(data, BuildOptions())
+    said: list[str] = []
+    table = table_for_data(data, BuildOptions(skip_invalid=True), log=said.append)
+    assert len(said) == 1 and said[0].startswith(f"rebuilding {table}: it was built with other options: --skip-invalid")
+    assert "give them too: --skip-invalid" in said[0]
+    with kv.open_table(table) as t:
+        assert t.meta["options"]["skip_invalid"] is True
