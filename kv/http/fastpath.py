@@ -128,18 +128,52 @@ def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
     String keys arrive percent-encoded; one that has no "%" is its own bytes.
     UUID keys are never decoded here (a plain UUID has no "%"; an encoded one
     misses and the checked path decodes it)."""
-    get = state.table.get
-    decode = state.table.key_kind == "string"
+    live = state.live
+    if live is None:
+        return _kind_lookup(state.table.get, state.table.key_kind, state.shard)
+    # On a root the protocol path (kv/http/protocol.py), which answers before
+    # the ASGI app, makes the per-request head check itself: one unpack, one
+    # compare; on a change the worker catches up (and State.hit_headers
+    # follow) before the lookup. A publish may change the root's key kind:
+    # the lookup for the new kind replaces the old one then (a listener).
+    counter, head, seen, catch_up = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up
+    shard, get = state.shard, live.get
+
+    def for_kind(kind: str) -> Callable[[bytes], bytes | None]:
+        plain_get = _kind_lookup(get, kind, shard)
+        return _live_uuid_lookup(live, plain_get) if kind == "uuid" and shard[1] == 1 else plain_get
+
+    current: list[Any] = [live.kind, for_kind(live.kind)]  # the kind, and its lookup
+
+    def on_change() -> None:
+        if live.kind != current[0]:
+            current[:] = [live.kind, for_kind(live.kind)]
+
+    live.listeners.append(on_change)
+
+    def live_lookup(key: bytes) -> bytes | None:
+        if counter(head, COUNTER_AT)[0] != seen[0]:
+            catch_up()
+        return current[1](key)
+
+    return live_lookup
+
+
+def _kind_lookup(get: Callable[[bytes], bytes | None], kind: str, shard: tuple[int, int]) -> Callable[[bytes], bytes | None]:
+    """plain_lookup for a table (or a root's view) of one key kind: `get` of
+    the key as the table spells it, percent-decoded for string keys, and only
+    this shard's keys."""
+    decode = kind == "string"
     unquote = unquote_bytes()  # C when built: urllib's takes ~2 us a key
-    if state.shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
-        own, table_get = state.shard[0], get
+    if shard[1] > 1:  # a shard answers its own keys here, others on the checked path (421)
+        own, table_get = shard[0], get
         if decode:
-            mask, xxh3 = state.shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
+            mask, xxh3 = shard[1] - 1, xxh3_64_intdigest  # kv.keys.string_shard_of, inlined
 
             def get(kb: bytes) -> bytes | None:
                 return table_get(kb) if xxh3(kb) & mask == own else None
         else:
-            shift = 8 - (state.shard[1].bit_length() - 1)
+            shift = 8 - (shard[1].bit_length() - 1)
 
             def get(kb: bytes) -> bytes | None:
                 try:
@@ -153,32 +187,18 @@ def plain_lookup(state: State) -> Callable[[bytes], bytes | None]:
         except (InvalidKey, TableCorrupt):
             return None
 
-    live = state.live
-    if live is None:
-        return lookup
-    # On a root the protocol path (kv/http/protocol.py), which answers before
-    # the ASGI app, makes the per-request head check itself: one unpack, one
-    # compare; on a change the worker catches up (and State.hit_headers
-    # follow) before the lookup.
-    counter, head, seen, catch_up, plain_get = COUNTER.unpack_from, live.head.mm, live.seen, live.catch_up, lookup
+    return lookup
 
-    def live_lookup(key: bytes) -> bytes | None:
-        if counter(head, COUNTER_AT)[0] != seen[0]:
-            catch_up()
-        return plain_get(key)
 
-    if decode or state.shard[1] > 1:
-        return live_lookup
+def _live_uuid_lookup(live: Any, plain_get: Callable[[bytes], bytes | None]) -> Callable[[bytes], bytes | None]:
+    """LiveTable.get of an unsharded UUID root, flattened for the protocol
+    path: two calls fewer, and no regular expression to tell a canonical key
+    (the overlay's spelling) from another: 36 bytes, hyphens in place, no
+    upper case is canonical or malformed, and a malformed key misses in the
+    base too. Other spellings (upper case, 32 digits) take LiveTable.get."""
     view, missing = live.view, _MISSING  # [base lookup, overlay, ...], replaced in place when the base changes
 
     def live_uuid_lookup(key: bytes) -> bytes | None:
-        # LiveTable.get, flattened for the protocol path: two calls fewer, and
-        # no regular expression to tell a canonical key (the overlay's
-        # spelling) from another: 36 bytes, hyphens in place, no upper case is
-        # canonical or malformed, and a malformed key misses in the base too.
-        # Other spellings (upper case, 32 digits) take LiveTable.get.
-        if counter(head, COUNTER_AT)[0] != seen[0]:
-            catch_up()
         overlay = view[1]
         if overlay:
             value = overlay.get(key, missing)

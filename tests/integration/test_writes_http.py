@@ -335,6 +335,25 @@ def test_publish_switches_running_workers_without_restarting_them(tmp_path):
         assert httpx.get(url + "/v1/stats").json()["workers"] == 4  # each counted once, under the generation it serves
 
 
+def test_a_publish_of_the_other_key_kind_switches_running_workers_and_their_fast_path(tmp_path):
+    """The fast path chose its lookup (percent-decoding or not) by the key kind
+    the worker started with: after a publish of a string table onto a UUID
+    root, `a%20b` read the literal key `a%20b` instead of `a b`."""
+    root = tmp_path / "r"
+    a = write_records(tmp_path / "a.data", [(key(1), b"uuid")])
+    b = tmp_path / "b.tsv"
+    b.write_bytes(b"a b\tspace\na%20b\tliteral\nplain\tp\n")
+    subprocess.run([KV, "publish", str(a), "--root", str(root)], check=True, capture_output=True)
+    with running_server("--root", root, workers=2) as (url, _):
+        assert quick_get(url, f"/v1/keys/{key(1)}") == (200, b"uuid")
+        subprocess.run([KV, "publish", str(b), "--root", str(root)], check=True, capture_output=True)
+        for _ in range(20):  # both workers, on fresh connections
+            assert quick_get(url, "/v1/keys/a%20b") == (200, b"space")
+            assert quick_get(url, "/v1/keys/a%2520b") == (200, b"literal")
+            assert quick_get(url, "/v1/keys/plain") == (200, b"p")
+            assert quick_get(url, f"/v1/keys/{key(1)}")[0] == 404
+
+
 def test_publish_replaces_the_writes_and_rollback_refuses_then_forces(tmp_path):
     root = tmp_path / "r"
     data = write_records(tmp_path / "a.data", [(key(1), b"published")])
