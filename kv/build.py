@@ -28,7 +28,7 @@ from . import format as fmt
 from .lines import BLOCK, MAX_LINE, read_records
 from .options import BuildOptions
 from .report import BuildReport, Problem
-from .writer import TableWriter, temp_path
+from .writer import TableWriter, discard_temp
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -72,7 +72,7 @@ def build_table(
         if writer is not None:
             writer.abort()
         else:  # stopped while the writer was being made: its file may exist already
-            temp_path(out).unlink(missing_ok=True)
+            discard_temp(out)
         if isinstance(e, OSError) and e.filename is None and e.errno in _WRITE_ERRNOS:
             # Only writes fail so; name the table, not the input.
             raise OSError(e.errno, f"{e.strerror} (writing the table; nothing was left under that name)", str(out)) from e

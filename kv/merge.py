@@ -26,6 +26,7 @@ from . import __version__
 from . import format as fmt
 from .changelog import fsync_dir
 from .options import DEFAULT_LOAD_FACTORS
+from .writer import temp_path
 
 _xxh3 = xxhash.xxh3_64_intdigest
 SLOT_TYPE = np.dtype([("hash", "<u4"), ("check", "<u4"), ("ref", "<u8")])
@@ -40,7 +41,7 @@ def write_table(
     if load_factor is None:
         load_factor = DEFAULT_LOAD_FACTORS[kind]
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temp_path(out)
     content = xxhash.xxh3_64()
     try:
         with open(tmp, "wb") as f:

@@ -20,7 +20,7 @@ from .duplicates import Occurrence
 from .keys import shard_of
 from .lines import BLOCK, Records, SkippedLines, key_lines, read_records
 from .options import BuildOptions
-from .writer import TableWriter
+from .writer import TableWriter, discard_temp
 
 MAX_SHARDS = 256
 
@@ -91,6 +91,8 @@ def build_shards(
     except BaseException:
         for w in writers:
             w.abort()
+        for p in paths[len(writers) :]:  # a writer stopped while being made may have left its file
+            discard_temp(p)
         for p in done:  # all shards or none
             p.unlink(missing_ok=True)
         raise

@@ -39,13 +39,17 @@ class TableWriter:
         remove_orphans(out)
         self.tmp = temp_path(out)
         self.f = open(self.tmp, "wb+")
-        self.f.write(bytes(fmt.HEADER_SIZE))
-        self.content = xxhash.xxh3_64()
-        self.pos = fmt.HEADER_SIZE
-        # Upper bounds, allocated lazily by the OS: only touched pages cost memory.
-        self.h64: np.ndarray = np.empty(capacity, dtype=np.uint64)
-        self.refs: np.ndarray = np.empty(capacity, dtype=np.uint64)
-        self.checks: np.ndarray = np.empty(capacity, dtype=np.uint32)
+        try:  # from here on the file exists: a failure or a signal (SIGTERM raises) removes it
+            self.f.write(bytes(fmt.HEADER_SIZE))
+            self.content = xxhash.xxh3_64()
+            self.pos = fmt.HEADER_SIZE
+            # Upper bounds, allocated lazily by the OS: only touched pages cost memory.
+            self.h64: np.ndarray = np.empty(capacity, dtype=np.uint64)
+            self.refs: np.ndarray = np.empty(capacity, dtype=np.uint64)
+            self.checks: np.ndarray = np.empty(capacity, dtype=np.uint32)
+        except BaseException:
+            self.abort()
+            raise
         self.n = 0
         self._all_refs: np.ndarray | None = None  # set while finish() resolves duplicates
 
@@ -231,6 +235,16 @@ class TableWriter:
 def temp_path(out: Path) -> Path:
     """Where a build writes `out` until it is complete: `.NAME.tmp-PID` beside it."""
     return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
+def discard_temp(out: Path) -> None:
+    """Remove the temporary file of a writer for `out` that was stopped while
+    being made (so none holds it), if there is one; on the way out of a
+    failure, so nothing here may hide that failure."""
+    try:
+        temp_path(out).unlink()
+    except OSError:
+        pass  # none (the usual case), or not a file we made
 
 
 def header_bytes(header: fmt.Header) -> bytes:
