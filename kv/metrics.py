@@ -14,6 +14,7 @@ totals.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from bisect import bisect_left
@@ -162,15 +163,13 @@ class _Collector(multiprocess.MultiProcessCollector):
     ATTEMPTS = 5
 
     def collect(self):  # type: ignore[no-untyped-def]
-        import glob
-
         pattern = os.path.join(self._path, "*.db")
-        for _ in range(self.ATTEMPTS - 1):
+        for attempt in range(1, self.ATTEMPTS + 1):
             try:
                 return self.merge(glob.glob(pattern), accumulate=True)
             except FileNotFoundError:
-                continue
-        return self.merge(glob.glob(pattern), accumulate=True)
+                if attempt == self.ATTEMPTS:
+                    raise
 
 
 def registry() -> CollectorRegistry:
@@ -245,7 +244,6 @@ def lookups_by_worker() -> dict[str, int]:
     pid, read from the workers' own files; dead workers' counts, folded into
     `*_retired.db`, appear under "retired". Shows that /v1/stats adds up every
     worker, and how evenly the kernel spreads connections over them."""
-    import glob
     import json
 
     from prometheus_client.mmap_dict import MmapedDict

@@ -133,9 +133,6 @@ class BuildOptions:
             out += [flag] if v is True else [flag, str(v)]
         return out
 
-    def is_default(self) -> bool:
-        return self == BuildOptions()
-
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
         """Declare the build flags on `parser`. Defaults are None so a caller

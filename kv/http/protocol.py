@@ -148,20 +148,15 @@ class IdleTimer:
 # (tests/unit/test_contracts.py checks a corpus); anything else is parsed
 # by httptools as before.
 _VALUE = rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?"
-QUICK = re.compile(
-    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]: ?(" + _VALUE + rb")\r\n"
-    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?" + _VALUE + rb"\r\n)*)\r\n"
-)
+_REQUEST_LINE = rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]: ?"
+QUICK = re.compile(_REQUEST_LINE + rb"(" + _VALUE + rb")\r\n" + rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: ?" + _VALUE + rb"\r\n)*)\r\n")
 _FIELD = re.compile(rb"([^:]+): ?([^\r]+)\r\n")  # the fields after Host of a head QUICK matched
 # A token holder's usual head, Host then Authorization and nothing else: a
 # strict subset of QUICK (a Host value without spaces, a `Bearer` value of
 # visible characters; groups: method, key, host, the Authorization value),
 # tried first when tokens are on. It hands the value over without a second
 # look at the fields (tests/unit/test_contracts.py checks the subset).
-QUICK_TOKEN = re.compile(
-    rb"(GET|HEAD) /v1/keys/([-0-9A-Za-z._~%!$&'()*+,;=:@]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]: ?([!-~]+)\r\n"
-    rb"[Aa]uthorization: ?(Bearer [!-~]+)\r\n\r\n"
-)
+QUICK_TOKEN = re.compile(_REQUEST_LINE + rb"([!-~]+)\r\n[Aa]uthorization: ?(Bearer [!-~]+)\r\n\r\n")
 # Headers that change how llhttp frames the message or keeps the connection
 # (a body, Connection tokens, an upgrade) or that uvicorn acts on (Expect):
 # a head with one of them goes to httptools, then answer() if plain.
