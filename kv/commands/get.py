@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def with_client(action: Callable[[Client], int], args: argparse.Namespace, name: str) -> int:
     """Run `action(client)` on a client for the command's flags and return its
     exit status; the client's errors are one line on stderr and their own
-    status instead (kv get, kv set, kv delete)."""
+    status instead (kv get, kv stats, kv set, kv delete)."""
     from ..client import Client, ServerError, ServerUnreachable, WriteRefusedError
 
     try:
@@ -97,7 +97,7 @@ def with_client(action: Callable[[Client], int], args: argparse.Namespace, name:
         return Exit.USAGE
     except WriteRefusedError as e:
         print(f"kv {name}: refused, {e}", file=sys.stderr)
-        return Exit.REFUSED
+        return for_status(e.status)
     except ServerUnreachable as e:
         print(f"kv {name}: {e}", file=sys.stderr)
         return Exit.UNREACHABLE

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from typing import TYPE_CHECKING
 
-from .exits import Exit, for_status
-from .get import add_client_arguments, client_kwargs
+from .exits import Exit
+from .get import add_client_arguments, with_client
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 EXITS = {
     Exit.OK: "printed",
@@ -23,25 +26,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..client import Client, ServerError, ServerUnreachable
-
-    try:
-        with Client(args.url, **client_kwargs(args)) as c:
-            s = c.stats()
-    except ServerUnreachable as e:
-        print(f"kv stats: {e}", file=sys.stderr)
-        return Exit.UNREACHABLE
-    except ServerError as e:
-        print(f"kv stats: server error {e}", file=sys.stderr)
-        return for_status(e.status)
-    if args.json:
-        print(json.dumps(s, indent=2))
+    def action(c: Client) -> int:
+        s = c.stats()
+        if args.json:
+            print(json.dumps(s, indent=2))
+            return Exit.OK
+        width = max(map(len, s), default=0)
+        for k, v in s.items():
+            if isinstance(v, dict):
+                v = json.dumps(v)
+            elif isinstance(v, int) and k not in ("pid", "worker"):  # counts get separators, ids do not
+                v = f"{v:,}"
+            print(f"{k:<{width}}  {v}")
         return Exit.OK
-    width = max(map(len, s), default=0)
-    for k, v in s.items():
-        if isinstance(v, dict):
-            v = json.dumps(v)
-        elif isinstance(v, int) and k not in ("pid", "worker"):  # counts get separators, ids do not
-            v = f"{v:,}"
-        print(f"{k:<{width}}  {v}")
-    return Exit.OK
+
+    return with_client(action, args, "stats")
